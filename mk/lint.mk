@@ -1,9 +1,9 @@
 .PHONY: lint-python lint-shell
 LINT_TARGETS += lint-python lint-shell
 
-lint-python:
+lint-python: setup-venv
 	ruff check .
-	ruff format --check proxy bench lab 2>/dev/null || ruff format --check proxy
+	ruff format --check .
 
 lint-shell:
-	shellcheck $$(git ls-files -co --exclude-standard '*.sh' '.ci/run' | sort -u)
+	shellcheck -x $$(git ls-files -co --exclude-standard '*.sh' '.ci/run' | sort -u)

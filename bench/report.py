@@ -1,0 +1,109 @@
+"""Medians, ratios and the printed table (pure functions, no I/O)."""
+
+import statistics
+
+# metric -> (label, True if higher is better)
+METRICS = {
+    "bulk_MBps": ("bulk, 1 connection (MB/s)", True),
+    "parallel_MBps": ("8 parallel connections (MB/s)", True),
+    "conn_per_s": ("connections/s, full handshake", True),
+    "rtt_p50_us": ("1 KB round trip p50 (µs)", False),
+    "rtt_p99_us": ("1 KB round trip p99 (µs)", False),
+    "rtt_p50_over_direct_us": ("p50 overhead over direct (µs)", False),
+    "rtt_p99_over_direct_us": ("p99 overhead over direct (µs)", False),
+    "rss_idle_MiB": ("RSS, both sides, idle conns (MiB)", False),
+    "rss_per_conn_KiB": ("RSS per idle connection (KiB)", False),
+    "cpu_s_per_GB": ("CPU s per GB, both sides", False),
+}
+CONTENDER_ORDER = ("direct", "stunnel", "haproxy", "medtls")
+RATIOS = (("medtls", "stunnel"), ("medtls", "haproxy"))
+
+
+def summarize(runs: dict[str, dict[str, list[float]]], kind: str, cipher: str) -> dict:
+    """runs[contender][metric] = values of each run -> medians, overheads and ratios."""
+    metrics: dict[str, dict[str, dict]] = {}
+    for contender, per_metric in runs.items():
+        for metric, values in per_metric.items():
+            metrics.setdefault(metric, {})[contender] = {
+                "median": statistics.median(values),
+                "runs": [round(v, 3) for v in values],
+            }
+    for base in ("rtt_p50_us", "rtt_p99_us"):
+        direct = metrics.get(base, {}).get("direct")
+        if not direct:
+            continue
+        over = base.replace("_us", "_over_direct_us")
+        for contender, m in metrics[base].items():
+            if contender != "direct":
+                metrics.setdefault(over, {})[contender] = {"median": m["median"] - direct["median"]}
+    ratios: dict[str, dict[str, float]] = {}
+    for metric, per in metrics.items():
+        for a, b in RATIOS:
+            if a in per and b in per and per[b]["median"]:
+                ratios.setdefault(metric, {})[f"{a}/{b}"] = per[a]["median"] / per[b]["median"]
+    return {"key": kind, "cipher": cipher, "metrics": metrics, "ratios": ratios}
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"medtls bench, {result['date']}, mode {result['mode']}, "
+        f"{result['sizes']['runs']} run(s), median; {m['cpu']}, {m['cores']} cores, "
+        f"kernel {m['kernel']}, {m['openssl']}, load {' '.join(m['loadavg_start'])}",
+        "",
+    ]
+    for name, scen in result["scenarios"].items():
+        present = [c for c in CONTENDER_ORDER if any(c in v for v in scen["metrics"].values())]
+        ratio_cols = [f"{a}/{b}" for a, b in RATIOS if a in present and b in present]
+        lines.append(f"### {name} (TLS 1.3, {scen['key']} certificates, {scen['cipher']})")
+        lines.append("")
+        lines.append("| metric | better | " + " | ".join(present + ratio_cols) + " |")
+        lines.append("|---|---|" + "---:|" * (len(present) + len(ratio_cols)))
+        for metric, (label, higher) in METRICS.items():
+            per = scen["metrics"].get(metric)
+            if not per:
+                continue
+            cells = [_fmt(per[c]["median"]) if c in per else "-" for c in present]
+            ratios = scen["ratios"].get(metric, {})
+            cells += [_fmt(ratios.get(col)) for col in ratio_cols]
+            arrow = "higher" if higher else "lower"
+            lines.append(f"| {label} | {arrow} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if result["skipped"]:
+        lines.append("skipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()))
+    for err in result["errors"]:
+        lines.append(f"error: {err}")
+    return "\n".join(lines) + "\n"
+
+
+def validate(result: dict, scenarios: list[str], contenders: list[str]) -> list[str]:
+    """What is missing or wrong in a run; empty when every contender produced every metric."""
+    bad = list(result["errors"])
+    for scen in scenarios:
+        metrics = result["scenarios"].get(scen, {}).get("metrics", {})
+        if not metrics:
+            bad.append(f"{scen}: no metrics")
+            continue
+        for metric, per in metrics.items():
+            if metric.endswith("_over_direct_us"):
+                continue
+            for c in contenders:
+                if metric in ("rss_idle_MiB", "rss_per_conn_KiB", "cpu_s_per_GB") and c == "direct":
+                    continue
+                v = per.get(c, {}).get("median")
+                if v is None or (v <= 0 and metric != "rss_per_conn_KiB"):
+                    bad.append(f"{scen}/{c}: {metric} missing or not positive ({v})")
+        for c in contenders:
+            if c != "direct" and c not in result["checks"].get(scen, {}):
+                bad.append(f"{scen}/{c}: security checks did not run")
+    return bad

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build the offline appliance image: root filesystem (mmdebstrap), image settings, the appliance
+# playbook through the chroot connection, then a partitioned disk image.
+# Usage: build-image.sh ARCH OUT_DIR
+#   Writes OUT_DIR/disk.img, OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/timings.txt.
+# Environment: MEDTLS_CACHE_DIR (.deb cache), MEDTLS_TEST_GUEST=1 adds the boot test's report unit
+#   (test builds only), plus what configure-rootfs.sh and apply-playbook.sh read.
+set -euo pipefail
+
+arch=${1:?usage: build-image.sh ARCH OUT_DIR}
+out=${2:?usage: build-image.sh ARCH OUT_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${MEDTLS_CACHE_DIR:-$(dirname "$out")/cache/$arch}
+rootfs="$out/rootfs"
+mkdir -p "$out"
+: > "$out/timings.txt"
+
+step() {
+  local name=$1 start
+  shift
+  start=$(date +%s)
+  echo "=== image step $name"
+  "$@"
+  echo "$name $(( $(date +%s) - start ))s" | tee -a "$out/timings.txt"
+}
+
+add_test_guest() {
+  install -m 0755 "$here/../tests/guest/medtls-boot-report" "$rootfs/usr/local/sbin/"
+  install -m 0644 "$here/../tests/guest/medtls-boot-report.service" "$rootfs/etc/systemd/system/"
+  chroot "$rootfs" systemctl enable medtls-boot-report.service
+}
+
+step mmdebstrap "$here/build-rootfs.sh" "$arch" "$rootfs" "$cache"
+step configure "$here/configure-rootfs.sh" "$rootfs"
+step playbook "$here/apply-playbook.sh" "$rootfs"
+if [ "${MEDTLS_TEST_GUEST:-0}" = 1 ]; then step test-guest add_test_guest; fi
+step finalize "$here/finalize-rootfs.sh" "$rootfs"
+cp "$(find "$rootfs/boot" -maxdepth 1 -name "vmlinuz-*" | sort -V | tail -n1)" "$out/vmlinuz"
+cp "$(find "$rootfs/boot" -maxdepth 1 -name "initrd.img-*" | sort -V | tail -n1)" "$out/initrd.img"
+step disk "$here/make-disk.sh" "$rootfs" "$out/disk.img"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Image-only settings on a root filesystem directory (everything else comes from the playbook):
+# hostname, fstab, first user with an SSH key and no password, SSH key-only, per-box SSH host keys,
+# and the first-boot import of the configuration from the FAT partition.
+# Usage: configure-rootfs.sh ROOTFS_DIR
+# Environment: FIRST_USER_NAME (default: medtls), FIRST_USER_SSH_KEY (public key line or file),
+#              MEDTLS_HOSTNAME (default: medtls).
+set -euo pipefail
+
+rootfs=${1:?usage: configure-rootfs.sh ROOTFS_DIR}
+user=${FIRST_USER_NAME:-medtls-admin}
+key=${FIRST_USER_SSH_KEY:-}
+hostname=${MEDTLS_HOSTNAME:-medtls}
+files=$(cd "$(dirname "$0")/../files" && pwd)
+
+[ -x "$rootfs/usr/bin/systemctl" ] || { echo "configure-rootfs.sh: $rootfs is not a root filesystem" >&2; exit 2; }
+case "$user" in
+  root|medtls|"") echo "configure-rootfs.sh: FIRST_USER_NAME='$user' is reserved; choose another name" >&2; exit 2 ;;
+  *[!a-z0-9_-]*) echo "configure-rootfs.sh: FIRST_USER_NAME='$user' must be lower-case letters, digits, - or _" >&2; exit 2 ;;
+esac
+if [ -n "$key" ] && [ -f "$key" ]; then key=$(cat "$key"); fi
+if [ -n "$key" ] && ! printf '%s\n' "$key" | ssh-keygen -l -f - >/dev/null 2>&1; then
+  echo "configure-rootfs.sh: FIRST_USER_SSH_KEY is not an SSH public key" >&2; exit 2
+fi
+
+echo "$hostname" > "$rootfs/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$hostname" > "$rootfs/etc/hosts"
+cat > "$rootfs/etc/fstab" <<'FSTAB'
+# <file system>  <mount point>   <type> <options>                          <dump> <pass>
+LABEL=RASPIROOT  /               ext4   defaults,noatime                   0      1
+LABEL=RASPIFIRM  /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=20s,umask=0077 0 2
+FSTAB
+mkdir -p "$rootfs/boot/firmware"
+
+# No password anywhere: root is locked, the first user logs in with its SSH key only.
+chroot "$rootfs" passwd --lock root >/dev/null
+if ! chroot "$rootfs" id -u "$user" >/dev/null 2>&1; then
+  chroot "$rootfs" useradd --create-home --shell /bin/bash --groups sudo "$user"
+fi
+chroot "$rootfs" passwd --lock "$user" >/dev/null
+install -d -m 0700 "$rootfs/home/$user/.ssh"
+if [ -n "$key" ]; then
+  printf '%s\n' "$key" > "$rootfs/home/$user/.ssh/authorized_keys"
+  chmod 0600 "$rootfs/home/$user/.ssh/authorized_keys"
+else
+  echo "configure-rootfs.sh: warning: no FIRST_USER_SSH_KEY given, nobody can log in to this image" >&2
+fi
+chroot "$rootfs" chown -R "$user:$user" "/home/$user/.ssh"
+# Without a password sudo can only work passwordless, as on Raspberry Pi OS's first user.
+printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" > "$rootfs/etc/sudoers.d/010_medtls-first-user"
+chmod 0440 "$rootfs/etc/sudoers.d/010_medtls-first-user"
+
+install -d "$rootfs/etc/ssh/sshd_config.d"
+cat > "$rootfs/etc/ssh/sshd_config.d/10-medtls-image.conf" <<'SSHD'
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+SSHD
+# Every box makes its own host keys at first boot instead of sharing the build's.
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+install -m 0644 "$files/regenerate-ssh-host-keys.service" "$rootfs/etc/systemd/system/"
+
+install -m 0755 "$files/medtls-firstboot" "$rootfs/usr/local/sbin/medtls-firstboot"
+install -m 0644 "$files/medtls-firstboot.service" "$rootfs/etc/systemd/system/"
+for unit in medtls medtls-interception; do
+  install -d "$rootfs/etc/systemd/system/$unit.service.d"
+  install -m 0644 "$files/medtls-firstboot.conf" "$rootfs/etc/systemd/system/$unit.service.d/10-firstboot.conf"
+done
+chroot "$rootfs" systemctl enable regenerate-ssh-host-keys.service medtls-firstboot.service ssh.service
+
+# Each box gets its own machine-id at first boot.
+: > "$rootfs/etc/machine-id"
+rm -f "$rootfs/var/lib/dbus/machine-id"

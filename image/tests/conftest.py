@@ -1,0 +1,83 @@
+"""Fixtures for the image boot test: the built image, a PKI, and booted VMs in a lab.
+
+MEDTLS_IMAGE_DIR points at build-image.sh's output (disk.img, vmlinuz, initrd.img) built with
+MEDTLS_TEST_GUEST=1; MEDTLS_IMAGE_ARCH is amd64 or arm64.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import vmlab
+from pki import make_pki
+
+REPO = Path(__file__).resolve().parents[2]
+BOOT_TIMEOUT = {"amd64": 300, "arm64": 900}
+
+
+@pytest.fixture(scope="session")
+def image_dir() -> Path:
+    d = Path(os.environ.get("MEDTLS_IMAGE_DIR", REPO / "build/image/test-amd64"))
+    missing = [n for n in ("disk.img", "vmlinuz", "initrd.img") if not (d / n).exists()]
+    if missing:
+        pytest.fail(f"{d}: missing {', '.join(missing)}; build it with `make test-image`")
+    return d
+
+
+@pytest.fixture(scope="session")
+def arch() -> str:
+    return os.environ.get("MEDTLS_IMAGE_ARCH", "amd64")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"), vmlab.MODALITY_IP, vmlab.PACS_IP)
+
+
+def technician_files(pki: Path, config: Path) -> dict[str, Path]:
+    return {
+        "medtls.yaml": config,
+        "device.crt": pki / "device.crt",
+        "device.key": pki / "device.key",
+        "ca.pem": pki / "ca.pem",
+    }
+
+
+def boot(tmp: Path, image_dir: Path, arch: str, files: dict[str, Path]):
+    disk = vmlab.copy_disk(image_dir / "disk.img", tmp / "disk.img")
+    vmlab.fat_put(disk, files)
+    lab = vmlab.Lab(workdir=tmp, arch=arch)
+    try:
+        lab.start(disk, image_dir / "vmlinuz", image_dir / "initrd.img")
+        report = lab.wait_report(BOOT_TIMEOUT[arch])
+    except BaseException:
+        lab.close()
+        raise
+    return lab, disk, report
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory, image_dir, arch, pki):
+    """The image booted with the example configuration placed on its FAT partition."""
+    tmp = tmp_path_factory.mktemp("vm")
+    files = technician_files(pki, REPO / "examples/ct-modality.yaml")
+    lab, disk, report = boot(tmp, image_dir, arch, files)
+    try:
+        yield lab, disk, report
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def rejected(tmp_path_factory, image_dir, arch, pki):
+    """The image booted with an invalid configuration on its FAT partition."""
+    tmp = tmp_path_factory.mktemp("vm-invalid")
+    bad = tmp / "medtls.yaml"
+    bad.write_text((REPO / "examples/ct-modality.yaml").read_text() + "\nno_such_key: 1\n")
+    lab, disk, report = boot(tmp, image_dir, arch, technician_files(pki, bad))
+    try:
+        yield lab, disk, report
+    finally:
+        lab.close()

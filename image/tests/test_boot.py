@@ -1,0 +1,86 @@
+"""Boot the built image in QEMU between two lab namespaces and check what a user would see."""
+
+from __future__ import annotations
+
+import re
+
+import peers
+import pytest
+from pydicom.data import get_testdata_file
+from vmlab import MODALITY_IP, PACS_IP, fat_list, fat_read, report_values
+
+CT = get_testdata_file("CT_small.dcm")
+
+
+def test_boots_to_running_without_failed_units(appliance):
+    _, _, report = appliance
+    values = report_values(report["begin"])
+    assert report["failed"].strip() == "", f"failed units:\n{report['failed']}"
+    assert values["state"] == "running"
+
+
+def test_medtls_service_is_active(appliance):
+    _, _, report = appliance
+    assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
+
+
+def test_interception_ruleset_is_loaded(appliance):
+    _, _, report = appliance
+    ruleset = report["ruleset"]
+    assert re.search(r"^table \w+ medtls", ruleset, re.M), ruleset
+    assert "tproxy" in ruleset, ruleset
+
+
+def test_first_boot_config_moved_off_the_fat_partition(appliance):
+    _, disk, report = appliance
+    listing = report["etc-medtls"]
+    assert re.search(r"^-rw-r----- .* root medtls .* medtls\.yaml$", listing, re.M), listing
+    assert re.search(r"^-rw-r----- .* root medtls .* device\.key$", listing, re.M), listing
+    assert "medtls" not in fat_list(disk).lower().replace("medtls-", "")
+    assert "installed /etc/medtls/medtls.yaml" in report["firstboot-journal"]
+
+
+def test_cstore_from_modality_reaches_tls_pacs_through_the_vm(appliance, pki, tmp_path):
+    lab, _, _ = appliance
+    out = tmp_path / "stored"
+    scp = peers.start_storescp_tls(lab.lan_ns, pki, out, 2762)
+    try:
+        scu = peers.storescu(lab.mod_ns, PACS_IP, 104, CT)
+    finally:
+        log = peers.stop(scp)
+    stored = list(out.iterdir())
+    assert scu.returncode == 0, f"storescu: {scu.stdout}{scu.stderr}\nstorescp: {log}"
+    assert len(stored) == 1, f"storescp stored {stored}: {log}"
+    assert stored[0].stat().st_size > 1000
+
+
+@pytest.mark.parametrize("port", [104, 2575])
+def test_plain_tcp_from_lan_does_not_reach_the_device(appliance, port):
+    lab, _, _ = appliance
+    listener = peers.start_listener(lab.mod_ns, port)
+    try:
+        result = peers.probe(lab.lan_ns, MODALITY_IP, port)
+    finally:
+        seen = peers.stop(listener)
+    assert "accepted" not in seen, f"plain TCP from the LAN reached the device: {seen}"
+    assert result.startswith("refused"), result
+
+
+def test_invalid_first_boot_config_fails_closed_with_a_clear_message(rejected, tmp_path, pki):
+    lab, disk, report = rejected
+    values = report_values(report["begin"])
+    assert values["medtls"] != "active"
+    assert values["firstboot"] == "failed"
+    console = lab.console_log.read_text(errors="replace")
+    assert "medtls-firstboot: invalid medtls/medtls.yaml on the boot partition" in console
+    assert "invalid medtls/medtls.yaml" in report["firstboot-journal"]
+    assert "no_such_key" in fat_read(disk, "::/medtls/ERROR.txt")
+    assert "medtls.yaml" in fat_list(disk, "::/medtls/")
+    # Fail closed: the modality's plaintext does not leave the box.
+    listener = peers.start_listener(lab.lan_ns, 104)
+    try:
+        result = peers.probe(lab.mod_ns, PACS_IP, 104)
+    finally:
+        seen = peers.stop(listener)
+    assert "accepted" not in seen, f"plaintext from the modality reached the LAN: {seen}"
+    assert result.startswith("refused"), result

@@ -1,0 +1,187 @@
+"""A QEMU appliance VM between two lab network namespaces (modality side, LAN side).
+
+The VM's first NIC (eth0, device port) and second NIC (eth1, LAN port) are tap devices; each
+tap is moved into its own namespace after QEMU has opened it, so the lab needs no bridge, veth
+or address in the host's namespace. Everything is named with a per-run prefix and removed by
+`close()`, also after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODALITY_IP = "198.18.0.10"
+MODALITY_MAC = "02:00:5e:10:00:10"  # examples/ct-modality.yaml device.mac
+PACS_IP = "198.18.0.20"
+PREFIX_LEN = 24
+FAT_OFFSET = "4M"  # make-disk.sh: the FAT partition starts at 4 MiB
+
+QEMU = {
+    "amd64": (
+        ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
+        "console=ttyS0,115200",
+    ),
+    "arm64": (
+        ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72"],
+        "console=ttyAMA0,115200",
+    ),
+}
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("check", True)
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    return subprocess.run(cmd, **kw)
+
+
+def ns(name: str, cmd: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", name, *cmd]
+
+
+def parse_report(text: str) -> dict[str, str]:
+    """Split the guest report into sections: '== name' lines start a section."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("== "):
+            current = line[3:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return {k: "\n".join(v) for k, v in sections.items()}
+
+
+def report_values(begin: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in begin.splitlines() if "=" in line)
+
+
+def fat_put(disk: Path, files: dict[str, Path]) -> None:
+    """Put the technician's files into medtls/ on the disk's FAT partition (mtools, no mount)."""
+    image = f"{disk}@@{FAT_OFFSET}"
+    run(["mmd", "-i", image, "::/medtls"])
+    for name, src in files.items():
+        run(["mcopy", "-i", image, str(src), f"::/medtls/{name}"])
+
+
+def fat_list(disk: Path, path: str = "::/") -> str:
+    return run(["mdir", "-b", "-i", f"{disk}@@{FAT_OFFSET}", path], check=False).stdout
+
+
+def fat_read(disk: Path, path: str) -> str:
+    return run(["mtype", "-i", f"{disk}@@{FAT_OFFSET}", path], check=False).stdout
+
+
+@dataclass
+class Lab:
+    workdir: Path
+    arch: str = "amd64"
+    prefix: str = field(default_factory=lambda: "mti" + secrets.token_hex(3))
+    qemu: subprocess.Popen | None = None
+
+    @property
+    def mod_ns(self) -> str:
+        return f"{self.prefix}-mod"
+
+    @property
+    def lan_ns(self) -> str:
+        return f"{self.prefix}-lan"
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def report_log(self) -> Path:
+        return self.workdir / "report.log"
+
+    def start(self, disk: Path, kernel: Path, initrd: Path, memory_mib: int = 1024) -> None:
+        taps = (f"{self.prefix}d", f"{self.prefix}l")
+        for name in (self.mod_ns, self.lan_ns):
+            run(["ip", "netns", "add", name])
+            run(ns(name, ["ip", "link", "set", "lo", "up"]))
+            run(ns(name, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]))
+            run(ns(name, ["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]))
+        for tap in taps:
+            run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+        machine, console = QEMU[self.arch]
+        cmd = [
+            *machine,
+            "-m", str(memory_mib), "-smp", "2",
+            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-serial", f"file:{self.console_log}",
+            "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", f"{console} root=LABEL=RASPIROOT rw net.ifnames=0 panic=-1",
+            "-drive", f"file={disk},if=none,id=d0,format=raw,cache=unsafe",
+            "-device", "virtio-blk-pci,drive=d0",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"file,id=rep,path={self.report_log}",
+            "-device", "virtserialport,chardev=rep,name=medtls.report",
+            "-netdev", f"tap,id=n0,ifname={taps[0]},script=no,downscript=no",
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:18:00:01",
+            "-netdev", f"tap,id=n1,ifname={taps[1]},script=no,downscript=no",
+            "-device", "virtio-net-pci,netdev=n1,mac=52:54:00:18:00:02",
+        ]  # fmt: skip
+        self.qemu = subprocess.Popen(
+            cmd,
+            stdout=(self.workdir / "qemu.out").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_taps_attached(taps)
+        for tap, name, ip in ((taps[0], self.mod_ns, MODALITY_IP), (taps[1], self.lan_ns, PACS_IP)):
+            run(["ip", "link", "set", tap, "netns", name])
+            if name == self.mod_ns:
+                run(ns(name, ["ip", "link", "set", tap, "address", MODALITY_MAC]))
+            run(ns(name, ["ip", "addr", "add", f"{ip}/{PREFIX_LEN}", "dev", tap]))
+            run(ns(name, ["ip", "link", "set", tap, "up"]))
+
+    def _wait_taps_attached(self, taps: tuple[str, str], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.qemu is not None and self.qemu.poll() is not None:
+                out = (self.workdir / "qemu.out").read_text()
+                raise RuntimeError(f"qemu exited with {self.qemu.returncode}: {out.strip()}")
+            flags = [run(["ip", "-o", "link", "show", t], check=False).stdout for t in taps]
+            # A tap shows NO-CARRIER until a process has attached to it.
+            if all(f and "NO-CARRIER" not in f for f in flags):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"qemu did not attach to {taps} within {timeout}s")
+
+    def wait_report(self, timeout: float) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.report_log.read_text(errors="replace") if self.report_log.exists() else ""
+            if "== end" in text:
+                return parse_report(text)
+            if self.qemu is not None and self.qemu.poll() is not None:
+                break
+            time.sleep(1)
+        tail = self.console_log.read_text(errors="replace")[-3000:]
+        raise TimeoutError(f"no boot report within {timeout}s; console tail:\n{tail}")
+
+    def close(self) -> None:
+        if self.qemu is not None and self.qemu.poll() is None:
+            os.killpg(self.qemu.pid, signal.SIGTERM)
+            try:
+                self.qemu.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.qemu.pid, signal.SIGKILL)
+                self.qemu.wait()
+        for name in (self.mod_ns, self.lan_ns):
+            run(["ip", "netns", "del", name], check=False)
+        for tap in (f"{self.prefix}d", f"{self.prefix}l"):
+            run(["ip", "link", "del", tap], check=False)
+
+
+def copy_disk(src: Path, dst: Path) -> Path:
+    """A private sparse copy, so every boot starts from the built image."""
+    run(["cp", "--sparse=always", str(src), str(dst)])
+    return dst

@@ -1,0 +1,1 @@
+"""The medtls virtual lab: namespaces, PKI, real peers and the Mallory cases."""

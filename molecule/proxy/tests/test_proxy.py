@@ -1,0 +1,83 @@
+"""The proxy role: package, user, checked configuration, sandboxed unit that runs."""
+
+import re
+
+import pytest
+
+UNIT = "medtls.service"
+
+
+def test_package_tree_and_command(host):
+    assert host.file("/opt/medtls/lib/medtls/cli.py").is_file
+    out = host.check_output("/usr/bin/medtls --version")
+    assert out.startswith("medtls ")
+    # Debian packages only: no pip, the dependencies come from the archive.
+    assert host.package("python3-yaml").is_installed
+    assert host.package("python3-cryptography").is_installed
+    assert not host.exists("pip3")
+
+
+def test_system_user(host):
+    user = host.user("medtls")
+    assert user.exists
+    assert user.uid < 1000
+    assert user.shell == "/usr/sbin/nologin"
+
+
+def test_configuration_checked_and_private(host):
+    conf = host.file("/etc/medtls/medtls.yaml")
+    assert conf.user == "root"
+    assert conf.group == "medtls"
+    assert conf.mode == 0o640
+    assert "198.18.0.10" in conf.content_string
+    host.run_expect([0], "/usr/bin/medtls check --config /etc/medtls/medtls.yaml")
+
+
+def test_service_runs_as_medtls(host):
+    svc = host.service(UNIT)
+    assert svc.is_enabled
+    assert svc.is_running
+    pid = host.check_output(f"systemctl show -P MainPID {UNIT}")
+    status = host.file(f"/proc/{pid}/status").content_string
+    uid = re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)
+    assert int(uid) == host.user("medtls").uid
+    # Only CAP_NET_BIND_SERVICE (10) and CAP_NET_ADMIN (12) in the bounding set.
+    bnd = int(re.search(r"^CapBnd:\s+([0-9a-f]+)", status, re.M).group(1), 16)
+    assert bnd == (1 << 10) | (1 << 12)
+
+
+def test_listeners(host):
+    assert host.socket("tcp://0.0.0.0:15001").is_listening
+    assert host.socket("tcp://0.0.0.0:15002").is_listening
+
+
+@pytest.mark.parametrize(
+    ("prop", "value"),
+    [
+        ("Restart", "on-failure"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("PrivateTmp", "yes"),
+        ("User", "medtls"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_NETLINK AF_INET AF_INET6"),
+        ("CapabilityBoundingSet", "cap_net_bind_service cap_net_admin"),
+        ("AmbientCapabilities", "cap_net_bind_service cap_net_admin"),
+    ],
+)
+def test_unit_property(host, prop, value):
+    assert host.check_output(f"systemctl show -P {prop} {UNIT}") == value
+
+
+def test_unit_waits_for_time_and_reloads(host):
+    after = host.check_output(f"systemctl show -P After {UNIT}").split()
+    assert "time-sync.target" in after
+    assert "medtls-interception.service" in after
+    assert "kill -HUP" in host.check_output(f"systemctl show -P ExecReload {UNIT}")
+    assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify"
+
+
+def test_exposure_score(host):
+    out = host.check_output(f"systemd-analyze security --no-pager {UNIT}")
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print(f"exposure {score}")
+    assert score <= 2.0

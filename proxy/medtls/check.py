@@ -1,0 +1,179 @@
+"""`medtls check`: validate TLS material beyond what OpenSSL's loader reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from medtls.config import Config, Problem
+from medtls.material import build_runtime
+from medtls.tlsctx import TLSSetupError, read_passphrase
+
+EXPIRY_WARNING_DAYS = 30
+
+
+def _load_certs(path: Path, role: str, problems: list[Problem]) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as e:
+        problems.append(Problem(role, f"cannot read {path}: {e.strerror}"))
+        return []
+    except ValueError:
+        problems.append(Problem(role, f"no valid PEM certificate in {path}"))
+        return []
+    return certs
+
+
+def _validity(cert: x509.Certificate, role: str, now: dt.datetime, out: list[Problem]) -> None:
+    if cert.not_valid_after_utc < now:
+        out.append(
+            Problem(
+                role, f"certificate {_name(cert)} expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+            )
+        )
+    elif cert.not_valid_before_utc > now:
+        out.append(
+            Problem(
+                role,
+                f"certificate {_name(cert)} not valid before {cert.not_valid_before_utc:%Y-%m-%d}",
+            )
+        )
+
+
+def _name(cert: x509.Certificate) -> str:
+    return f"'{cert.subject.rfc4514_string()}'"
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def chain_problem(
+    leaf: x509.Certificate, intermediates: list[x509.Certificate], roots: list[x509.Certificate]
+) -> str | None:
+    """None if `leaf` chains through `intermediates` to one of `roots`, else a reason."""
+    cur = leaf
+    for _ in range(len(intermediates) + 1):
+        if any(_issued_by(cur, r) for r in roots) or any(cur == r for r in roots):
+            return None
+        nxt = next((i for i in intermediates if i is not cur and _issued_by(cur, i)), None)
+        if nxt is None:
+            return f"issuer '{cur.issuer.rfc4514_string()}' of {_name(cur)} not found"
+        cur = nxt
+    return "certificate chain loops"
+
+
+def _key_problems(config: Config, out: list[Problem]):
+    ident = config.identity
+    try:
+        passphrase = read_passphrase(ident.key_passphrase_file)
+    except TLSSetupError as e:
+        out.append(Problem("identity.key_passphrase_file", str(e)))
+        return None
+    try:
+        data = ident.key.read_bytes()
+    except OSError as e:
+        out.append(Problem("identity.key", f"cannot read {ident.key}: {e.strerror}"))
+        return None
+    try:
+        return serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError:
+        if passphrase is None:
+            out.append(
+                Problem("identity.key", "key is encrypted: set identity.key_passphrase_file")
+            )
+        else:
+            out.append(Problem("identity.key", "key is not encrypted but a passphrase file is set"))
+    except ValueError as e:
+        if passphrase is not None and "password" in str(e).lower():
+            out.append(Problem("identity.key_passphrase_file", "wrong passphrase for identity.key"))
+        else:
+            out.append(Problem("identity.key", f"no valid PEM private key in {ident.key}"))
+    return None
+
+
+def check_material(
+    config: Config, now: dt.datetime | None = None
+) -> tuple[list[Problem], list[str]]:
+    """Return (problems, warnings) for every certificate, key and CA bundle of `config`."""
+    now = now or dt.datetime.now(dt.UTC)
+    problems: list[Problem] = []
+    warnings: list[str] = []
+
+    cas: dict[str, list[x509.Certificate]] = {}
+    ca_roles = [("trust.ca", config.trust_ca)]
+    ca_roles += [(f"outbound[{i}].verify.ca", p.verify.ca) for i, p in enumerate(config.outbound)
+                 if p.verify and p.verify.ca]  # fmt: skip
+    ca_roles += [(f"inbound[{i}].ca", p.ca) for i, p in enumerate(config.inbound) if p.ca]
+    for role, path in ca_roles:
+        certs = _load_certs(path, role, problems)
+        cas[role] = certs
+        for c in certs:
+            _validity(c, role, now, problems)
+
+    chain = _load_certs(config.identity.certificate, "identity.certificate", problems)
+    key = _key_problems(config, problems)
+    if chain:
+        leaf, inter = chain[0], chain[1:]
+        role = "identity.certificate"
+        for c in chain:
+            _validity(c, role, now, problems)
+        left = leaf.not_valid_after_utc - now
+        if dt.timedelta(0) < left < dt.timedelta(days=EXPIRY_WARNING_DAYS):
+            warnings.append(f"{role}: certificate expires in {left.days} days")
+        pub = leaf.public_key()
+        if isinstance(pub, rsa.RSAPublicKey) and pub.key_size < 2048:
+            problems.append(Problem(role, f"RSA key of {pub.key_size} bits (need >= 2048)"))
+        if isinstance(pub, ec.EllipticCurvePublicKey) and pub.curve.key_size < 256:
+            problems.append(Problem(role, f"EC key of {pub.curve.key_size} bits (need >= 256)"))
+        if key is not None:
+            spki = serialization.PublicFormat.SubjectPublicKeyInfo
+            der = serialization.Encoding.DER
+            if key.public_key().public_bytes(der, spki) != pub.public_bytes(der, spki):
+                problems.append(Problem("identity.key", "does not match identity.certificate"))
+        _usage(leaf, config, role, problems)
+        if cas.get("trust.ca"):
+            roots = [c for certs in cas.values() for c in certs]
+            why = chain_problem(leaf, inter, roots)
+            if why:
+                problems.append(Problem(role, f"does not chain to a configured CA: {why}"))
+    if not problems:
+        try:
+            build_runtime(config, 0)
+        except TLSSetupError as e:
+            problems.append(Problem("identity", str(e)))
+    warnings = config.warnings() + warnings
+    return problems, warnings
+
+
+def _usage(leaf: x509.Certificate, config: Config, role: str, out: list[Problem]) -> None:
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            out.append(Problem(role, "key usage lacks digitalSignature"))
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    need_client = any(not p.plaintext for p in config.outbound)
+    if need_client and ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        out.append(Problem(role, "extended key usage lacks clientAuth (needed for outbound)"))
+    if config.inbound and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        out.append(Problem(role, "extended key usage lacks serverAuth (needed for inbound)"))
+    pub = leaf.public_key()
+    if isinstance(pub, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        out.append(Problem(role, "Ed25519/Ed448 keys are not allowed by the DICOM profiles"))

@@ -1,0 +1,117 @@
+"""Core subcommands: `run` and `check`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from medtls.config import ConfigError, load_config
+
+log = logging.getLogger("medtls")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the proxy daemon")
+    p.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="override logging.level")  # fmt: skip
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="validate the configuration and every certificate/key")
+    p.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    p.set_defaults(func=cmd_check)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if sys.stderr.isatty()
+        else "%(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _problems(lines) -> int:
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1
+
+
+def cmd_check(args) -> int:
+    from medtls.check import check_material
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        return _problems(e.problems)
+    problems, warnings = check_material(config)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if problems:
+        return _problems(problems)
+    print(f"{args.config}: OK ({len(config.outbound)} outbound, {len(config.inbound)} inbound)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from medtls.daemon import Daemon
+    from medtls.tlsctx import TLSSetupError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        return _problems(e.problems)
+    setup_logging(args.log_level or config.logging.level)
+    try:
+        daemon = Daemon(config)
+        daemon.start()
+    except TLSSetupError as e:
+        return _problems([f"error: {e}"])
+    except OSError as e:
+        return _problems([f"error: {e.strerror or e}"])
+    if config.workers > 1:
+        return _run_workers(daemon, config.workers)
+    daemon.serve_forever()
+    return 0
+
+
+def _run_workers(daemon, workers: int) -> int:
+    """Fork workers sharing SO_REUSEPORT listeners; the parent forwards HUP/TERM to them."""
+    children = []
+    for _ in range(workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            daemon.serve_forever()
+            os._exit(0)
+        children.append(pid)
+    parent_daemon_pid = os.fork()
+    if parent_daemon_pid == 0:
+        daemon.serve_forever()
+        os._exit(0)
+    children.append(parent_daemon_pid)
+
+    def forward(signum, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    rc = 0
+    for pid in children:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                status = 0
+                break
+            except InterruptedError:
+                continue
+        rc = rc or os.waitstatus_to_exitcode(status)
+    return rc

@@ -1,0 +1,724 @@
+"""The medtls daemon: listeners, connection setup, relay loop, reload and drain.
+
+One selectors loop per process drives every socket (and every TLS object) of every connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import selectors
+import signal
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+from medtls import events as ev
+from medtls import relay
+from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
+from medtls.material import Runtime, build_runtime
+from medtls.netutil import (
+    abort,
+    listen_socket,
+    original_dst_nat,
+    tune,
+    upstream_socket,
+)
+from medtls.policy import (
+    CertIdentity,
+    acl_allows,
+    cert_identity,
+    route_inbound,
+    route_outbound,
+    unmap_v4,
+    verify_mismatches,
+)
+from medtls.relay import READ, WRITE, Pipe, RelayError, Side
+from medtls.tlsctx import TLSSetupError, self_test
+
+log = logging.getLogger("medtls")
+
+CONNECTING, HANDSHAKE, RELAY, CLOSED = "connecting", "handshake", "relay", "closed"
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """What a listening socket serves; `entry` is an explicit-mode entry name or ""."""
+
+    direction: str  # outbound | inbound
+    host: str
+    port: int
+    entry: str = ""
+    transparent: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.entry or self.direction
+
+
+def listener_specs(config: Config) -> list[ListenerSpec]:
+    if config.mode == "explicit":
+        specs = [
+            ListenerSpec("outbound", p.listen.host, p.listen.port, p.name)
+            for p in config.outbound
+            if p.listen
+        ]
+        specs += [
+            ListenerSpec("inbound", p.listen.host, p.listen.port, p.name)
+            for p in config.inbound
+            if p.listen
+        ]
+        return specs
+    transparent = config.interception == "tproxy"
+    lis = config.listeners
+    out = [ListenerSpec("outbound", lis.address, lis.outbound, "", transparent)]
+    if config.inbound:
+        out.append(ListenerSpec("inbound", lis.address, lis.inbound, "", transparent))
+    return out
+
+
+def classify_tls_error(e: Exception) -> tuple[str, str]:
+    """Map an ssl error to (reason category, human detail)."""
+    if isinstance(e, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return ev.HANDSHAKE_ERROR, "connection closed during TLS handshake"
+    reason = (getattr(e, "reason", None) or "").upper()
+    if reason == "CERTIFICATE_VERIFY_FAILED":
+        code = getattr(e, "verify_code", 0)
+        msg = getattr(e, "verify_message", "") or "certificate verify failed"
+        if code in (9, 10):
+            return ev.CERT_EXPIRED, f"peer certificate {msg}"
+        return ev.UNKNOWN_CA, f"peer certificate not trusted: {msg}"
+    table = {
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE": (ev.NO_CERTIFICATE, "client sent no certificate"),
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+            ev.NO_CERTIFICATE, "peer requires a client certificate"),
+        "UNSUPPORTED_PROTOCOL": (ev.PROTOCOL_VERSION, "peer offers no allowed TLS version"),
+        "TLSV1_ALERT_PROTOCOL_VERSION": (ev.PROTOCOL_VERSION, "peer refused our TLS version"),
+        "WRONG_SSL_VERSION": (ev.PROTOCOL_VERSION, "wrong TLS version"),
+        "NO_PROTOCOLS_AVAILABLE": (ev.PROTOCOL_VERSION, "no TLS version available"),
+        "NO_SHARED_CIPHER": (ev.NO_SHARED_CIPHER, "no cipher suite in common"),
+        "SSLV3_ALERT_HANDSHAKE_FAILURE": (ev.PEER_REJECTED, "peer aborted the handshake"),
+        "TLSV1_ALERT_UNKNOWN_CA": (ev.UNKNOWN_CA, "peer does not trust our certificate"),
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED": (ev.CERT_EXPIRED, "peer says our certificate expired"),
+        "SSLV3_ALERT_BAD_CERTIFICATE": (ev.PEER_REJECTED, "peer rejected our certificate"),
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (ev.PEER_REJECTED, "peer rejected our certificate"),
+        "TLSV1_ALERT_ACCESS_DENIED": (ev.PEER_REJECTED, "peer denied access"),
+        "TLSV1_ALERT_DECRYPT_ERROR": (ev.PEER_REJECTED, "peer failed to verify us"),
+    }  # fmt: skip
+    if reason in table:
+        return table[reason]
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST",
+                  "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LENGTH_MISMATCH"):  # fmt: skip
+        return ev.NOT_TLS, "peer did not speak TLS (plaintext sent to a TLS port?)"
+    return ev.HANDSHAKE_ERROR, (reason.lower().replace("_", " ") or str(e))
+
+
+class Conn:
+    """State of one relayed connection."""
+
+    def __init__(self, info: ev.ConnInfo, rt: Runtime, client: socket.socket, size: int):
+        self.info = info
+        self.rt = rt
+        self.state = CONNECTING
+        self.client = Side(self, "client", client)
+        self.server: Side | None = None
+        self.tls_side: Side | None = None
+        self.pipes: tuple[Pipe, Pipe] | None = None
+        self.size = size
+        self.route: OutboundPeer | InboundPort | None = None
+        self.upstream: tuple[str, int] | None = None
+        self.deadline = 0.0
+        self.last_activity = time.monotonic()
+        self.t0 = time.monotonic()
+        self.version = ""
+        self.cipher = ""
+        self.peer = ""
+        self.failed = ""  # reason category once failed
+        self.first_tls_read = True
+
+
+class Daemon:
+    """Run with `serve_forever()`; `reload()`, `stop()` and `snapshot()` may be called anytime."""
+
+    def __init__(self, config: Config | str | os.PathLike, observers=None):
+        if not isinstance(config, Config):
+            config = load_config(config)
+        self_test()
+        self.events = ev.Dispatcher(observers)
+        self.rt = build_runtime(config, 1)
+        self.sel = selectors.DefaultSelector()
+        self.listeners: dict[ListenerSpec, socket.socket] = {}
+        self.conns: dict[int, Conn] = {}
+        self.ids = itertools.count(1)
+        self.scratch = memoryview(bytearray(262144))
+        self.started = time.time()
+        self.stopping = False
+        self.drain_deadline = 0.0
+        self.peers: dict[str, dict] = {}
+        self._next_timer = 0.0
+        self._calls: list = []
+        self._lock = threading.Lock()
+        self._loop_thread: int | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._last_limit_log = 0.0
+
+    @property
+    def config(self) -> Config:
+        return self.rt.config
+
+    def add_observer(self, observer: ev.Observer) -> None:
+        self.events.observers.append(observer)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Open the listeners (raises OSError with a clear message on failure)."""
+        self._sync_listeners(self.rt.config)
+        for w in self.rt.config.warnings():
+            log.warning("%s", w)
+        self.events.reload_ok(self.rt.generation)
+
+    def _sync_listeners(self, config: Config) -> None:
+        want = listener_specs(config)
+        reuse = config.workers > 1
+        opened = {}
+        try:
+            for spec in want:
+                if spec not in self.listeners:
+                    try:
+                        opened[spec] = listen_socket(
+                            spec.host, spec.port, spec.transparent, reuseport=reuse
+                        )
+                    except OSError as e:
+                        raise OSError(
+                            e.errno,
+                            f"cannot listen on {spec.host}:{spec.port} ({spec.name}): {e.strerror}",
+                        ) from None
+        except OSError:
+            for s in opened.values():
+                s.close()
+            raise
+        for spec in list(self.listeners):
+            if spec not in want:
+                s = self.listeners.pop(spec)
+                self.sel.unregister(s)
+                s.close()
+        for spec, s in opened.items():
+            self.listeners[spec] = s
+            self.sel.register(s, selectors.EVENT_READ, spec)
+            addr = s.getsockname()[:2]
+            log.info("listening %s on %s:%d", spec.name, addr[0], addr[1])
+            self.events.listener_ready(spec.name, spec.direction, addr)
+
+    def serve_forever(self) -> None:
+        """Open listeners (if not yet) and run until stop() completes the drain."""
+        if not self.listeners:
+            self.start()
+        self._loop_thread = threading.get_ident()
+        if threading.current_thread() is threading.main_thread():
+            self._install_signals()
+        try:
+            while True:
+                if self.stopping and (not self.conns or time.monotonic() >= self.drain_deadline):
+                    break
+                self._run_once()
+        finally:
+            self._close_all()
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGHUP, lambda *_: self._call_soon(self._reload_in_loop))
+        signal.signal(signal.SIGTERM, lambda *_: self._call_soon(self._stop_in_loop))
+        signal.signal(signal.SIGINT, lambda *_: self._call_soon(self._stop_in_loop))
+
+    def _call_soon(self, fn, *args) -> None:
+        with self._lock:
+            self._calls.append((fn, args))
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """Stop accepting and drain (limits.drain_timeout), from any thread."""
+        if threading.get_ident() == self._loop_thread:
+            self._stop_in_loop()
+        else:
+            self._call_soon(self._stop_in_loop)
+
+    def _stop_in_loop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.drain_deadline = time.monotonic() + self.config.limits.drain_timeout
+        for s in self.listeners.values():
+            self.sel.unregister(s)
+            s.close()
+        self.listeners.clear()
+        log.info(
+            "stopping: listeners closed, draining %d connection(s) for up to %gs",
+            len(self.conns), self.config.limits.drain_timeout,
+        )  # fmt: skip
+        self.events.stopping()
+
+    def reload(self) -> bool:
+        """Re-read the configuration file and TLS material; keep the old one on any error."""
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            return self._reload_in_loop()
+        done = threading.Event()
+        result = []
+
+        def run():
+            result.append(self._reload_in_loop())
+            done.set()
+
+        self._call_soon(run)
+        done.wait(30)
+        return bool(result and result[0])
+
+    def _reload_in_loop(self) -> bool:
+        path = self.config.path
+        try:
+            config = load_config(path)
+            rt = build_runtime(config, self.rt.generation + 1)
+            if config.workers != self.config.workers:
+                log.warning(
+                    "reload: workers change needs a restart; keeping %d", self.config.workers
+                )
+            self._sync_listeners(config)
+        except ConfigError as e:
+            msg = "; ".join(str(p) for p in e.problems)
+            return self._reload_failed(f"{path}: {msg}")
+        except (TLSSetupError, OSError) as e:
+            return self._reload_failed(str(e))
+        self.rt = rt
+        for w in config.warnings():
+            log.warning("%s", w)
+        log.info("reload: configuration generation %d active (%s)", rt.generation, path)
+        self.events.reload_ok(rt.generation)
+        return True
+
+    def _reload_failed(self, msg: str) -> bool:
+        log.error("reload rejected, keeping generation %d: %s", self.rt.generation, msg)
+        self.events.reload_failed(msg)
+        return False
+
+    def _close_all(self) -> None:
+        for c in list(self.conns.values()):
+            self._finish(c, ev.RESULT_SHUTDOWN, graceful=True)
+        for s in self.listeners.values():
+            self.sel.unregister(s)
+            s.close()
+        self.listeners.clear()
+        try:
+            self.sel.unregister(self._wake_r)
+        except (KeyError, ValueError):
+            pass
+        self._wake_r.close()
+        self._wake_w.close()
+        self.sel.close()
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)
+
+    # ------------------------------------------------------------------ loop
+
+    def _run_once(self) -> None:
+        now = time.monotonic()
+        timeout = max(0.0, min(0.5, self._next_timer - now)) if self.conns else 1.0
+        for key, mask in self.sel.select(timeout):
+            data = key.data
+            if data is None:
+                self._drain_wakeups()
+            elif isinstance(data, Side):
+                if data.conn.state != CLOSED:
+                    self._on_io(data.conn, data, mask)
+            else:
+                self._accept(key.fileobj, data)
+        now = time.monotonic()
+        if now >= self._next_timer:
+            self._timers(now)
+            self._next_timer = now + 0.25
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("internal error in %s", getattr(fn, "__name__", fn))
+
+    def _timers(self, now: float) -> None:
+        idle = self.config.limits.idle_timeout
+        for c in list(self.conns.values()):
+            if c.state in (CONNECTING, HANDSHAKE) and now >= c.deadline:
+                if c.state == CONNECTING:
+                    self._fail(c, ev.CONNECT_FAILED, f"connect to {_fmt(c.upstream)} timed out")
+                else:
+                    self._fail(c, ev.TIMEOUT, "TLS handshake timed out")
+            elif c.state == RELAY and idle and now - c.last_activity >= idle:
+                log.info("conn=%d idle for %gs, closing", c.info.id, idle)
+                self._finish(c, ev.RESULT_IDLE, graceful=True)
+
+    # ------------------------------------------------------------------ accept
+
+    def _accept(self, lsock: socket.socket, spec: ListenerSpec) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept on %s failed: %s", spec.name, e.strerror)
+                return
+            try:
+                self._new_conn(sock, addr, spec)
+            except Exception:
+                log.exception("internal error setting up a connection")
+                abort(sock)
+
+    def _new_conn(self, sock: socket.socket, addr, spec: ListenerSpec) -> None:
+        rt = self.rt
+        cfg = rt.config
+        tune(sock, cfg.limits.keepalive)
+        client = (unmap_v4(addr[0]), addr[1])
+        if cfg.mode == "explicit":
+            dst = sock.getsockname()[:2]
+        elif cfg.interception == "dnat":
+            try:
+                dst = original_dst_nat(sock)
+            except OSError:
+                dst = sock.getsockname()[:2]
+        else:
+            dst = sock.getsockname()[:2]
+        dst = (unmap_v4(dst[0]), dst[1])
+        route: OutboundPeer | InboundPort | None
+        if spec.entry:
+            entries = cfg.outbound if spec.direction == "outbound" else cfg.inbound
+            route = next((e for e in entries if e.name == spec.entry), None)
+        elif spec.direction == "outbound":
+            route = route_outbound(cfg, dst[0], dst[1])
+        else:
+            route = route_inbound(cfg, dst[1])
+        plaintext = isinstance(route, OutboundPeer) and route.plaintext
+        info = ev.ConnInfo(
+            id=next(self.ids), direction=spec.direction, route=route.name if route else "",
+            client=client, destination=dst, started=time.time(), plaintext=plaintext,
+        )  # fmt: skip
+        c = Conn(info, rt, sock, cfg.limits.buffer_size)
+        c.route = route
+        self.conns[info.id] = c
+        self.events.connection_opened(info)
+        if len(self.conns) > cfg.limits.max_connections:
+            now = time.monotonic()
+            if now - self._last_limit_log > 1:
+                self._last_limit_log = now
+            self._fail(
+                c, ev.LIMIT, f"limits.max_connections ({cfg.limits.max_connections}) reached"
+            )
+            return
+        if route is None:
+            table = "outbound peer" if spec.direction == "outbound" else "inbound port"
+            self._fail(c, ev.NO_ROUTE, f"destination not in the {table} table (default deny)")
+            return
+        if spec.direction == "outbound":
+            c.upstream = (route.address, route.tls_port)
+            spoof = (
+                client[0] if (cfg.mode == "transparent" and cfg.interception == "tproxy") else None
+            )
+            self._connect(c, spoof)
+        else:
+            c.tls_side = c.client
+            c.client.start_tls(rt.inbound_ctx[route.name], server=True)
+            self._enter_handshake(c)
+
+    # ------------------------------------------------------------------ setup
+
+    def _connect(self, c: Conn, spoof: str | None) -> None:
+        cfg = c.rt.config
+        try:
+            sock = upstream_socket(c.upstream[0], cfg.limits.keepalive, spoof)
+        except OSError as e:
+            self._fail(c, ev.CONNECT_FAILED, f"cannot create upstream socket: {e.strerror}")
+            return
+        c.server = Side(c, "server", sock)
+        c.state = CONNECTING
+        c.deadline = time.monotonic() + cfg.limits.connect_timeout
+        err = sock.connect_ex(c.upstream)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            self._fail(c, ev.CONNECT_FAILED, f"connect to {_fmt(c.upstream)}: {os.strerror(err)}")
+            return
+        self._set_mask(c.server, WRITE)
+        self._set_mask(c.client, 0)
+
+    def _connected(self, c: Conn) -> None:
+        err = c.server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._fail(c, ev.CONNECT_FAILED, f"connect to {_fmt(c.upstream)}: {os.strerror(err)}")
+            return
+        route = c.route
+        if isinstance(route, OutboundPeer) and not route.plaintext:
+            c.tls_side = c.server
+            c.server.start_tls(c.rt.outbound_ctx[route.name], server=False, sni=route.sni)
+            self._enter_handshake(c)
+        else:
+            self._start_relay(c)
+
+    def _enter_handshake(self, c: Conn) -> None:
+        c.state = HANDSHAKE
+        c.deadline = time.monotonic() + c.rt.config.limits.handshake_timeout
+        if c.tls_side is not c.client:
+            self._set_mask(c.client, 0)
+        self._handshake_step(c)
+
+    def _handshake_step(self, c: Conn) -> None:
+        t = c.tls_side
+        try:
+            t.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            t.flush()
+            self._set_mask(t, (0 if t.raw_eof else READ) | (WRITE if t.wblocked else 0))
+            if t.raw_eof:
+                self._fail(c, ev.HANDSHAKE_ERROR, "connection closed during TLS handshake")
+            return
+        except ssl.SSLError as e:
+            reason, detail = classify_tls_error(e)
+            try:
+                t.flush()  # deliver our alert
+            except RelayError:
+                pass
+            self._fail(c, reason, detail)
+            return
+        t.flush()
+        self._handshake_done(c)
+
+    def _handshake_done(self, c: Conn) -> None:
+        t = c.tls_side
+        c.version = t.tls.version() or ""
+        c.cipher = (t.tls.cipher() or ("",))[0]
+        der = t.tls.getpeercert(binary_form=True)
+        if der is None:
+            self._fail(c, ev.NO_CERTIFICATE, "peer sent no certificate")
+            return
+        ident: CertIdentity = cert_identity(der)
+        c.peer = ident.describe()
+        route = c.route
+        if isinstance(route, OutboundPeer):
+            bad = verify_mismatches(route.verify, ident)
+            if bad:
+                self._fail(c, ev.IDENTITY_MISMATCH, f"server {c.peer}: " + "; ".join(bad))
+                return
+            self._tls_ok(c)
+            self._start_relay(c)
+        else:
+            idx = acl_allows(route, ident, c.info.client[0])
+            if idx is None:
+                self._fail(c, ev.ACL_DENIED, f"client {c.peer} not allowed on {route.name}")
+                return
+            self._tls_ok(c)
+            cfg = c.rt.config
+            if cfg.mode == "explicit":
+                c.upstream = (cfg.device.ip, route.device_port)
+                spoof = None
+            else:
+                c.upstream = (c.info.destination[0], route.device_port)
+                spoof = c.info.client[0] if cfg.interception == "tproxy" else None
+            self._connect(c, spoof)
+
+    def _tls_ok(self, c: Conn) -> None:
+        self.events.tls_established(c.info, c.version, c.cipher, c.peer)
+        log.debug("conn=%d %s tls=%s cipher=%s peer=%s", c.info.id, _desc(c), c.version,
+                  c.cipher, c.peer)  # fmt: skip
+
+    def _start_relay(self, c: Conn) -> None:
+        c.state = RELAY
+        size = c.size
+        c.pipes = (Pipe(c.client, c.server, size), Pipe(c.server, c.client, size))
+        c.last_activity = time.monotonic()
+        self._relay(c)
+
+    # ------------------------------------------------------------------ io
+
+    def _on_io(self, c: Conn, side: Side, mask: int) -> None:
+        try:
+            if mask & WRITE:
+                side.wblocked = False
+            if c.state == RELAY:
+                if mask & READ:
+                    if side.tls is not None:
+                        side.recv_tls(self.scratch)
+                    else:
+                        relay.recv_plain(side, c.pipes[0] if side is c.client else c.pipes[1])
+                self._relay(c)
+            elif c.state == HANDSHAKE:
+                if mask & READ:
+                    side.recv_tls(self.scratch)
+                self._handshake_step(c)
+            elif c.state == CONNECTING and side is c.server:
+                self._connected(c)
+        except RelayError as e:
+            self._relay_failed(c, e)
+
+    def _relay(self, c: Conn) -> None:
+        pipes = c.pipes
+        try:
+            relay.pump(pipes)
+        except RelayError as e:
+            self._relay_failed(c, e)
+            return
+        c.last_activity = time.monotonic()
+        if (
+            c.first_tls_read
+            and c.tls_side is not None
+            and pipes[1 if c.tls_side is c.server else 0].end
+        ):
+            c.first_tls_read = False
+        if relay.finished(pipes):
+            self._finish(c, ev.RESULT_OK)
+            return
+        self._set_mask(c.client, relay.interest(c.client, pipes[0]))
+        self._set_mask(c.server, relay.interest(c.server, pipes[1]))
+
+    def _relay_failed(self, c: Conn, e: RelayError) -> None:
+        if e.tls_error is not None and c.state == RELAY and c.first_tls_read:
+            # TLS 1.3: a server rejects our certificate only after our handshake completed.
+            reason, detail = classify_tls_error(e.tls_error)
+            if reason != ev.HANDSHAKE_ERROR:
+                self._fail(c, reason, detail)
+                return
+        log.warning("conn=%d %s aborted: %s", c.info.id, _desc(c), e)
+        self._finish(c, ev.RESULT_RESET)
+
+    def _set_mask(self, side: Side | None, mask: int) -> None:
+        if side is None or side.mask == mask:
+            return
+        if mask == 0:
+            self.sel.unregister(side.fd)
+        elif side.mask == 0:
+            self.sel.register(side.fd, mask, side)
+        else:
+            self.sel.modify(side.fd, mask, side)
+        side.mask = mask
+
+    # ------------------------------------------------------------------ end
+
+    def _fail(self, c: Conn, reason: str, detail: str) -> None:
+        c.failed = reason
+        log.warning("conn=%d %s refused: %s: %s", c.info.id, _desc(c), reason, detail)
+        self.events.handshake_failed(c.info, reason, detail)
+        name = c.info.route
+        if name:
+            st = self.peers.setdefault(name, {})
+            st["last_failure"] = time.time()
+            st["last_failure_reason"] = reason
+        self._finish(c, reason)
+
+    def _finish(self, c: Conn, result: str, graceful: bool = False) -> None:
+        if c.state == CLOSED:
+            return
+        for side in (c.client, c.server):
+            if side is None:
+                continue
+            self._set_mask(side, 0)
+            if result == ev.RESULT_OK or (graceful and c.state == RELAY):
+                if graceful and side.tls is not None and not side.shut_out:
+                    try:
+                        relay.send_close_notify(side.tls)
+                        side.sock.setblocking(True)
+                        side.sock.settimeout(1.0)
+                        side.sock.sendall(side.out.read())
+                    except (OSError, ssl.SSLError):
+                        pass
+                side.sock.close()
+            else:
+                abort(side.sock)
+        c.state = CLOSED
+        self.conns.pop(c.info.id, None)
+        up = c.pipes[0].count if c.pipes else 0
+        down = c.pipes[1].count if c.pipes else 0
+        dur = time.monotonic() - c.t0
+        if not c.failed:
+            name = c.info.route
+            if name and c.pipes:
+                self.peers.setdefault(name, {})["last_success"] = time.time()
+            log.info(
+                "conn=%d %s tls=%s cipher=%s peer=%s up=%d down=%d duration=%.3fs result=%s",
+                c.info.id, _desc(c), c.version or "-", c.cipher or "-", _q(c.peer), up, down,
+                dur, result,
+            )  # fmt: skip
+        self.events.connection_closed(c.info, up, down, dur, result)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict:
+        """Plain-data view of the current state (safe to call from another thread)."""
+        rt = self.rt
+        conns = list(self.conns.values())
+        by_dir: dict[str, int] = {}
+        by_route: dict[str, int] = {}
+        states: dict[str, int] = {}
+        for c in conns:
+            by_dir[c.info.direction] = by_dir.get(c.info.direction, 0) + 1
+            key = f"{c.info.direction}/{c.info.route or '-'}"
+            by_route[key] = by_route.get(key, 0) + 1
+            states[c.state] = states.get(c.state, 0) + 1
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "config": str(rt.config.path),
+            "generation": rt.generation,
+            "mode": rt.config.mode,
+            "stopping": self.stopping,
+            "listeners": [
+                {"name": s.name, "direction": s.direction, "address": f"{s.host}:{s.port}"}
+                for s in list(self.listeners)
+            ],
+            "connections": {
+                "total": len(conns),
+                "by_direction": by_dir,
+                "by_route": by_route,
+                "by_state": states,
+                "max": rt.config.limits.max_connections,
+            },
+            "certificates": [
+                {"role": ci.role, "path": ci.path, "subject": ci.subject, "not_after": ci.not_after}
+                for ci in rt.certificates
+            ],
+            "peers": self._peer_states(rt),
+        }  # fmt: skip
+
+    def _peer_states(self, rt: Runtime) -> dict:
+        peers = {}
+        for p in rt.config.outbound:
+            peers[p.name] = {"direction": "outbound", "address": f"{p.address}:{p.port}"}
+        for p in rt.config.inbound:
+            peers[p.name] = {"direction": "inbound", "port": p.port}
+        for name, d in peers.items():
+            d.update(self.peers.get(name, {}))
+        return peers
+
+
+def _fmt(addr) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else "?"
+
+
+def _desc(c: Conn) -> str:
+    i = c.info
+    return f"{i.direction} {i.route or '-'} {_fmt(i.client)} -> {_fmt(i.destination)}"
+
+
+def _q(s: str) -> str:
+    return f'"{s}"' if s else "-"

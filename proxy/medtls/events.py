@@ -1,0 +1,107 @@
+"""Observer interface the daemon reports to (metrics, sd_notify, audit, status live elsewhere).
+
+Subclass `Observer`, override what you need, and pass instances to `Daemon(config, observers=[...])`
+or `Daemon.add_observer()`. Methods are called synchronously from the daemon's event loop, so they
+must be quick and must not block; an exception raised by an observer is logged and ignored.
+
+Lifecycle of one connection: `connection_opened` -> (`tls_established` | `handshake_failed`)
+-> `connection_closed` (always, exactly once, also after a failure).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger("medtls.events")
+
+# handshake_failed / connection_closed reason categories
+UNKNOWN_CA = "unknown_ca"  # peer certificate does not chain to the trusted CA
+CERT_EXPIRED = "cert_expired"  # peer certificate expired or not yet valid
+NO_CERTIFICATE = "no_certificate"  # client presented no certificate
+ACL_DENIED = "acl_denied"  # inbound: verified identity not allowed on this port
+IDENTITY_MISMATCH = "identity_mismatch"  # outbound: server cert fails the peer's verify: rules
+PROTOCOL_VERSION = "protocol_version"  # no common TLS version
+NO_SHARED_CIPHER = "no_shared_cipher"
+NOT_TLS = "not_tls"  # plaintext (or garbage) sent to a TLS port
+TIMEOUT = "timeout"  # handshake did not finish in limits.handshake_timeout
+NO_ROUTE = "no_route"  # destination not in the peer/inbound table (default deny)
+CONNECT_FAILED = "connect_failed"  # upstream refused/unreachable/connect_timeout
+LIMIT = "max_connections"  # refused because limits.max_connections is reached
+PEER_REJECTED = "peer_rejected"  # the remote side aborted the handshake with an alert
+HANDSHAKE_ERROR = "handshake_error"  # anything else during setup
+
+# connection_closed results
+RESULT_OK = "ok"  # both directions closed cleanly (FIN/close_notify), all bytes delivered
+RESULT_RESET = "reset"  # a side reset or failed mid-stream
+RESULT_IDLE = "idle_timeout"
+RESULT_SHUTDOWN = "shutdown"  # closed by drain timeout at daemon stop
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """Identity of one relayed connection (client = initiator of the TCP connection)."""
+
+    id: int
+    direction: str  # "outbound" (device -> LAN) | "inbound" (LAN -> device)
+    route: str  # outbound peer name / inbound port name; "" when no route matched
+    client: tuple[str, int]  # initiator address
+    destination: tuple[str, int]  # original destination the client dialled
+    started: float  # time.time()
+    plaintext: bool = False  # explicit plaintext pass-through
+
+
+class Observer:
+    """No-op base class; every method may be overridden."""
+
+    def listener_ready(self, name: str, direction: str, address: tuple[str, int]) -> None:
+        """A listening socket is open (`name`: "outbound", "inbound" or an explicit entry)."""
+
+    def connection_opened(self, conn: ConnInfo) -> None:
+        """A client connection was accepted."""
+
+    def tls_established(self, conn: ConnInfo, version: str, cipher: str, peer: str) -> None:
+        """TLS is up on the LAN leg; `peer` is the verified certificate identity (subject)."""
+
+    def handshake_failed(self, conn: ConnInfo, reason: str, detail: str) -> None:
+        """Setup failed before any byte was relayed; `reason` is one of the categories above."""
+
+    def connection_closed(
+        self,
+        conn: ConnInfo,
+        bytes_from_client: int,
+        bytes_from_server: int,
+        duration: float,
+        result: str,
+    ) -> None:
+        """The connection is gone; `result` is RESULT_* or a handshake_failed reason."""
+
+    def reload_ok(self, generation: int) -> None:
+        """A reload succeeded; new connections use configuration `generation` (1 = initial)."""
+
+    def reload_failed(self, error: str) -> None:
+        """A reload was rejected; the running configuration stays."""
+
+    def stopping(self) -> None:
+        """SIGTERM/stop(): listeners closed, draining established connections."""
+
+
+class Dispatcher(Observer):
+    """Fans every event out to a list of observers, isolating their failures."""
+
+    def __init__(self, observers: list[Observer] | None = None):
+        self.observers: list[Observer] = list(observers or [])
+
+    def __getattribute__(self, name: str):
+        if name.startswith("_") or name not in Observer.__dict__:
+            return object.__getattribute__(self, name)
+        observers = object.__getattribute__(self, "observers")
+
+        def fan_out(*args, **kwargs):
+            for obs in observers:
+                try:
+                    getattr(obs, name)(*args, **kwargs)
+                except Exception:
+                    log.exception("observer %r failed in %s", obs, name)
+
+        return fan_out

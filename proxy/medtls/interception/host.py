@@ -1,0 +1,100 @@
+"""Apply and tear down the interception ruleset on this host (the only module doing I/O)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from medtls.interception import ruleset
+from medtls.interception.spec import InterceptionError, InterceptionSpec
+
+SYS_NET = Path("/sys/class/net")
+PROC_SYS = Path("/proc/sys")
+
+
+def _run(
+    argv: list[str], stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise InterceptionError(f"{argv[0]}: command not found") from None
+    if check and proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise InterceptionError(f"{' '.join(argv[:4])}: {msg[0] if msg else 'failed'}")
+    return proc
+
+
+def bridge_mac(bridge: str) -> str:
+    """The bridge's MAC address; steered frames are re-addressed to it."""
+    path = SYS_NET / bridge / "address"
+    if not (SYS_NET / bridge / "bridge").is_dir():
+        raise InterceptionError(
+            f"interfaces.bridge: {bridge} is not a bridge on this host "
+            "(create it with both ports enslaved, see docs/architecture.md)"
+        )
+    return path.read_text().strip()
+
+
+def check_bridge(spec: InterceptionSpec) -> None:
+    """The ports must be enslaved to the bridge before the rules mean anything."""
+    bridge_mac(spec.bridge)
+    for key, port in (("device", spec.device_if), ("lan", spec.lan_if)):
+        master = SYS_NET / port / "master"
+        if not master.exists() or master.resolve().name != spec.bridge:
+            raise InterceptionError(f"interfaces.{key}: {port} is not a port of {spec.bridge}")
+
+
+def write_sysctl(key: str, value: str) -> bool:
+    """Write one sysctl; False when it does not exist (br_netfilter not loaded = already off)."""
+    path = PROC_SYS / key.replace(".", "/")
+    if not path.exists():
+        return False
+    path.write_text(value + "\n")
+    return True
+
+
+def apply(spec: InterceptionSpec) -> list[str]:
+    """Install sysctls, the nftables tables (one transaction) and policy routing. Idempotent."""
+    check_bridge(spec)
+    done = []
+    for key, value in ruleset.sysctls(spec):
+        if write_sysctl(key, value):
+            done.append(f"sysctl {key}={value}")
+    _run(["nft", "-f", "-"], stdin=ruleset.nft_script(spec, bridge_mac(spec.bridge)))
+    done.append("nft tables bridge/inet medtls")
+    _delete_ip_rules()
+    for argv in ruleset.ip_rules(spec) + ruleset.ip_routes(spec):
+        _run(["ip", *argv])
+    done.append("policy routing")
+    return done
+
+
+def _delete_ip_rules() -> None:
+    for prio in ruleset.rule_priorities():
+        for _ in range(16):
+            if _run(["ip", "-4", "rule", "del", "priority", str(prio)], check=False).returncode:
+                break
+
+
+def teardown(spec: InterceptionSpec | None) -> list[str]:
+    """Remove exactly what `apply` added; sysctls are left (they are safe without the rules)."""
+    _run(["nft", "-f", "-"], stdin=ruleset.nft_teardown_script())
+    _delete_ip_rules()
+    for table in (ruleset.ROUTE_TABLE_LOCAL, ruleset.ROUTE_TABLE_DEVICE):
+        _run(["ip", "-4", "route", "flush", "table", str(table)], check=False)
+    if spec is not None and spec.device_mac:
+        shown = _run(["ip", "-4", "neigh", "show", spec.device_ip, "dev", spec.bridge], check=False)
+        if "PERMANENT" in shown.stdout:
+            _run(["ip", "-4", "neigh", "del", spec.device_ip, "dev", spec.bridge], check=False)
+    return ["nft tables bridge/inet medtls removed", "policy routing removed"]
+
+
+def status() -> str:
+    """The installed tables as nft prints them ('' when not installed)."""
+    out = []
+    for family in ("bridge", "inet"):
+        proc = _run(["nft", "list", "table", family, ruleset.TABLE_NAME], check=False)
+        if proc.returncode == 0:
+            out.append(proc.stdout)
+    return "".join(out)

@@ -1,0 +1,227 @@
+"""Render the interception ruleset from an `InterceptionSpec`: pure functions, text out.
+
+Packet path (see docs/architecture.md): a `bridge` prerouting chain hands the device's TCP, LAN
+TLS to the inbound ports and replies to the box's own connections up to the box's IP stack
+(`pkttype host`, destination MAC of the bridge); `inet` prerouting delivers them to the medtls
+listeners with tproxy; everything else that is TCP and crosses the bridge is dropped, except the
+configured plaintext pass-through. Non-TCP traffic is bridged untouched.
+"""
+
+from __future__ import annotations
+
+from medtls.interception.spec import (
+    FWMARK,
+    ROUTE_TABLE_DEVICE,
+    ROUTE_TABLE_LOCAL,
+    RULE_PRIORITY,
+    TABLE_NAME,
+    InterceptionSpec,
+)
+
+LOG_RATE = "limit rate 10/second burst 20 packets"
+LOG_PREFIX = "medtls: "
+
+
+def _set(values) -> str:
+    return "{ " + ", ".join(str(v) for v in values) + " }"
+
+
+def _log_drop(match: str, what: str, counter: str) -> list[str]:
+    """Rate-limited log line plus an unconditional counted drop (a limit must not gate drop)."""
+    m = f"{match} " if match else ""
+    return [
+        f'{m}{LOG_RATE} log prefix "{LOG_PREFIX}{what}: " level warn',
+        f'{m}counter name "{counter}" drop',
+    ]
+
+
+def bridge_table(spec: InterceptionSpec, bridge_mac: str) -> str:
+    dev, lan, ip = f'"{spec.device_if}"', f'"{spec.lan_if}"', spec.device_ip
+    steer = f"meta pkttype set host ether daddr set {bridge_mac}"
+    pass_ports = _set(spec.passthrough_ports) if spec.passthrough_ports else None
+    plain = spec.plain_outbound
+    lines = [f"table bridge {TABLE_NAME} {{"]
+    for name in ("foreign_mac", "tagged", "ipv6_tcp", "plaintext_tcp"):
+        lines += [f"\tcounter {name} {{", "\t}"]
+    lines += [
+        "\tset plain_out {",
+        "\t\ttype ipv4_addr . inet_service",
+    ]
+    if plain:
+        elems = ", ".join(f"{p.address} . {p.port}" for p in plain)
+        lines.append(f"\t\telements = {{ {elems} }}")
+    lines.append("\t}")
+
+    pre = [
+        "type filter hook prerouting priority -300; policy accept;",
+    ]
+    if spec.device_mac:
+        pre += _log_drop(
+            f"iifname {dev} ether saddr != {spec.device_mac}",
+            "foreign MAC on device port dropped",
+            "foreign_mac",
+        )
+    pre += [
+        f"iifname {dev} ip saddr {ip} meta l4proto tcp jump from_device",
+        f"iifname {lan} ip daddr {ip} meta l4proto tcp jump to_device",
+    ]
+    from_device = ["ip daddr . tcp dport @plain_out return"]
+    if pass_ports:
+        from_device.append(f"tcp sport {pass_ports} return")
+    from_device.append(f"{steer} accept")
+    to_device = ["ip saddr . tcp sport @plain_out return"]
+    if pass_ports:
+        to_device.append(f"tcp dport {pass_ports} return")
+    if spec.inbound_ports:
+        to_device.append(f"tcp dport {_set(spec.inbound_ports)} {steer} accept")
+    lo, hi = spec.local_ports
+    to_device.append(f"tcp dport {lo}-{hi} {steer} accept")
+
+    fwd = ["type filter hook forward priority filter; policy accept;"]
+    fwd += _log_drop("ether type { 8021q, 8021ad }", "VLAN-tagged frame dropped", "tagged")
+    fwd += _log_drop("ether type { 0x8863, 0x8864 }", "PPPoE frame dropped", "tagged")
+    fwd += _log_drop(
+        "ether type ip6 meta l4proto tcp", "IPv6 TCP blocked (not intercepted)", "ipv6_tcp"
+    )
+    fwd.append("ether type ip meta l4proto tcp jump forward_tcp")
+    fwd_tcp = []
+    if pass_ports:
+        fwd_tcp += [
+            f"iifname {lan} oifname {dev} ip daddr {ip} tcp dport {pass_ports} accept",
+            f"iifname {dev} oifname {lan} ip saddr {ip} tcp sport {pass_ports} accept",
+        ]
+    fwd_tcp += [
+        f"iifname {dev} oifname {lan} ip saddr {ip} ip daddr . tcp dport @plain_out accept",
+        f"iifname {lan} oifname {dev} ip daddr {ip} ip saddr . tcp sport @plain_out accept",
+    ]
+    fwd_tcp += _log_drop("", "plaintext TCP dropped", "plaintext_tcp")
+
+    out = ["type filter hook output priority filter; policy accept;"]
+    # The box resolves the device only on the device port and LAN hosts only on the LAN port.
+    out += [
+        f"oifname {lan} arp operation request arp daddr ip {ip} drop",
+        f"oifname {dev} arp operation request arp daddr ip != {ip} drop",
+    ]
+    if spec.device_mac:
+        # Frames the box sends as the device carry the device's MAC on the LAN.
+        out.append(f"oifname {lan} ip saddr {ip} ether saddr set {spec.device_mac}")
+
+    for name, body in (
+        ("prerouting", pre),
+        ("from_device", from_device),
+        ("to_device", to_device),
+        ("forward", fwd),
+        ("forward_tcp", fwd_tcp),
+        ("output", out),
+    ):
+        lines.append(f"\tchain {name} {{")
+        lines += [f"\t\t{rule}" for rule in body]
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def inet_table(spec: InterceptionSpec) -> str:
+    br, ip = f'"{spec.bridge}"', spec.device_ip
+    mark = f"meta mark set {FWMARK:#x}"
+    pre = [
+        "type filter hook prerouting priority mangle; policy accept;",
+        f"iifname != {br} return",
+        f"meta l4proto tcp socket transparent 1 {mark} accept",
+        f"ip saddr {ip} meta l4proto tcp tproxy ip to :{spec.outbound_listener} {mark} accept",
+    ]
+    if spec.inbound_ports:
+        pre.append(
+            f"ip daddr {ip} tcp dport {_set(spec.inbound_ports)} "
+            f"tproxy ip to :{spec.inbound_listener} {mark} accept"
+        )
+    fwd = [
+        "type filter hook forward priority filter; policy accept;",
+        f'iifname {br} counter name "routed" drop',
+        f'oifname {br} counter name "routed" drop',
+    ]
+    lines = [f"table inet {TABLE_NAME} {{", "\tcounter routed {", "\t}"]
+    for name, body in (("prerouting", pre), ("forward", fwd)):
+        lines.append(f"\tchain {name} {{")
+        lines += [f"\t\t{rule}" for rule in body]
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def nft_script(spec: InterceptionSpec, bridge_mac: str) -> str:
+    """One `nft -f` transaction that creates or atomically replaces both owned tables."""
+    head = []
+    for family in ("bridge", "inet"):
+        head += [f"table {family} {TABLE_NAME}", f"delete table {family} {TABLE_NAME}"]
+    return "\n".join(head) + "\n" + bridge_table(spec, bridge_mac) + inet_table(spec)
+
+
+def nft_teardown_script() -> str:
+    """Deletes both owned tables; creating first makes it succeed when they are absent."""
+    lines = []
+    for family in ("bridge", "inet"):
+        lines += [f"table {family} {TABLE_NAME}", f"delete table {family} {TABLE_NAME}"]
+    return "\n".join(lines) + "\n"
+
+
+def sysctls(spec: InterceptionSpec) -> list[tuple[str, str]]:
+    """Kernel settings the ruleset depends on (keys in /proc/sys dotted form)."""
+    lo, hi = spec.local_ports
+    out = [
+        # With bridge netfilter on, bridged frames traverse the ip hooks and tproxy fails.
+        ("net.bridge.bridge-nf-call-iptables", "0"),
+        ("net.bridge.bridge-nf-call-ip6tables", "0"),
+        ("net.bridge.bridge-nf-call-arptables", "0"),
+        ("net.ipv4.ip_forward", "0"),
+        ("net.ipv4.ip_local_port_range", f"{lo} {hi}"),
+    ]
+    for ifname in (spec.bridge, spec.device_if, spec.lan_if):
+        out.append((f"net.ipv6.conf.{ifname}.disable_ipv6", "1"))
+    return out
+
+
+def ip_rules(spec: InterceptionSpec) -> list[list[str]]:
+    """`ip` argument vectors of the policy rules (deleted by priority on teardown)."""
+    return [
+        ["-4", "rule", "add", "fwmark", f"{FWMARK:#x}", "lookup", str(ROUTE_TABLE_LOCAL),
+         "priority", str(RULE_PRIORITY)],
+        ["-4", "rule", "add", "from", spec.device_ip, "lookup", str(ROUTE_TABLE_DEVICE),
+         "priority", str(RULE_PRIORITY + 1)],
+        ["-4", "rule", "add", "to", spec.device_ip, "lookup", str(ROUTE_TABLE_DEVICE),
+         "priority", str(RULE_PRIORITY + 2)],
+    ]  # fmt: skip
+
+
+def ip_routes(spec: InterceptionSpec) -> list[list[str]]:
+    out = [
+        ["-4", "route", "replace", "local", "0.0.0.0/0", "dev", "lo",
+         "table", str(ROUTE_TABLE_LOCAL)],
+        ["-4", "route", "replace", "default", "dev", spec.bridge, "scope", "link",
+         "table", str(ROUTE_TABLE_DEVICE)],
+    ]  # fmt: skip
+    if spec.device_mac:
+        out.append(
+            ["-4", "neigh", "replace", spec.device_ip, "lladdr", spec.device_mac,
+             "dev", spec.bridge, "nud", "permanent"]
+        )  # fmt: skip
+    return out
+
+
+def rule_priorities() -> list[int]:
+    return [RULE_PRIORITY, RULE_PRIORITY + 1, RULE_PRIORITY + 2]
+
+
+def render(spec: InterceptionSpec, bridge_mac: str) -> str:
+    """The complete plan as one text: a valid `nft -f` file whose comments carry the rest."""
+    lines = [
+        f"#!/usr/sbin/nft -f\n# medtls interception for device {spec.device_ip}"
+        + (f" ({spec.device_mac})" if spec.device_mac else "")
+        + f" on bridge {spec.bridge} (device port {spec.device_if}, LAN port {spec.lan_if})",
+        "# sysctl (applied before the tables):",
+    ]
+    lines += [f"#   {k} = {v}" for k, v in sysctls(spec)]
+    lines.append("# policy routing (ip):")
+    lines += [f"#   ip {' '.join(argv)}" for argv in ip_rules(spec) + ip_routes(spec)]
+    lines.append("# bridge: no address on the bridge or its ports; applied atomically by `nft -f`:")
+    return "\n".join(lines) + "\n" + nft_script(spec, bridge_mac)

@@ -1,0 +1,80 @@
+"""Everything a configuration generation needs at run time: config plus ready SSL contexts."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from medtls.config import Config
+from medtls.tlsctx import TLSSetupError, build_context, read_passphrase
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    role: str  # config key path, e.g. "identity.certificate"
+    path: str
+    subject: str
+    not_after: str  # ISO 8601 UTC
+
+
+@dataclass
+class Runtime:
+    config: Config
+    generation: int
+    outbound_ctx: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    inbound_ctx: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    certificates: list[CertInfo] = field(default_factory=list)
+
+
+def _cert_infos(role: str, path: Path) -> list[CertInfo]:
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    return [
+        CertInfo(role, str(path), c.subject.rfc4514_string(), c.not_valid_after_utc.isoformat())
+        for c in certs
+    ]
+
+
+def build_runtime(config: Config, generation: int) -> Runtime:
+    """Load every key/certificate/CA and build one SSLContext per route (raises TLSSetupError)."""
+    ident = config.identity
+    passphrase = read_passphrase(ident.key_passphrase_file)
+    cache: dict[tuple, ssl.SSLContext] = {}
+
+    def ctx(server: bool, profile: str, ca: Path) -> ssl.SSLContext:
+        key = (server, profile, ca)
+        if key not in cache:
+            cache[key] = build_context(
+                server, profile, ca, ident.certificate, ident.key, passphrase
+            )
+        return cache[key]
+
+    rt = Runtime(config=config, generation=generation)
+    for peer in config.outbound:
+        if not peer.plaintext:
+            ca = (peer.verify.ca if peer.verify else None) or config.trust_ca
+            rt.outbound_ctx[peer.name] = ctx(False, config.outbound_profile(peer), ca)
+    for port in config.inbound:
+        rt.inbound_ctx[port.name] = ctx(
+            True, config.inbound_profile(port), port.ca or config.trust_ca
+        )
+    if not config.outbound and not config.inbound:
+        # Still prove the identity loads, so `check` and reload reject broken material.
+        ctx(True, config.profile, config.trust_ca)
+    rt.certificates = _cert_infos("identity.certificate", ident.certificate)
+    rt.certificates += _cert_infos("trust.ca", config.trust_ca)
+    for i, peer in enumerate(config.outbound):
+        if peer.verify and peer.verify.ca:
+            rt.certificates += _cert_infos(f"outbound[{i}].verify.ca", peer.verify.ca)
+    for i, port in enumerate(config.inbound):
+        if port.ca:
+            rt.certificates += _cert_infos(f"inbound[{i}].ca", port.ca)
+    return rt
+
+
+__all__ = ["CertInfo", "Runtime", "TLSSetupError", "build_runtime"]

@@ -1,0 +1,217 @@
+"""DICOM PS3.15 A.5 (RFC 3881 derived) audit messages for what a TLS node does.
+
+Builders return the XML text; no I/O. Codes are from the DCM coding scheme (PS3.16).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+# (code, codeSystemName, originalText)
+APPLICATION_ACTIVITY = ("110100", "DCM", "Application Activity")
+SECURITY_ALERT = ("110113", "DCM", "Security Alert")
+APPLICATION_START = ("110120", "DCM", "Application Start")
+APPLICATION_STOP = ("110121", "DCM", "Application Stop")
+NODE_AUTHENTICATION = ("110126", "DCM", "Node Authentication")
+SECURITY_CONFIGURATION = ("110129", "DCM", "Security Configuration")
+SOFTWARE_CONFIGURATION = ("110131", "DCM", "Software Configuration")
+ROLE_APPLICATION = ("110150", "DCM", "Application")
+ROLE_APPLICATION_LAUNCHER = ("110151", "DCM", "Application Launcher")
+ROLE_DESTINATION = ("110152", "DCM", "Destination Role ID")
+ROLE_SOURCE = ("110153", "DCM", "Source Role ID")
+ID_TYPE_URI = ("12", "RFC-3881", "URI")
+ID_TYPE_NODE = ("110182", "DCM", "Node ID")
+
+SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = "0", "4", "8", "12"
+AUDIT_SOURCE_APPLICATION_SERVER = "4"
+NAP_MACHINE_NAME, NAP_IP_ADDRESS = "1", "2"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who reports: the box (AuditSourceID) and the process (ActiveParticipant UserID)."""
+
+    audit_source_id: str
+    site_id: str = ""
+    process: str = "medtls"
+    node_address: str = ""  # IP of the box/device, NetworkAccessPointID
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _coded(parent: ET.Element, tag: str, code: tuple[str, str, str]) -> ET.Element:
+    return ET.SubElement(
+        parent,
+        tag,
+        {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]},
+    )
+
+
+def _event(
+    root: ET.Element,
+    event_id,
+    type_code,
+    outcome: str,
+    when: str | None,
+    description: str = "",
+) -> None:
+    ev = ET.SubElement(
+        root,
+        "EventIdentification",
+        {"EventActionCode": "E", "EventDateTime": when or _now(), "EventOutcomeIndicator": outcome},
+    )
+    _coded(ev, "EventID", event_id)
+    _coded(ev, "EventTypeCode", type_code)
+    if description:
+        ET.SubElement(ev, "EventOutcomeDescription").text = description
+
+
+def _participant(
+    root: ET.Element,
+    user_id: str,
+    requestor: bool,
+    role=None,
+    address: str = "",
+    user_name: str = "",
+) -> None:
+    attrs = {"UserID": user_id or "unknown", "UserIsRequestor": "true" if requestor else "false"}
+    if user_name:
+        attrs["UserName"] = user_name
+    if address:
+        attrs["NetworkAccessPointID"] = address
+        attrs["NetworkAccessPointTypeCode"] = (
+            NAP_IP_ADDRESS if _looks_like_ip(address) else NAP_MACHINE_NAME
+        )
+    ap = ET.SubElement(root, "ActiveParticipant", attrs)
+    if role is not None:
+        _coded(ap, "RoleIDCode", role)
+
+
+def _looks_like_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _source(root: ET.Element, src: Source) -> None:
+    attrs = {"AuditSourceID": src.audit_source_id}
+    if src.site_id:
+        attrs["AuditEnterpriseSiteID"] = src.site_id
+    el = ET.SubElement(root, "AuditSourceIdentification", attrs)
+    ET.SubElement(el, "AuditSourceTypeCode", {"csd-code": AUDIT_SOURCE_APPLICATION_SERVER})
+
+
+def _object(root: ET.Element, object_id: str, id_type, name: str, details: dict[str, str]) -> None:
+    el = ET.SubElement(
+        root,
+        "ParticipantObjectIdentification",
+        {"ParticipantObjectID": object_id, "ParticipantObjectTypeCode": "2"},
+    )
+    _coded(el, "ParticipantObjectIDTypeCode", id_type)
+    ET.SubElement(el, "ParticipantObjectName").text = name
+    for key, value in details.items():
+        ET.SubElement(
+            el,
+            "ParticipantObjectDetail",
+            {"type": key, "value": base64.b64encode(value.encode()).decode()},
+        )
+
+
+def _serialize(root: ET.Element) -> str:
+    return ET.tostring(root, encoding="unicode", xml_declaration=False)
+
+
+def application_activity(
+    src: Source, started: bool, outcome: str = SUCCESS, launcher: str = "", when=None
+) -> str:
+    """A.5.3.1 Application Activity with Application Start/Stop."""
+    root = ET.Element("AuditMessage")
+    _event(
+        root,
+        APPLICATION_ACTIVITY,
+        APPLICATION_START if started else APPLICATION_STOP,
+        outcome,
+        when,
+    )
+    _participant(root, src.process, False, ROLE_APPLICATION, src.node_address)
+    if launcher:
+        _participant(root, launcher, True, ROLE_APPLICATION_LAUNCHER)
+    _source(root, src)
+    return _serialize(root)
+
+
+def node_authentication(
+    src: Source,
+    success: bool,
+    peer_address: str,
+    peer_identity: str = "",
+    direction: str = "",
+    reason: str = "",
+    tls_version: str = "",
+    cipher: str = "",
+    when=None,
+) -> str:
+    """A.5.3.11 Security Alert / Node Authentication (IHE ITI-19 success or failure).
+
+    The peer is the requestor for inbound connections, the box for outbound ones.
+    """
+    root = ET.Element("AuditMessage")
+    outcome = SUCCESS if success else MINOR_FAILURE
+    description = reason if not success else ""
+    _event(root, SECURITY_ALERT, NODE_AUTHENTICATION, outcome, when, description)
+    inbound = direction == "inbound"
+    _participant(root, src.process, not inbound, ROLE_APPLICATION, src.node_address)
+    _participant(
+        root,
+        peer_identity or peer_address,
+        inbound,
+        ROLE_SOURCE if inbound else ROLE_DESTINATION,
+        peer_address,
+    )
+    _source(root, src)
+    details = {"Alert Description": _alert_text(success, direction, reason)}
+    if tls_version:
+        details["TLS Version"] = tls_version
+    if cipher:
+        details["TLS Cipher"] = cipher
+    _object(root, peer_address or "unknown", ID_TYPE_NODE, peer_identity or peer_address, details)
+    return _serialize(root)
+
+
+def _alert_text(success: bool, direction: str, reason: str) -> str:
+    verdict = "succeeded" if success else f"failed: {reason or 'unknown reason'}"
+    return f"TLS node authentication ({direction or 'unknown direction'}) {verdict}"
+
+
+def configuration_change(
+    src: Source,
+    success: bool,
+    what: str,
+    detail: str,
+    security: bool = True,
+    when=None,
+) -> str:
+    """Security Alert / Security Configuration (certificates, trust, ACL) or Software
+    Configuration (other settings); `what` names the changed object, e.g. a file path."""
+    root = ET.Element("AuditMessage")
+    _event(
+        root,
+        SECURITY_ALERT,
+        SECURITY_CONFIGURATION if security else SOFTWARE_CONFIGURATION,
+        SUCCESS if success else MINOR_FAILURE,
+        when,
+        "" if success else detail,
+    )
+    _participant(root, src.process, True, ROLE_APPLICATION, src.node_address)
+    _source(root, src)
+    _object(root, what, ID_TYPE_URI, what, {"Alert Description": detail})
+    return _serialize(root)

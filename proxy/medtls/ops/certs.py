@@ -1,0 +1,92 @@
+"""Facts about the certificates the daemon has loaded: subject and seconds to expiry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    path: str
+    role: str  # identity | ca | peer-ca | audit-ca
+    subject: str
+    not_after: float  # epoch seconds
+    fingerprint_sha256: str
+
+
+def load_infos(path: str, role: str) -> list[CertInfo]:
+    """Every certificate in a PEM file (a bundle yields several); raises OSError/ValueError."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    certs = x509.load_pem_x509_certificates(data)
+    out = []
+    for cert in certs:
+        out.append(
+            CertInfo(
+                path=path,
+                role=role,
+                subject=cert.subject.rfc4514_string(),
+                not_after=cert.not_valid_after_utc.timestamp(),
+                fingerprint_sha256=cert.fingerprint(_sha256()).hex(),
+            )
+        )
+    return out
+
+
+def _sha256():
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def paths_from_config(cfg, ops=None) -> list[tuple[str, str]]:
+    """(path, role) of each certificate file a medtls Config names (duck-typed)."""
+    found: list[tuple[str, str]] = []
+
+    def add(path, role):
+        if path and (str(path), role) not in found:
+            found.append((str(path), role))
+
+    identity = getattr(cfg, "identity", None)
+    add(getattr(identity, "certificate", None), "identity")
+    add(getattr(cfg, "trust_ca", None), "ca")
+    for peer in getattr(cfg, "outbound", ()) or ():
+        add(getattr(getattr(peer, "verify", None), "ca", None), "peer-ca")
+    for port in getattr(cfg, "inbound", ()) or ():
+        add(getattr(port, "ca", None), "peer-ca")
+    audit = getattr(ops or getattr(cfg, "ops", None), "audit", None)
+    if audit is not None and audit.transport == "tls":
+        add(audit.ca, "audit-ca")
+        add(audit.certificate, "audit-client")
+    return found
+
+
+def watched_files(cfg, ops=None) -> list[str]:
+    """Files whose change should trigger a reload: certificates, keys, CA bundles."""
+    files = [path for path, _ in paths_from_config(cfg, ops)]
+    identity = getattr(cfg, "identity", None)
+    key = getattr(identity, "key", None)
+    if key:
+        files.append(str(key))
+    return files
+
+
+def collect(paths: list[tuple[str, str]]) -> tuple[list[CertInfo], list[str]]:
+    infos: list[CertInfo] = []
+    problems: list[str] = []
+    for path, role in paths:
+        try:
+            infos.extend(load_infos(path, role))
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+        except ValueError as exc:
+            problems.append(f"{path}: not a PEM certificate ({exc})")
+    return infos, problems
+
+
+def seconds_left(info: CertInfo, now: float | None = None) -> float:
+    now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
+    return info.not_after - now

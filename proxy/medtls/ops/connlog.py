@@ -1,0 +1,69 @@
+"""One key=value line per connection, for journald/syslog and grep."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def kv_value(value) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    if text == "" or any(c in text for c in ' "=\\\n\t'):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+def kv_line(fields: dict) -> str:
+    return " ".join(f"{key}={kv_value(value)}" for key, value in fields.items())
+
+
+def addr(pair) -> str:
+    if not pair:
+        return "-"
+    host, port = pair[0], pair[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def connection_line(
+    conn,
+    device_port,
+    peer: str,
+    tls_version: str,
+    cipher: str,
+    bytes_from_client: int,
+    bytes_from_server: int,
+    duration: float,
+    result: str,
+    detail: str = "",
+) -> str:
+    """Summary at close; `conn` is a medtls.events.ConnInfo."""
+    device_to_lan, lan_to_device = (
+        (bytes_from_client, bytes_from_server)
+        if conn.direction == "outbound"
+        else (bytes_from_server, bytes_from_client)
+    )
+    fields = {
+        "event": "connection",
+        "id": conn.id,
+        "direction": conn.direction,
+        "route": conn.route or "-",
+        "client": addr(conn.client),
+        "destination": addr(conn.destination),
+        "device_port": device_port,
+        "peer": peer or "-",
+        "tls": tls_version or ("plaintext" if conn.plaintext else "-"),
+        "cipher": cipher or "-",
+        "bytes_device_to_lan": device_to_lan,
+        "bytes_lan_to_device": lan_to_device,
+        "duration": float(duration),
+        "result": result,
+        "opened": iso(conn.started),
+    }
+    if detail:
+        fields["detail"] = detail
+    return kv_line(fields)

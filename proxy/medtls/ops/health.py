@@ -1,0 +1,163 @@
+"""Health verdict and human summary from the daemon's status dict (no I/O).
+
+Exit codes follow the monitoring-plugin convention so Nagios/Icinga, Ansible and scripts
+can use `medtls status` directly: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (daemon unreachable).
+"""
+
+from __future__ import annotations
+
+import time
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+EXPIRY_WARNING_DAYS = 14
+
+
+def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[int, str]]]:
+    """(worst level, [(level, problem)]) for a status dict produced by OpsRuntime.status()."""
+    now = status.get("now", time.time()) if now is None else now
+    problems: list[tuple[int, str]] = []
+
+    def add(level, text):
+        problems.append((level, text))
+
+    if status.get("draining"):
+        add(CRITICAL, "daemon is stopping (draining connections)")
+    elif not status.get("ready"):
+        add(CRITICAL, "daemon is not ready (listeners or TLS material not loaded)")
+    if not status.get("listeners"):
+        add(CRITICAL, "no listener is open")
+
+    clock = status.get("clock") or {}
+    if clock and not clock.get("synchronized"):
+        if clock.get("require_sync", True):
+            add(
+                CRITICAL,
+                f"clock not synchronised, certificates are not validated: "
+                f"{clock.get('detail', '')}",
+            )
+        else:
+            add(WARNING, f"clock not synchronised, validating anyway: {clock.get('detail', '')}")
+
+    for problem in status.get("certificate_problems") or []:
+        add(CRITICAL, f"certificate file: {problem}")
+    for cert in status.get("certificates") or []:
+        left = cert["not_after"] - now
+        label = f"{cert['role']} certificate {cert['subject']} ({cert['path']})"
+        if left <= 0:
+            add(CRITICAL, f"{label} EXPIRED {_ago(-left)} ago")
+        elif left < EXPIRY_WARNING_DAYS * 86400:
+            add(WARNING, f"{label} expires in {_span(left)}")
+
+    reloads = status.get("reloads") or {}
+    if reloads.get("last_result") == "failed":
+        add(WARNING, f"last reload failed, old configuration in force: {reloads.get('last_error')}")
+
+    audit = status.get("audit") or {}
+    if audit.get("dropped"):
+        add(WARNING, f"audit: {audit['dropped']} messages dropped (queue full)")
+    if audit.get("transport") == "tls" and audit.get("queued") and not audit.get("connected"):
+        add(
+            WARNING,
+            f"audit repository unreachable, {audit['queued']} messages queued: "
+            f"{audit.get('last_error', '')}",
+        )
+
+    for peer in status.get("peers") or []:
+        fail, ok = peer.get("last_failure"), peer.get("last_success")
+        if peer.get("direction") == "outbound" and fail and (not ok or fail > ok):
+            add(
+                WARNING,
+                f"peer {peer['name']}: last connection failed "
+                f"({peer.get('last_failure_reason')}) {_ago(now - fail)} ago",
+            )
+
+    worst = max((level for level, _ in problems), default=OK)
+    return worst, problems
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400}d"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def _ago(seconds: float) -> str:
+    return _span(seconds)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if not ts:
+        return "never"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+    return f"{stamp}Z ({_ago(now - ts)} ago)"
+
+
+def render(status: dict, now: float | None = None) -> str:
+    now = status.get("now", time.time()) if now is None else now
+    level, problems = evaluate(status, now)
+    out: list[str] = []
+    dev = status.get("device") or {}
+    out.append(
+        f"medtls: {LEVEL_NAMES[level]}  (pid {status.get('pid')}, up "
+        f"{_span(now - status.get('started', now))}, config generation "
+        f"{status.get('generation', '?')})"
+    )
+    out.append(f"device:    ip {dev.get('ip') or 'auto'}  mac {dev.get('mac') or '-'}")
+    out.append(f"identity:  {dev.get('identity_subject') or '-'}")
+    if dev.get("identity_fingerprint"):
+        out.append(f"           sha256 {dev['identity_fingerprint']}")
+    clock = status.get("clock") or {}
+    out.append(
+        f"clock:     {'synchronised' if clock.get('synchronized') else 'NOT synchronised'}"
+        f" ({clock.get('detail', '?')}); require_sync "
+        f"{'on' if clock.get('require_sync', True) else 'off'}"
+    )
+    conns = status.get("connections") or {}
+    out.append(f"conns:     {conns.get('active', 0)} active, {conns.get('total', 0)} since start")
+    out.append("listeners:")
+    for lst in status.get("listeners") or []:
+        out.append(f"  {lst['name']:<14} {lst['direction']:<9} {lst['address']}")
+    out.append("peers:")
+    for peer in status.get("peers") or []:
+        out.append(
+            f"  {peer['name']:<14} {peer['direction']:<9} active {peer.get('active', 0)}"
+            f"  total {peer.get('total', 0)}"
+        )
+        out.append(
+            f"      last success {_when(peer.get('last_success'), now)}"
+            + (f"  {peer['last_success_identity']}" if peer.get("last_success_identity") else "")
+        )
+        out.append(
+            f"      last failure {_when(peer.get('last_failure'), now)}"
+            + (f"  {peer['last_failure_reason']}" if peer.get("last_failure_reason") else "")
+        )
+    out.append("certificates:")
+    for cert in status.get("certificates") or []:
+        left = cert["not_after"] - now
+        state = f"expires in {_span(left)}" if left > 0 else f"EXPIRED {_ago(-left)} ago"
+        out.append(f"  {cert['role']:<12} {state:<20} {cert['subject']}  {cert['path']}")
+    reloads = status.get("reloads") or {}
+    out.append(
+        f"reloads:   {reloads.get('ok', 0)} ok, {reloads.get('failed', 0)} failed"
+        + (
+            f"; last {reloads['last_result']} {_when(reloads.get('last_time'), now)}"
+            if reloads.get("last_result")
+            else ""
+        )
+    )
+    audit = status.get("audit") or {}
+    out.append(
+        f"audit:     {audit.get('transport', 'none')}  sent {audit.get('sent', 0)}"
+        f"  queued {audit.get('queued', 0)}  dropped {audit.get('dropped', 0)}"
+    )
+    if problems:
+        out.append("problems:")
+        for lvl, text in problems:
+            out.append(f"  {LEVEL_NAMES[lvl]}: {text}")
+    return "\n".join(out) + "\n"

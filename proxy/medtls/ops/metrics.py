@@ -1,0 +1,122 @@
+"""A small thread-safe metrics registry rendered in the Prometheus text format 0.0.4."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape_label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def format_sample(name: str, labels: dict[str, str], value: float) -> str:
+    if labels:
+        inner = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
+        return f"{name}{{{inner}}} {format_value(value)}"
+    return f"{name} {format_value(value)}"
+
+
+class Metric:
+    def __init__(self, name: str, kind: str, help_text: str, labelnames: tuple[str, ...]):
+        self.name = name
+        self.kind = kind
+        self.help = help_text
+        self.labelnames = labelnames
+        self._values: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+        if set(labels) != set(self.labelnames):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.labelnames)}")
+        return tuple(str(labels[n]) for n in self.labelnames)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        if self.kind == "counter" and amount < 0:
+            raise ValueError(f"{self.name}: counters only go up")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def dec(self, amount: float = 1.0, **labels: str) -> None:
+        if self.kind != "gauge":
+            raise ValueError(f"{self.name}: only gauges go down")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) - amount
+
+    def set(self, value: float, **labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = float(value)
+
+    def get(self, **labels: str) -> float:
+        with self._lock:
+            return self._values.get(self._key(labels), 0.0)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+    def samples(self) -> list[tuple[dict[str, str], float]]:
+        with self._lock:
+            items = sorted(self._values.items())
+        return [(dict(zip(self.labelnames, k, strict=True)), v) for k, v in items]
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {escape_help(self.help)}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for labels, value in self.samples():
+            yield format_sample(self.name, labels, value)
+
+
+class Registry:
+    def __init__(self):
+        self._metrics: dict[str, Metric] = {}
+        self._collectors: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def _add(self, name, kind, help_text, labelnames) -> Metric:
+        with self._lock:
+            if name in self._metrics:
+                raise ValueError(f"metric {name} registered twice")
+            metric = Metric(name, kind, help_text, tuple(labelnames))
+            self._metrics[name] = metric
+            return metric
+
+    def counter(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> Metric:
+        return self._add(name, "counter", help_text, labelnames)
+
+    def gauge(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> Metric:
+        return self._add(name, "gauge", help_text, labelnames)
+
+    def on_collect(self, fn: Callable[[], None]) -> None:
+        """fn refreshes computed gauges right before each scrape."""
+        self._collectors.append(fn)
+
+    def render(self) -> str:
+        for fn in self._collectors:
+            fn()
+        lines: list[str] = []
+        with self._lock:
+            metrics = list(self._metrics.values())
+        for metric in metrics:
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"

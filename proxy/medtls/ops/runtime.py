@@ -1,0 +1,745 @@
+"""OpsRuntime: the daemon observer that feeds systemd, metrics, logs, audit and status.
+
+Observer methods run on the daemon's event loop: they only update in-memory state, append
+to the audit queue and send non-blocking datagrams. Servers (metrics, control) and the audit
+sender run in their own threads and read the state under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from medtls.events import Observer
+
+from . import audit_xml, certs, clock, connlog, syslog
+from .config import OpsConfig
+from .control import ControlServer
+from .metrics import Registry
+from .metrics_http import MetricsServer
+from .sdnotify import Notifier
+
+log = logging.getLogger("medtls.ops")
+conn_log = logging.getLogger("medtls.conn")
+
+# handshake_failed reasons that are node-authentication failures (audited as ITI-19 failures);
+# routing, limits and connect errors are logged and counted but are not authentication events.
+AUTH_FAILURES = frozenset(
+    {
+        "unknown_ca",
+        "cert_expired",
+        "no_certificate",
+        "acl_denied",
+        "identity_mismatch",
+        "protocol_version",
+        "no_shared_cipher",
+        "not_tls",
+        "peer_rejected",
+        "handshake_error",
+        "clock_unsynced",
+    }
+)
+CLOCK_UNSYNCED = "clock_unsynced"
+# Without a ready() event from the daemon, the first tick after a listener opened means ready.
+DAEMON_SENDS_READY = "ready" in Observer.__dict__
+CLOCK_RECHECK = 5.0
+FILE_RECHECK = 2.0
+STATUS_RECHECK = 1.0
+RELOAD_WAIT = 60.0
+HEARTBEAT = 1.0  # seconds; shortened below when WatchdogSec is tiny
+
+
+def _label(route: str) -> str:
+    return route or "none"
+
+
+class _Peer:
+    __slots__ = (
+        "active",
+        "direction",
+        "last_failure",
+        "last_failure_reason",
+        "last_success",
+        "last_success_identity",
+        "name",
+        "total",
+    )
+
+    def __init__(self, name: str, direction: str):
+        self.name = name
+        self.direction = direction
+        self.active = 0
+        self.total = 0
+        self.last_success: float | None = None
+        self.last_success_identity = ""
+        self.last_failure: float | None = None
+        self.last_failure_reason = ""
+
+    def as_dict(self) -> dict:
+        return {slot: getattr(self, slot) for slot in self.__slots__}
+
+
+class _Conn:
+    __slots__ = ("cipher", "failed", "info", "peer", "version")
+
+    def __init__(self, info):
+        self.info = info
+        self.peer = ""
+        self.version = ""
+        self.cipher = ""
+        self.failed = ""
+
+
+class OpsRuntime(Observer):
+    def __init__(
+        self,
+        config,
+        daemon=None,
+        env: dict[str, str] | None = None,
+        clock_reader=None,
+        start_servers: bool = True,
+        ops: OpsConfig | None = None,
+    ):
+        self.config = config
+        self.ops: OpsConfig = ops or getattr(config, "ops", None) or OpsConfig()
+        self.daemon = daemon
+        self.notifier = Notifier(env)
+        self._clock_reader = clock_reader or (lambda: clock.read_state(self.ops.clock.sync_file))
+        self._start_servers = start_servers
+        self._lock = threading.RLock()
+        self.started = time.time()
+        self.ready_flag = False
+        self.draining = False
+        self.generation = 1
+        self.listeners: list[dict] = []
+        self.conns: dict[int, _Conn] = {}
+        self.total_connections = 0
+        self.peers: dict[str, _Peer] = {}
+        for peer in getattr(config, "outbound", ()) or ():
+            self.peers[peer.name] = _Peer(peer.name, "outbound")
+        for port in getattr(config, "inbound", ()) or ():
+            self.peers[port.name] = _Peer(port.name, "inbound")
+        self._device_ports = {
+            port.name: port.device_port for port in getattr(config, "inbound", ()) or ()
+        }
+        self.reloads = {
+            "ok": 0,
+            "failed": 0,
+            "last_result": None,
+            "last_error": "",
+            "last_time": None,
+        }
+        self._reload_waiters: list[tuple[threading.Event, dict]] = []
+        self._last_clock_check = 0.0
+        self.clock_state = self._clock_reader()
+        self._last_file_check = 0.0
+        self._file_stamps = self._stamp_files()
+        self._pending_stamps: dict | None = None
+        self._last_status_sent = 0.0
+        self._status_text = ""
+        self.certs, self.cert_problems = certs.collect(certs.paths_from_config(config, self.ops))
+
+        self.registry = Registry()
+        self._define_metrics()
+        self.audit_source = audit_xml.Source(
+            audit_source_id=self.ops.audit.source_id or socket.gethostname(),
+            site_id=self.ops.audit.site_id,
+            node_address=getattr(getattr(config, "device", None), "ip", None) or "",
+        )
+        self.audit: syslog.AuditSender | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.control: ControlServer | None = None
+        self._log_clock(initial=True)
+
+    # ---------------------------------------------------------------- setup / teardown
+
+    def _define_metrics(self) -> None:
+        r = self.registry
+        self.m_up = r.gauge("medtls_up", "1 while the daemon runs")
+        self.m_ready = r.gauge("medtls_ready", "1 once listeners are up and material is loaded")
+        self.m_start = r.gauge("medtls_start_time_seconds", "Start time of the daemon (epoch)")
+        self.m_generation = r.gauge("medtls_config_generation", "Configuration generation")
+        self.m_active = r.gauge(
+            "medtls_connections_active", "Open connections", ("direction", "peer")
+        )
+        self.m_total = r.counter(
+            "medtls_connections_total",
+            "Closed connections by result",
+            ("direction", "peer", "result"),
+        )
+        self.m_bytes = r.counter(
+            "medtls_bytes_total",
+            "Bytes relayed, counted when a connection closes",
+            ("direction", "peer", "stream"),
+        )
+        self.m_hs_fail = r.counter(
+            "medtls_handshake_failures_total",
+            "Connections refused before relaying, by reason",
+            ("direction", "reason"),
+        )
+        self.m_tls_total = r.counter(
+            "medtls_tls_connections_total",
+            "TLS sessions established by version and cipher",
+            ("version", "cipher"),
+        )
+        self.m_tls_active = r.gauge(
+            "medtls_tls_connections_active",
+            "Open TLS sessions by version and cipher",
+            ("version", "cipher"),
+        )
+        self.m_cert = r.gauge(
+            "medtls_certificate_expiry_seconds",
+            "Seconds until each loaded certificate expires (negative: expired)",
+            ("role", "subject", "path"),
+        )
+        self.m_reloads = r.counter("medtls_reloads_total", "Reloads by result", ("result",))
+        self.m_clock = r.gauge(
+            "medtls_clock_synchronized", "1 when the system clock is synchronised"
+        )
+        self.m_validation = r.gauge(
+            "medtls_certificate_validation_allowed",
+            "0 while certificate validation is refused (clock not synchronised)",
+        )
+        self.m_audit_sent = r.counter("medtls_audit_messages_sent_total", "Audit messages sent")
+        self.m_audit_dropped = r.counter(
+            "medtls_audit_messages_dropped_total",
+            "Audit messages dropped because the queue was full",
+        )
+        self.m_audit_queue = r.gauge("medtls_audit_queue_length", "Audit messages waiting")
+        self.m_audit_connected = r.gauge(
+            "medtls_audit_connected", "1 while connected to the audit repository"
+        )
+        self.m_up.set(1)
+        self.m_start.set(self.started)
+        self.m_generation.set(self.generation)
+        for result in ("ok", "failed"):
+            self.m_reloads.inc(0, result=result)
+        r.on_collect(self._collect)
+
+    def _collect(self) -> None:
+        now = time.time()
+        with self._lock:
+            infos = list(self.certs)
+        self.m_cert.clear()
+        for info in infos:
+            self.m_cert.set(
+                certs.seconds_left(info, now),
+                role=info.role,
+                subject=info.subject,
+                path=info.path,
+            )
+        self.m_clock.set(1 if self.clock_state.synchronized else 0)
+        self.m_validation.set(0 if self.validation_gate() else 1)
+        self.m_ready.set(1 if self.ready_flag and not self.draining else 0)
+        if self.audit is not None:
+            self.m_audit_sent.set(self.audit.sent)
+            self.m_audit_dropped.set(self.audit.dropped)
+            self.m_audit_queue.set(self.audit.queued())
+            self.m_audit_connected.set(1 if self.audit.connected else 0)
+
+    def start(self) -> None:
+        self._start_audit()
+        self._start_heartbeat()
+        if not self._start_servers:
+            return
+        m = self.ops.metrics
+        if m.enabled:
+            try:
+                self.metrics_server = MetricsServer(self.registry, m.host, m.port)
+                self.metrics_server.start()
+                log.info("metrics on http://%s:%d/metrics", m.host, m.port)
+            except OSError as exc:
+                log.error("metrics.listen %s:%d: cannot listen: %s", m.host, m.port, exc.strerror)
+        try:
+            self.control = ControlServer(
+                self.ops.control.socket, {"status": self._cmd_status, "reload": self._cmd_reload}
+            )
+            self.control.start()
+        except OSError as exc:
+            log.error(
+                "control.socket %s: cannot listen: %s", self.ops.control.socket, exc.strerror or exc
+            )
+
+    def _start_heartbeat(self) -> None:
+        """Run tick() on the daemon's loop thread once a second: WATCHDOG=1 then proves the
+        loop itself is alive, not just some helper thread."""
+        call_soon = getattr(self.daemon, "call_soon", None) or getattr(
+            self.daemon, "_call_soon", None
+        )
+        if call_soon is None:
+            return
+        self._heartbeat_stop = threading.Event()
+        self._tick_pending = False
+
+        def loop_tick():
+            self._tick_pending = False
+            self.tick()
+
+        period = min(HEARTBEAT, self.notifier.watchdog / 2) if self.notifier.watchdog else HEARTBEAT
+
+        def heartbeat():
+            while not self._heartbeat_stop.wait(period):
+                if not self._tick_pending:
+                    self._tick_pending = True
+                    call_soon(loop_tick)
+
+        threading.Thread(target=heartbeat, name="medtls-heartbeat", daemon=True).start()
+
+    def _start_audit(self) -> None:
+        a = self.ops.audit
+        if a.transport == "none":
+            return
+        if a.transport == "tls":
+            try:
+                ctx = syslog.client_context(a.ca, a.certificate, a.key)
+            except (OSError, ValueError) as exc:
+                log.error("audit: cannot load TLS material (audit.ca/certificate/key): %s", exc)
+                return
+            connect = syslog.tls_connector(a.host, a.port, ctx, a.server_name)
+            stream = True
+        else:
+            connect = syslog.local_connector(a.local_socket)
+            stream = False
+        last = {"error": ""}
+
+        def on_error(text: str) -> None:
+            if text != last["error"]:
+                log.warning(
+                    "audit: repository %s unreachable, queueing: %s",
+                    f"{a.host}:{a.port}" if a.transport == "tls" else a.local_socket,
+                    text,
+                )
+                last["error"] = text
+
+        self.audit = syslog.AuditSender(
+            connect, a.queue_size, a.retry_interval, stream=stream, on_error=on_error
+        )
+        self.audit.start()
+
+    def close(self) -> None:
+        """After the daemon's loop returned: Application Stop, flush audit, stop servers."""
+        stop = getattr(self, "_heartbeat_stop", None)
+        if stop is not None:
+            stop.set()
+        if not getattr(self, "_stopped_audited", False):
+            self.stopped()
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+        if self.audit is not None:
+            self.audit.stop(flush_timeout=3.0)
+        self.notifier.close()
+
+    # ---------------------------------------------------------------- audit helper
+
+    def _audit(self, xml: str, failure: bool = False) -> None:
+        if self.audit is None:
+            return
+        self.audit.submit(
+            syslog.format_message(
+                xml,
+                hostname=self.audit_source.audit_source_id,
+                severity=syslog.SEVERITY_WARNING if failure else syslog.SEVERITY_NOTICE,
+            )
+        )
+
+    # ---------------------------------------------------------------- clock gate
+
+    def _log_clock(self, initial: bool = False) -> None:
+        allowed, reason = clock.validation_allowed(self.clock_state, self.ops.clock.require_sync)
+        if self.clock_state.synchronized:
+            if not initial:
+                log.info("clock: %s", reason)
+        elif allowed:
+            log.warning("clock: %s", reason)
+        else:
+            log.error("clock: %s until it is", reason)
+
+    def refresh_clock(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._last_clock_check = now
+        state = self._clock_reader()
+        changed = state.synchronized != self.clock_state.synchronized
+        self.clock_state = state
+        if changed:
+            self._log_clock()
+
+    def validation_gate(self) -> str | None:
+        """None when certificates may be validated, else the reason (daemon refuses the TLS)."""
+        if time.monotonic() - self._last_clock_check > CLOCK_RECHECK:
+            self.refresh_clock()
+        allowed, reason = clock.validation_allowed(self.clock_state, self.ops.clock.require_sync)
+        return None if allowed else reason
+
+    # ---------------------------------------------------------------- observer events
+
+    def listener_ready(self, name, direction, address) -> None:
+        with self._lock:
+            self.listeners.append(
+                {"name": name, "direction": direction, "address": connlog.addr(address)}
+            )
+
+    def ready(self) -> None:
+        if self.ready_flag:
+            return
+        self.ready_flag = True
+        self.notifier.ready(self._status_line())
+        self._audit(audit_xml.application_activity(self.audit_source, started=True))
+        log.info("ready: %d listeners", len(self.listeners))
+
+    def connection_opened(self, conn) -> None:
+        with self._lock:
+            self.conns[conn.id] = _Conn(conn)
+            self.total_connections += 1
+            peer = self._peer(conn)
+            peer.active += 1
+            peer.total += 1
+        self.m_active.inc(direction=conn.direction, peer=_label(conn.route))
+
+    def _peer(self, conn) -> _Peer:
+        name = _label(conn.route)
+        peer = self.peers.get(name)
+        if peer is None:
+            peer = self.peers[name] = _Peer(name, conn.direction)
+        return peer
+
+    def tls_established(self, conn, version, cipher, peer) -> None:
+        with self._lock:
+            state = self.conns.get(conn.id)
+            if state is not None:
+                state.version, state.cipher, state.peer = version, cipher, peer
+            p = self._peer(conn)
+            p.last_success = time.time()
+            p.last_success_identity = peer
+        self.m_tls_total.inc(version=version, cipher=cipher)
+        self.m_tls_active.inc(version=version, cipher=cipher)
+        self._audit(
+            audit_xml.node_authentication(
+                self.audit_source,
+                True,
+                peer_address=self._remote(conn)[0],
+                peer_identity=peer,
+                direction=conn.direction,
+                tls_version=version,
+                cipher=cipher,
+            )
+        )
+
+    def _remote(self, conn) -> tuple[str, int]:
+        """The LAN side of a connection: the destination outbound, the client inbound."""
+        return tuple(conn.destination if conn.direction == "outbound" else conn.client)
+
+    def handshake_failed(self, conn, reason, detail) -> None:
+        with self._lock:
+            state = self.conns.get(conn.id)
+            if state is not None:
+                state.failed = detail or reason
+            p = self._peer(conn)
+            p.last_failure = time.time()
+            p.last_failure_reason = reason
+        self.m_hs_fail.inc(direction=conn.direction, reason=reason)
+        if reason in AUTH_FAILURES:
+            self._audit(
+                audit_xml.node_authentication(
+                    self.audit_source,
+                    False,
+                    peer_address=self._remote(conn)[0],
+                    direction=conn.direction,
+                    reason=f"{reason}: {detail}" if detail else reason,
+                ),
+                failure=True,
+            )
+
+    def connection_closed(self, conn, bytes_from_client, bytes_from_server, duration, result):
+        with self._lock:
+            state = self.conns.pop(conn.id, None) or _Conn(conn)
+            p = self._peer(conn)
+            p.active = max(0, p.active - 1)
+        label = _label(conn.route)
+        self.m_active.dec(direction=conn.direction, peer=label)
+        self.m_total.inc(direction=conn.direction, peer=label, result=result)
+        to_lan, to_device = (
+            (bytes_from_client, bytes_from_server)
+            if conn.direction == "outbound"
+            else (bytes_from_server, bytes_from_client)
+        )
+        self.m_bytes.inc(to_lan, direction=conn.direction, peer=label, stream="device_to_lan")
+        self.m_bytes.inc(to_device, direction=conn.direction, peer=label, stream="lan_to_device")
+        if state.version:
+            self.m_tls_active.dec(version=state.version, cipher=state.cipher)
+        device_port = (
+            conn.destination[1]
+            if conn.direction == "outbound"
+            else self._device_ports.get(conn.route, conn.destination[1])
+        )
+        line = connlog.connection_line(
+            conn,
+            device_port,
+            state.peer,
+            state.version,
+            state.cipher,
+            bytes_from_client,
+            bytes_from_server,
+            duration,
+            result,
+            state.failed,
+        )
+        if result == "ok":
+            conn_log.info("%s", line)
+        else:
+            conn_log.warning("%s", line)
+
+    def reloading(self) -> None:
+        self._reloading_sent = True
+        self.notifier.reloading()
+
+    def _reloading_fallback(self) -> None:
+        """Without a reloading() event from the daemon, announce the reload when it ends."""
+        if not getattr(self, "_reloading_sent", False):
+            self.notifier.reloading()
+        self._reloading_sent = False
+
+    def reload_ok(self, generation) -> None:
+        if not self.ready_flag and generation == 1:
+            self.ready()  # Daemon.start(): listeners open, material loaded
+            return
+        self._reloading_fallback()
+        old = {(c.path, c.role): c.fingerprint_sha256 for c in self.certs}
+        new_certs, problems = certs.collect(
+            certs.paths_from_config(self._current_config(), self.ops)
+        )
+        with self._lock:
+            self.generation = generation
+            self.certs, self.cert_problems = new_certs, problems
+            self.reloads["ok"] += 1
+            self.reloads.update(last_result="ok", last_error="", last_time=time.time())
+            self._file_stamps = self._stamp_files()
+            self._pending_stamps = None
+        self.m_reloads.inc(result="ok")
+        self.m_generation.set(generation)
+        self.notifier.ready(self._status_line())
+        changed = sorted(
+            {c.path for c in new_certs if old.get((c.path, c.role)) != c.fingerprint_sha256}
+        )
+        for path in changed:
+            subjects = ", ".join(c.subject for c in new_certs if c.path == path)
+            self._audit(
+                audit_xml.configuration_change(
+                    self.audit_source,
+                    True,
+                    path,
+                    f"certificate file reloaded (generation {generation}): {subjects}",
+                )
+            )
+        if not changed:
+            self._audit(
+                audit_xml.configuration_change(
+                    self.audit_source,
+                    True,
+                    self._config_path(),
+                    f"configuration reloaded (generation {generation})",
+                    security=False,
+                )
+            )
+        self._wake_reload_waiters({"ok": True, "generation": generation})
+
+    def reload_failed(self, error) -> None:
+        self._reloading_fallback()
+        with self._lock:
+            self.reloads["failed"] += 1
+            self.reloads.update(last_result="failed", last_error=error, last_time=time.time())
+            self._file_stamps = self._stamp_files()
+            self._pending_stamps = None
+        self.m_reloads.inc(result="failed")
+        self.notifier.ready(self._status_line())
+        self._audit(
+            audit_xml.configuration_change(
+                self.audit_source,
+                False,
+                self._config_path(),
+                f"reload rejected, previous configuration stays in force: {error}",
+            ),
+            failure=True,
+        )
+        self._wake_reload_waiters({"ok": False, "error": error, "generation": self.generation})
+
+    def stopping(self) -> None:
+        self.draining = True
+        self.notifier.stopping(f"draining {len(self.conns)} connections")
+
+    def stopped(self) -> None:
+        if getattr(self, "_stopped_audited", False):
+            return
+        self._stopped_audited = True
+        self._audit(audit_xml.application_activity(self.audit_source, started=False))
+
+    def tick(self, now: float | None = None) -> None:
+        mono = time.monotonic()
+        if not self.ready_flag and self.listeners and not DAEMON_SENDS_READY:
+            self.ready()
+        self.notifier.ping(mono)
+        if mono - self._last_clock_check > CLOCK_RECHECK:
+            self.refresh_clock(mono)
+        if mono - self._last_status_sent > STATUS_RECHECK:
+            self._last_status_sent = mono
+            text = self._status_line()
+            if text != self._status_text:
+                self._status_text = text
+                self.notifier.status(text)
+        if self.ops.control.watch_files and mono - self._last_file_check > FILE_RECHECK:
+            self._last_file_check = mono
+            self._check_files()
+
+    # ---------------------------------------------------------------- files, status
+
+    def _current_config(self):
+        daemon_cfg = getattr(self.daemon, "config", None)
+        if daemon_cfg is not None:
+            self.config = daemon_cfg
+        return self.config
+
+    def _config_path(self) -> str:
+        return str(getattr(self.config, "path", "") or "medtls.yaml")
+
+    def _stamp_files(self) -> dict[str, tuple | None]:
+        stamps: dict[str, tuple | None] = {}
+        for path in [self._config_path(), *certs.watched_files(self.config, self.ops)]:
+            try:
+                st = os.stat(path)
+                stamps[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                stamps[path] = None
+        return stamps
+
+    def _check_files(self) -> None:
+        """Reload after a certificate/key/CA/config file changed and stayed unchanged for one
+        check interval (renewal tools write cert and key one after the other)."""
+        current = self._stamp_files()
+        if current == self._file_stamps:
+            self._pending_stamps = None
+            return
+        if current != self._pending_stamps:
+            self._pending_stamps = current
+            return
+        changed = [p for p in current if current[p] != self._file_stamps.get(p)]
+        log.info("reload: files changed: %s", ", ".join(changed))
+        self._file_stamps = current
+        self._pending_stamps = None
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    def _status_line(self) -> str:
+        clock_note = "" if self.clock_state.synchronized else "; CLOCK NOT SYNCHRONISED"
+        return (
+            f"{len(self.conns)} active connections, {self.total_connections} total, "
+            f"generation {self.generation}{clock_note}"
+        )
+
+    def status(self) -> dict:
+        now = time.time()
+        if time.monotonic() - self._last_clock_check > CLOCK_RECHECK:
+            self.refresh_clock()
+        allowed, _ = clock.validation_allowed(self.clock_state, self.ops.clock.require_sync)
+        with self._lock:
+            identity = next((c for c in self.certs if c.role == "identity"), None)
+            device = getattr(self.config, "device", None)
+            snapshot = {}
+            if self.daemon is not None and hasattr(self.daemon, "snapshot"):
+                try:
+                    snapshot = self.daemon.snapshot()
+                except Exception as exc:  # status must work even if the snapshot breaks
+                    snapshot = {"error": str(exc)}
+            result = {
+                "ok": True,
+                "now": now,
+                "pid": os.getpid(),
+                "started": self.started,
+                "ready": self.ready_flag,
+                "draining": self.draining,
+                "generation": self.generation,
+                "config_path": self._config_path(),
+                "device": {
+                    "ip": getattr(device, "ip", None),
+                    "mac": getattr(device, "mac", None),
+                    "identity_subject": identity.subject if identity else None,
+                    "identity_fingerprint": identity.fingerprint_sha256 if identity else None,
+                    "identity_not_after": identity.not_after if identity else None,
+                },
+                "listeners": list(self.listeners),
+                "connections": {"active": len(self.conns), "total": self.total_connections},
+                "peers": [p.as_dict() for p in self.peers.values()],
+                "certificates": [
+                    {
+                        "path": c.path,
+                        "role": c.role,
+                        "subject": c.subject,
+                        "not_after": c.not_after,
+                    }
+                    for c in self.certs
+                ],
+                "certificate_problems": list(self.cert_problems),
+                "clock": {
+                    "synchronized": self.clock_state.synchronized,
+                    "source": self.clock_state.source,
+                    "detail": self.clock_state.detail,
+                    "require_sync": self.ops.clock.require_sync,
+                    "validation_allowed": allowed,
+                },
+                "reloads": dict(self.reloads),
+                "audit": {
+                    "transport": self.ops.audit.transport,
+                    "queued": self.audit.queued() if self.audit else 0,
+                    "sent": self.audit.sent if self.audit else 0,
+                    "dropped": self.audit.dropped if self.audit else 0,
+                    "connected": self.audit.connected if self.audit else False,
+                    "last_error": self.audit.last_error if self.audit else "",
+                },
+                "metrics": {
+                    "listen": f"{self.ops.metrics.host}:{self.ops.metrics.port}"
+                    if self.ops.metrics.enabled
+                    else None
+                },
+                "snapshot": snapshot,
+            }
+        return result
+
+    # ---------------------------------------------------------------- control commands
+
+    def _cmd_status(self, request: dict) -> dict:
+        return self.status()
+
+    def _cmd_reload(self, request: dict) -> dict:
+        event, box = threading.Event(), {}
+        with self._lock:
+            self._reload_waiters.append((event, box))
+        os.kill(os.getpid(), signal.SIGHUP)
+        if not event.wait(RELOAD_WAIT):
+            with self._lock:
+                self._reload_waiters = [w for w in self._reload_waiters if w[0] is not event]
+            return {"ok": False, "error": f"no reload outcome within {RELOAD_WAIT:g}s"}
+        return box
+
+    def _wake_reload_waiters(self, outcome: dict) -> None:
+        with self._lock:
+            waiters, self._reload_waiters = self._reload_waiters, []
+        for event, box in waiters:
+            box.update(outcome)
+            event.set()
+
+
+def attach(daemon, config, ops: OpsConfig | None = None) -> OpsRuntime:
+    """Wire ops into a Daemon: observer, clock gate, servers. Call close() after run.
+
+    `ops` defaults to `config.ops` (set by medtls.config from parse_ops_sections)."""
+    runtime = OpsRuntime(config, daemon, ops=ops)
+    daemon.add_observer(runtime)
+    daemon.validation_gate = runtime.validation_gate
+    daemon.ops_logs_connections = True
+    runtime.start()
+    return runtime

@@ -1,0 +1,149 @@
+"""Routing and identity decisions as plain functions (no sockets, no ssl objects)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from medtls.config import AllowRule, Config, InboundPort, OutboundPeer, Verify, parse_dn
+
+
+@dataclass(frozen=True)
+class CertIdentity:
+    """The identity facts of a peer certificate that policies match against."""
+
+    subject: str  # RFC 4514, e.g. "CN=pacs,O=Hospital"
+    subject_parts: tuple[tuple[str, str], ...]  # sorted (TYPE, value)
+    cns: tuple[str, ...]
+    dns: tuple[str, ...]  # lower-case
+    ips: tuple[str, ...]  # normalised
+    uris: tuple[str, ...]
+    spki_sha256: str  # lower-case hex
+
+    def describe(self) -> str:
+        extra = []
+        if self.dns:
+            extra.append("dns=" + "|".join(self.dns))
+        if self.ips:
+            extra.append("ip=" + "|".join(self.ips))
+        return self.subject + (f" ({', '.join(extra)})" if extra else "")
+
+
+def cert_identity(der: bytes) -> CertIdentity:
+    cert = x509.load_der_x509_certificate(der)
+    return identity_of(cert)
+
+
+def identity_of(cert: x509.Certificate) -> CertIdentity:
+    subject = cert.subject.rfc4514_string()
+    cns = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(a) for a in san.get_values_for_type(x509.IPAddress))
+        uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+    except x509.ExtensionNotFound:
+        pass
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return CertIdentity(
+        subject=subject,
+        subject_parts=parse_dn(subject) or (),
+        cns=cns,
+        dns=dns,
+        ips=ips,
+        uris=uris,
+        spki_sha256=hashlib.sha256(spki).hexdigest(),
+    )
+
+
+def _dns_match(pattern: str, names: tuple[str, ...]) -> bool:
+    # Exact match; a certificate wildcard covers exactly one left-most label.
+    pattern = pattern.lower().rstrip(".")
+    for name in names:
+        name = name.rstrip(".")
+        if name == pattern:
+            return True
+        if name.startswith("*.") and "." in pattern:
+            if pattern.split(".", 1)[1] == name[2:]:
+                return True
+    return False
+
+
+def _norm_ip(text: str) -> str:
+    return str(ipaddress.ip_address(text))
+
+
+def _subject_match(expected: str, ident: CertIdentity) -> bool:
+    want = parse_dn(expected)
+    return want is not None and want == ident.subject_parts
+
+
+def verify_mismatches(verify: Verify, ident: CertIdentity) -> list[str]:
+    """Return what does not match (empty list = accepted) for an outbound peer."""
+    bad = []
+    if verify.ip is not None and _norm_ip(verify.ip) not in ident.ips:
+        bad.append(f"IP SAN {verify.ip} not in {list(ident.ips)}")
+    if verify.dns is not None and not _dns_match(verify.dns, ident.dns):
+        bad.append(f"DNS SAN {verify.dns} not in {list(ident.dns)}")
+    if verify.cn is not None and verify.cn not in ident.cns:
+        bad.append(f"CN {verify.cn!r} != {list(ident.cns)}")
+    if verify.subject is not None and not _subject_match(verify.subject, ident):
+        bad.append(f"subject {verify.subject!r} != {ident.subject!r}")
+    if verify.spki_sha256 is not None and verify.spki_sha256 != ident.spki_sha256:
+        bad.append(f"SPKI sha256 {ident.spki_sha256} not pinned")
+    return bad
+
+
+def allow_rule_matches(rule: AllowRule, ident: CertIdentity, source_ip: str) -> bool:
+    if rule.cn is not None and rule.cn not in ident.cns:
+        return False
+    if rule.dns is not None and not _dns_match(rule.dns, ident.dns):
+        return False
+    if rule.uri is not None and rule.uri not in ident.uris:
+        return False
+    if rule.ip_san is not None and _norm_ip(rule.ip_san) not in ident.ips:
+        return False
+    if rule.subject is not None and not _subject_match(rule.subject, ident):
+        return False
+    if rule.spki_sha256 is not None and rule.spki_sha256 != ident.spki_sha256:
+        return False
+    return not (rule.ip is not None and _norm_ip(rule.ip) != _norm_ip(source_ip))
+
+
+def acl_allows(port: InboundPort, ident: CertIdentity, source_ip: str) -> int | None:
+    """Index of the first allow entry that admits the client, or None (default deny)."""
+    for i, rule in enumerate(port.allow):
+        if allow_rule_matches(rule, ident, source_ip):
+            return i
+    return None
+
+
+def route_outbound(config: Config, dst_ip: str, dst_port: int) -> OutboundPeer | None:
+    """The peer entry for an intercepted original destination (default deny: None)."""
+    ip = _norm_ip(dst_ip)
+    for peer in config.outbound:
+        if peer.address == ip and peer.port == dst_port:
+            return peer
+    return None
+
+
+def route_inbound(config: Config, dst_port: int) -> InboundPort | None:
+    for port in config.inbound:
+        if port.port == dst_port:
+            return port
+    return None
+
+
+def unmap_v4(ip: str) -> str:
+    """``::ffff:1.2.3.4`` -> ``1.2.3.4`` (dual-stack sockets report mapped addresses)."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

@@ -1,0 +1,96 @@
+"""DICOM PS3.15 Annex B TLS profiles as data (no ssl objects here).
+
+Suite names are OpenSSL names. OpenSSL 3 implements no CAMELLIA-GCM suites, so B.13's CAMELLIA
+entries cannot be offered; everything else of B.13 is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    title: str
+    min_version: str  # "TLSv1", "TLSv1_2", "TLSv1_3" (ssl.TLSVersion member names)
+    max_version: str
+    tls12_ciphers: str  # OpenSSL cipher string for TLS <= 1.2
+    tls13_suites: str  # OpenSSL TLS 1.3 ciphersuites ("" = TLS 1.3 disabled)
+    legacy: bool = False
+
+
+TLS13_DEFAULT = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+TLS13_MODIFIED = TLS13_DEFAULT + ":TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256"
+
+# RFC 9325 section 4.2 recommended suites plus ChaCha20 (B.12).
+BCP195_TLS12 = ":".join(
+    [
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-AES128-GCM-SHA256",
+    ]
+)
+
+# PS3.15 B.13 TLS 1.2 list (minus CAMELLIA-GCM, absent from OpenSSL), DHE-RSA fallback last.
+MODIFIED_TLS12 = ":".join(
+    [
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-CCM",
+        "ECDHE-ECDSA-AES256-CCM",
+        "ECDHE-ECDSA-AES128-CCM8",
+        "ECDHE-ECDSA-AES256-CCM8",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES128-CCM",
+        "DHE-RSA-AES256-CCM",
+        "DHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+NON_DOWNGRADING_TLS12 = ":".join(
+    [
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+    ]
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "bcp195", "PS3.15 B.12 BCP 195 RFC 8996", "TLSv1_2", "TLSv1_3", BCP195_TLS12,
+            TLS13_DEFAULT,
+        ),
+        Profile(
+            "bcp195-modified", "PS3.15 B.13 Modified BCP 195 RFC 8996", "TLSv1_2", "TLSv1_3",
+            MODIFIED_TLS12, TLS13_MODIFIED,
+        ),
+        Profile(
+            "non-downgrading", "PS3.15 B.10 Non-Downgrading BCP 195 (retired)", "TLSv1_2",
+            "TLSv1_3", NON_DOWNGRADING_TLS12, TLS13_DEFAULT, legacy=True,
+        ),
+        Profile(
+            "aes-legacy", "PS3.15 B.3 AES (retired, TLS_RSA_WITH_AES_128_CBC_SHA)", "TLSv1",
+            "TLSv1_2", "AES128-SHA:@SECLEVEL=0", "", legacy=True,
+        ),
+    )
+}  # fmt: skip
+
+LEGACY_PROFILES = frozenset(n for n, p in PROFILES.items() if p.legacy)
+
+
+def tls13_suite_list(profile: Profile) -> list[str]:
+    return [s for s in profile.tls13_suites.split(":") if s]

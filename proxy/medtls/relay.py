@@ -1,0 +1,252 @@
+"""Byte relay between a plain and a TLS (or plain) socket, driven by one event loop.
+
+TLS runs over memory BIOs (`ssl.SSLObject`): one recv() feeds many records, one send() carries
+many records, and the TLS object never touches the socket itself. Each direction has a bounded
+plaintext buffer; a full buffer stops reading from the source (backpressure), and a TLS
+destination only accepts plaintext once its previous ciphertext has been sent.
+
+End of stream travels both ways: TCP FIN -> close_notify (+FIN) and close_notify/FIN -> FIN,
+only after every buffered byte has been delivered. Errors abort both sides with RST.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from medtls.tlsctx import send_close_notify
+
+READ = 1  # selectors.EVENT_READ
+WRITE = 2  # selectors.EVENT_WRITE
+
+# Ciphertext buffered from a TLS socket before it is decrypted; > 2 records so a record always
+# completes even when the plaintext buffer is small.
+TLS_INC_LIMIT = 65536
+
+
+class RelayError(Exception):
+    """A side failed mid-stream (reset, TLS error); `side` names which."""
+
+    def __init__(self, side: str, detail: str, tls_error: ssl.SSLError | None = None):
+        super().__init__(f"{side}: {detail}")
+        self.side = side
+        self.detail = detail
+        self.tls_error = tls_error
+
+
+class Side:
+    """One socket of a connection, optionally with a TLS layer over memory BIOs."""
+
+    __slots__ = (
+        "conn",
+        "eof_in",
+        "fd",
+        "fin_after_flush",
+        "inc",
+        "mask",
+        "name",
+        "out",
+        "raw_eof",
+        "registered",
+        "shut_out",
+        "sock",
+        "tls",
+        "wblocked",
+        "wbuf",
+        "woff",
+    )  # fmt: skip
+
+    def __init__(self, conn, name: str, sock: socket.socket):
+        self.conn = conn
+        self.name = name
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.tls: ssl.SSLObject | None = None
+        self.inc: ssl.MemoryBIO | None = None
+        self.out: ssl.MemoryBIO | None = None
+        self.wbuf: bytes = b""  # ciphertext not yet sent
+        self.woff = 0
+        self.wblocked = False  # last send hit EAGAIN: wait for writability
+        self.raw_eof = False  # TCP FIN received
+        self.eof_in = False  # no more plaintext will come from this side
+        self.shut_out = False  # end of stream sent to this side
+        self.fin_after_flush = False
+        self.mask = 0
+        self.registered = False
+
+    def start_tls(self, ctx: ssl.SSLContext, server: bool, sni: str | None = None) -> None:
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_side=server, server_hostname=sni)
+
+    def recv_tls(self, scratch: memoryview) -> None:
+        """Move ciphertext from the socket into the incoming BIO."""
+        try:
+            n = self.sock.recv_into(scratch)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            raise RelayError(self.name, _oserr(e)) from None
+        if n:
+            self.inc.write(scratch[:n])
+        else:
+            self.raw_eof = True
+            self.inc.write_eof()
+
+    def flush(self) -> None:
+        """Send queued ciphertext; returns when sent or the socket is full."""
+        while True:
+            if self.woff >= len(self.wbuf):
+                if self.out is None or not self.out.pending:
+                    self.wbuf = b""
+                    self.woff = 0
+                    if self.fin_after_flush:
+                        self.fin_after_flush = False
+                        _shutdown_wr(self)
+                    return
+                self.wbuf = self.out.read()
+                self.woff = 0
+            try:
+                n = self.sock.send(memoryview(self.wbuf)[self.woff :])
+            except (BlockingIOError, InterruptedError):
+                self.wblocked = True
+                return
+            except OSError as e:
+                raise RelayError(self.name, _oserr(e)) from None
+            self.woff += n
+
+    @property
+    def pending_out(self) -> bool:
+        return self.woff < len(self.wbuf) or bool(self.out is not None and self.out.pending)
+
+
+def _shutdown_wr(side: Side) -> None:
+    try:
+        side.sock.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        raise RelayError(side.name, _oserr(e)) from None
+
+
+def _oserr(e: OSError) -> str:
+    return (e.strerror or str(e)).lower()
+
+
+class Pipe:
+    """One direction: plaintext bytes from `src` waiting to be delivered to `dst`."""
+
+    __slots__ = ("buf", "count", "dst", "end", "mv", "size", "src", "start")
+
+    def __init__(self, src: Side, dst: Side, size: int):
+        self.src = src
+        self.dst = dst
+        self.size = size
+        self.buf = bytearray(size)
+        self.mv = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.count = 0  # bytes delivered to dst
+
+    @property
+    def done(self) -> bool:
+        return self.src.eof_in and self.start == self.end and self.dst.shut_out
+
+
+def recv_plain(side: Side, pipe: Pipe) -> None:
+    if pipe.end >= pipe.size or side.eof_in:
+        return
+    try:
+        n = side.sock.recv_into(pipe.mv[pipe.end :])
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as e:
+        raise RelayError(side.name, _oserr(e)) from None
+    if n:
+        pipe.end += n
+    else:
+        side.raw_eof = side.eof_in = True
+
+
+def _tls_read(src: Side, pipe: Pipe) -> bool:
+    got = False
+    tls = src.tls
+    mv = pipe.mv
+    while pipe.end < pipe.size:
+        try:
+            n = tls.read(pipe.size - pipe.end, mv[pipe.end :])
+        except ssl.SSLWantReadError:
+            return got
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            src.eof_in = True
+            return True
+        except ssl.SSLError as e:
+            raise RelayError(src.name, f"TLS error: {e.reason or e}", e) from None
+        if not n:
+            src.eof_in = True
+            return True
+        pipe.end += n
+        got = True
+    return got
+
+
+def pump(pipes: tuple[Pipe, Pipe]) -> None:
+    """Move as many bytes as possible without blocking, in both directions."""
+    progress = True
+    while progress:
+        progress = False
+        for p in pipes:
+            src, dst = p.src, p.dst
+            if src.tls is not None and not src.eof_in and p.end < p.size:
+                progress |= _tls_read(src, p)
+            if p.end > p.start:
+                if dst.tls is not None:
+                    if not dst.pending_out:
+                        try:
+                            dst.tls.write(p.mv[p.start : p.end])
+                        except ssl.SSLError as e:
+                            raise RelayError(dst.name, f"TLS error: {e.reason or e}", e) from None
+                        p.count += p.end - p.start
+                        p.start = p.end = 0
+                        progress = True
+                elif not dst.wblocked:
+                    try:
+                        n = dst.sock.send(p.mv[p.start : p.end])
+                    except (BlockingIOError, InterruptedError):
+                        dst.wblocked = True
+                        n = 0
+                    except OSError as e:
+                        raise RelayError(dst.name, _oserr(e)) from None
+                    if n:
+                        p.count += n
+                        p.start += n
+                        if p.start == p.end:
+                            p.start = p.end = 0
+                        progress = True
+            if dst.tls is not None and not dst.wblocked and dst.pending_out:
+                dst.flush()
+            if src.eof_in and p.start == p.end and not dst.shut_out:
+                dst.shut_out = True
+                progress = True
+                if dst.tls is not None:
+                    send_close_notify(dst.tls)
+                    dst.fin_after_flush = True
+                    if not dst.wblocked:
+                        dst.flush()
+                else:
+                    _shutdown_wr(dst)
+
+
+def interest(side: Side, outpipe: Pipe) -> int:
+    """Selector events `side` needs now."""
+    mask = WRITE if side.wblocked else 0
+    if side.tls is not None:
+        if not side.raw_eof and not side.eof_in and side.inc.pending < TLS_INC_LIMIT:
+            mask |= READ
+    elif not side.eof_in and outpipe.end < outpipe.size:
+        mask |= READ
+    return mask
+
+
+def finished(pipes: tuple[Pipe, Pipe]) -> bool:
+    return all(p.done for p in pipes) and not any(
+        s.pending_out for s in (pipes[0].src, pipes[0].dst)
+    )

@@ -1,0 +1,165 @@
+"""Build ssl.SSLContext objects from profiles; set TLS 1.3 suites per context.
+
+Python's ssl module has no call for SSL_CTX_set_ciphersuites, and a process-wide OpenSSL config
+file cannot differ per peer. We call SSL_CTX_set_ciphersuites on the context's own SSL_CTX through
+ctypes, using the libssl that the `_ssl` extension is linked against, and then *verify* the result
+through `SSLContext.get_ciphers()` (which lists TLS 1.3 suites too), refusing to run otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ssl
+from functools import cache
+from pathlib import Path
+
+from medtls.profiles import PROFILES, Profile, tls13_suite_list
+
+
+class TLSSetupError(Exception):
+    """TLS material or profile could not be applied (message is user-facing)."""
+
+
+@cache
+def _libssl() -> ctypes.CDLL | None:
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if "libssl.so" in line:
+                lib = ctypes.CDLL(line.split()[-1])
+                lib.SSL_CTX_set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+                lib.SSL_CTX_set_ciphersuites.restype = ctypes.c_int
+                lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+                lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+                lib.SSL_CTX_ctrl.argtypes = [
+                    ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p,
+                ]  # fmt: skip
+                lib.SSL_CTX_ctrl.restype = ctypes.c_long
+                lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
+                lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+                lib.SSL_shutdown.argtypes = [ctypes.c_void_p]
+                lib.SSL_shutdown.restype = ctypes.c_int
+                return lib
+    return None
+
+
+def _ssl_ctx_ptr(ctx: ssl.SSLContext) -> int:
+    # PySSLContext starts with PyObject_HEAD followed by `SSL_CTX *ctx`.
+    ptr = ctypes.c_void_p.from_address(id(ctx) + ctypes.sizeof(ctypes.c_ssize_t) * 2).value
+    lib = _libssl()
+    if not ptr or lib is None or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
+        raise TLSSetupError("cannot reach the OpenSSL SSL_CTX of this Python build")
+    return ptr
+
+
+_SSL_CTRL_SET_DH_AUTO = 118
+
+
+def set_tls13_suites(ctx: ssl.SSLContext, suites: list[str]) -> None:
+    lib = _libssl()
+    if lib is None:
+        raise TLSSetupError("libssl not found in process; cannot set TLS 1.3 suites")
+    ptr = _ssl_ctx_ptr(ctx)
+    if lib.SSL_CTX_set_ciphersuites(ptr, ":".join(suites).encode()) != 1:
+        raise TLSSetupError(f"OpenSSL rejected TLS 1.3 suites {':'.join(suites)}")
+    got = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
+    if got != suites:
+        raise TLSSetupError(f"TLS 1.3 suites not applied: wanted {suites}, have {got}")
+
+
+def _enable_dh_auto(ctx: ssl.SSLContext) -> None:
+    lib = _libssl()
+    if lib is not None:
+        lib.SSL_CTX_ctrl(_ssl_ctx_ptr(ctx), _SSL_CTRL_SET_DH_AUTO, 1, None)
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TLSSetupError(f"cannot read key passphrase file {path}: {e.strerror}") from None
+    return data.rstrip(b"\r\n")
+
+
+def apply_profile(ctx: ssl.SSLContext, profile: Profile) -> None:
+    ctx.minimum_version = ssl.TLSVersion[profile.min_version]
+    ctx.maximum_version = ssl.TLSVersion[profile.max_version]
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    try:
+        ctx.set_ciphers(profile.tls12_ciphers)
+    except ssl.SSLError:
+        raise TLSSetupError(f"OpenSSL accepts none of the {profile.name} TLS 1.2 ciphers") from None
+    suites = tls13_suite_list(profile)
+    if suites:
+        set_tls13_suites(ctx, suites)
+    else:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    _enable_dh_auto(ctx)
+
+
+def build_context(
+    server: bool,
+    profile_name: str,
+    ca: Path,
+    certificate: Path,
+    key: Path,
+    passphrase: bytes | None,
+) -> ssl.SSLContext:
+    """A context that always requires and verifies the peer certificate against `ca`.
+
+    Names are not checked here: the caller matches the peer's identity against its policy.
+    """
+    profile = PROFILES[profile_name]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    apply_profile(ctx, profile)
+    if server:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        ctx.num_tickets = 0
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+    except (ssl.SSLError, OSError) as e:
+        raise TLSSetupError(f"{ca}: cannot load CA bundle: {_ssl_msg(e)}") from None
+    try:
+        ctx.load_cert_chain(str(certificate), str(key), password=lambda: passphrase or b"")
+    except ssl.SSLError as e:
+        raise TLSSetupError(f"{certificate} / {key}: cannot load: {_ssl_msg(e)}") from None
+    except OSError as e:
+        raise TLSSetupError(f"{certificate} / {key}: {e.strerror or e}") from None
+    return ctx
+
+
+def _ssl_msg(e: Exception) -> str:
+    reason = getattr(e, "reason", None)
+    return (reason or str(e)).lower().replace("_", " ")
+
+
+def _ssl_ptr(sslobj: ssl.SSLObject) -> int:
+    # _ssl._SSLSocket starts with PyObject_HEAD, `PyObject *Socket`, `SSL *ssl`.
+    inner = sslobj._sslobj
+    word = ctypes.sizeof(ctypes.c_ssize_t)
+    ptr = ctypes.c_void_p.from_address(id(inner) + word * 3).value
+    lib = _libssl()
+    if not ptr or lib is None or lib.SSL_get_SSL_CTX(ptr) != _ssl_ctx_ptr(sslobj.context):
+        raise TLSSetupError("cannot reach the OpenSSL SSL object of this Python build")
+    return ptr
+
+
+def send_close_notify(sslobj: ssl.SSLObject) -> None:
+    """Queue a close_notify in the outgoing BIO without trying to read the peer's one.
+
+    `SSLObject.unwrap()` calls SSL_shutdown twice and the second call reads from the incoming
+    BIO, which must not swallow application data still in flight the other way (half-close).
+    """
+    lib = _libssl()
+    lib.SSL_shutdown(_ssl_ptr(sslobj))
+
+
+def self_test() -> None:
+    """Fail early (at start/check) if the ctypes hooks do not fit this Python/OpenSSL."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    set_tls13_suites(ctx, ["TLS_AES_128_GCM_SHA256"])
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+    _ssl_ptr(obj)
