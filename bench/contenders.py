@@ -173,6 +173,7 @@ class Medtls(Contender):
             listen=f"127.0.0.1:{listen}",
             ca=s.pki.ca,
             workers=os.environ.get("MEDTLS_BENCH_WORKERS", "1"),
+            buffer_size=os.environ.get("MEDTLS_BENCH_BUFFER_SIZE", "65536"),
             **values,
         )
         cmd = [self.executable, "run", "--config", str(cfg)]

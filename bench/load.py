@@ -4,6 +4,7 @@ Bulk senders use one preallocated buffer and sendall (the kernel copies straight
 receivers use recv_into; every call releases the GIL, so threads are enough to outrun a relay.
 """
 
+import os
 import socket
 import threading
 import time
@@ -32,7 +33,7 @@ def _recv_exact(s: socket.socket, view: memoryview) -> None:
 
 
 def _send_bulk(port: int, nbytes: int) -> None:
-    with _connect(port, timeout=120) as s:
+    with _connect(port, timeout=float(os.environ.get("BENCH_IO_TIMEOUT", "120"))) as s:
         s.sendall(b"D" + nbytes.to_bytes(8, "big"))
         left = nbytes
         while left > 0:

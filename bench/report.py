@@ -7,10 +7,12 @@ METRICS = {
     "bulk_MBps": ("bulk, 1 connection (MB/s)", True),
     "parallel_MBps": ("8 parallel connections (MB/s)", True),
     "conn_per_s": ("connections/s, full handshake", True),
+    "cpu_ms_per_conn": ("CPU ms per connection, both sides", False),
     "rtt_p50_us": ("1 KB round trip p50 (µs)", False),
     "rtt_p99_us": ("1 KB round trip p99 (µs)", False),
     "rtt_p50_over_direct_us": ("p50 overhead over direct (µs)", False),
     "rtt_p99_over_direct_us": ("p99 overhead over direct (µs)", False),
+    "cpu_us_per_rtt": ("CPU µs per round trip, both sides", False),
     "rss_idle_MiB": ("RSS, both sides, idle conns (MiB)", False),
     "rss_per_conn_KiB": ("RSS per idle connection (KiB)", False),
     "cpu_s_per_GB": ("CPU s per GB, both sides", False),
@@ -98,7 +100,7 @@ def validate(result: dict, scenarios: list[str], contenders: list[str]) -> list[
             if metric.endswith("_over_direct_us"):
                 continue
             for c in contenders:
-                if metric in ("rss_idle_MiB", "rss_per_conn_KiB", "cpu_s_per_GB") and c == "direct":
+                if c == "direct" and metric.startswith(("rss_", "cpu_")):
                     continue
                 v = per.get(c, {}).get("median")
                 if v is None or (v <= 0 and metric != "rss_per_conn_KiB"):

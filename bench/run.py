@@ -51,6 +51,7 @@ SCENARIOS = {
     "ecdsa-chacha20": ("ecdsa", "chacha20", ("bulk", "parallel")),
 }
 CONTENDERS = ("direct", "stunnel", "haproxy", "medtls")
+GROUPS = ("bulk", "parallel", "conn", "rtt", "idle")
 
 
 class Direct(Contender):
@@ -106,12 +107,20 @@ def measure(groups, chain: Chain, sizes: Sizes) -> dict[str, float]:
         secs = load.parallel(chain.entry, sizes.parallel_conns, sizes.parallel_bytes_each)
         out["parallel_MBps"] = total / secs / 1e6
     if "conn" in groups:
+        cpu0 = procs.cpu_seconds(pids)
         done, secs = load.conn_rate(chain.entry, sizes.conn_seconds, sizes.conn_concurrency)
+        cpu = procs.cpu_seconds(pids) - cpu0
         out["conn_per_s"] = done / secs
+        if pids:
+            out["cpu_ms_per_conn"] = cpu * 1e3 / done
     if "rtt" in groups:
+        cpu0 = procs.cpu_seconds(pids)
         samples = sorted(load.rtt(chain.entry, sizes.rtt_count))
+        cpu = procs.cpu_seconds(pids) - cpu0
         out["rtt_p50_us"] = samples[len(samples) // 2] / 1e3
         out["rtt_p99_us"] = samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1e3
+        if pids:
+            out["cpu_us_per_rtt"] = cpu * 1e6 / len(samples)
     if "idle" in groups and pids:
         rss0 = procs.rss_bytes(pids)
         socks = load.open_idle(chain.entry, sizes.idle_conns)
@@ -165,6 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int)
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--groups", default=",".join(GROUPS), help="metric groups to run")
     ap.add_argument("--require", default="", help="contenders that must run (comma list)")
     ap.add_argument("--out", type=Path, default=Path("build/bench/latest.json"))
     ap.add_argument("--markdown", type=Path)
@@ -183,6 +193,9 @@ def main(argv=None) -> int:
         if n not in SCENARIOS:
             ap.error(f"--scenarios: unknown scenario {n!r} (known: {', '.join(SCENARIOS)})")
     required = {n for n in args.require.split(",") if n}
+    wanted_groups = {g for g in args.groups.split(",") if g}
+    for g in wanted_groups - set(GROUPS):
+        ap.error(f"--groups: unknown group {g!r} (known: {', '.join(GROUPS)})")
 
     contenders: list[Contender] = []
     skipped: dict[str, str] = {}
@@ -220,6 +233,9 @@ def main(argv=None) -> int:
     try:
         for scen in scenarios:
             kind, cipher, groups = SCENARIOS[scen]
+            groups = tuple(g for g in groups if g in wanted_groups)
+            if not groups:
+                continue
             setup = Setup(workdir, make_pki(workdir / "pki", kind), cipher)
             runs: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
             failed: set[str] = set()
@@ -268,7 +284,7 @@ def main(argv=None) -> int:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)
     print(f"bench: wrote {args.out} in {result['duration_s']} s", file=sys.stderr)
-    bad = report.validate(result, scenarios, [c.name for c in contenders])
+    bad = report.validate(result, list(result["scenarios"]), [c.name for c in contenders])
     for line in bad:
         print(f"bench: FAILED {line}", file=sys.stderr)
     if bad:

@@ -10,10 +10,12 @@ MOD=${prefix}modality BOX=${prefix}box PACS=${prefix}pacs MAL=${prefix}mallory
 DEVICE_MAC=${LAB_DEVICE_MAC:-02:00:5e:10:00:10}
 BOX_MAC=${LAB_BOX_MAC:-02:00:5e:10:00:b0}
 
+exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
+
 down() {
   local ns pid
   for ns in "$MOD" "$BOX" "$PACS" "$MAL"; do
-    ip netns list | grep -qw "^$ns" || continue
+    exists "$ns" || continue
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
     sleep 0.2
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
@@ -25,7 +27,7 @@ nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 up() {
   for ns in "$MOD" "$BOX" "$PACS" "$MAL"; do
-    if ip netns list | grep -qw "^$ns"; then
+    if exists "$ns"; then
       echo "topology.sh: namespace $ns already exists (run: topology.sh down '$prefix')" >&2
       exit 1
     fi

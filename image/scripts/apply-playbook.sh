@@ -32,7 +32,10 @@ mnt --bind /dev "$rootfs/dev"
 mnt -t devpts devpts "$rootfs/dev/pts"
 mnt -t tmpfs tmpfs "$rootfs/run"
 
-ANSIBLE_CONFIG=${ANSIBLE_CONFIG:-$repo/ansible/ansible.cfg} \
-ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1 \
-  ansible-playbook -i "$inventory" -e "ansible_host=$rootfs" -e ansible_connection=community.general.chroot \
-  -e medtls_build_context=image "$playbook"
+playbook_cmd=ansible-playbook
+if [ -x "$repo/.venv/bin/ansible-playbook" ]; then playbook_cmd=$repo/.venv/bin/ansible-playbook; fi
+# Extra arguments (e.g. -e @site-vars.yml) come word-split from MEDTLS_PLAYBOOK_ARGS.
+read -r -a extra <<< "${MEDTLS_PLAYBOOK_ARGS:-}"
+MEDTLS_IMAGE_ROOT=$rootfs \
+ANSIBLE_CONFIG=${ANSIBLE_CONFIG:-$repo/ansible/ansible.cfg} ANSIBLE_NOCOLOR=1 \
+  "$playbook_cmd" -i "$inventory" -e medtls_build_context=image "${extra[@]}" "$playbook"

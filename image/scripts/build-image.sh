@@ -13,6 +13,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${MEDTLS_CACHE_DIR:-$(dirname "$out")/cache/$arch}
 rootfs="$out/rootfs"
 mkdir -p "$out"
+# A failed build must not leave an older image behind for a test to boot.
+rm -f "$out/disk.img" "$out/vmlinuz" "$out/initrd.img"
 : > "$out/timings.txt"
 
 step() {

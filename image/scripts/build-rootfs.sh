@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 packages=(
   systemd systemd-sysv systemd-timesyncd dbus udev kmod login passwd sudo
   iproute2 nftables openssh-server ca-certificates e2fsprogs dosfstools procps
-  python3 python3-apt python3-yaml python3-cryptography
+  python3 python3-apt python3-yaml python3-cryptography openssl unattended-upgrades
   initramfs-tools zstd
 )
 case "$arch" in

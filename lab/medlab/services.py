@@ -13,6 +13,14 @@ from medlab.net import LAB_DIR, Lab, LabError
 REPO = LAB_DIR.parent
 EXAMPLE_CONFIG = REPO / "examples" / "ct-modality.yaml"
 VENV_BIN = Path(sys.executable).parent
+# pynetdicom installs its own echoscu/storescu/storescp into the venv: always use DCMTK's.
+DCMTK_BIN = Path("/usr/bin")
+
+
+def dcmtk(tool: str) -> str:
+    return str(DCMTK_BIN / tool)
+
+
 DEVICE_IP, PACS_IP, HIS_IP, MALLORY_IP = "198.18.0.10", "198.18.0.20", "198.18.0.30", "198.18.0.66"
 PACS_AET, DEVICE_AET = "PACS", "CT"
 HL7_MESSAGE = (
@@ -53,7 +61,7 @@ def start_pacs(lab: Lab, pki: Path) -> Path:
     store = lab.workdir / "pacs-store"
     store.mkdir(exist_ok=True)
     argv = [
-        "storescp",
+        dcmtk("storescp"),
         "+tls",
         str(pki / "pacs.key"),
         str(pki / "pacs.crt"),
@@ -93,7 +101,7 @@ def start_modality(lab: Lab) -> Path:
     store.mkdir(exist_ok=True)
     lab.spawn(
         "modality",
-        ["storescp", "-aet", DEVICE_AET, "-od", str(store), "104"],
+        [dcmtk("storescp"), "-aet", DEVICE_AET, "-od", str(store), "104"],
         "modality-storescp.log",
     )
     lab.wait_listen("modality", 104, log="modality-storescp.log")
@@ -101,14 +109,14 @@ def start_modality(lab: Lab) -> Path:
 
 
 def echo(lab: Lab, ns: str, host: str, port: int, aec: str, tls: tuple | None = None, check=True):
-    argv = ["echoscu", "-to", "10", "-ta", "10", "-td", "10", "-aet", "LABSCU", "-aec", aec]
+    argv = [dcmtk("echoscu"), "-to", "10", "-ta", "10", "-td", "10", "-aet", "LABSCU", "-aec", aec]
     if tls:
         argv += ["+tls", tls[1], tls[0], "+cf", tls[2]]
     return lab.run(ns, [*argv, host, str(port)], timeout=40, check=check)
 
 
 def store(lab: Lab, ns: str, host: str, port: int, aec: str, dcm: Path, tls=None, check=True):
-    argv = ["storescu", "-to", "10", "-ta", "10", "-td", "10", "-aet", "LABSCU", "-aec", aec]
+    argv = [dcmtk("storescu"), "-to", "10", "-ta", "10", "-td", "10", "-aet", "LABSCU", "-aec", aec]
     if tls:
         argv += ["+tls", tls[1], tls[0], "+cf", tls[2]]
     return lab.run(ns, [*argv, host, str(port), str(dcm)], timeout=60, check=check)

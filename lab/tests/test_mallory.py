@@ -111,8 +111,8 @@ def test_spoof_pacs_address_without_its_key_gets_nowhere(env, dicom):
             store = lab.workdir / f"mallory-store-{cert}"
             store.mkdir(exist_ok=True)
             c, k, ca = env.tls(cert)
-            argv = ["storescp", "+tls", k, c, "+cf", ca, "-aet", sv.PACS_AET, "-od", str(store),
-                    "2762"]  # fmt: skip
+            argv = [sv.dcmtk("storescp"), "+tls", k, c, "+cf", ca, "-aet", sv.PACS_AET,
+                    "-od", str(store), "2762"]  # fmt: skip
             proc = lab.spawn("mallory", argv, f"mallory-storescp-{cert}.log")
             try:
                 lab.wait_listen("mallory", 2762, proc=proc)

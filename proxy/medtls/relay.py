@@ -223,6 +223,8 @@ def pump(pipes: tuple[Pipe, Pipe]) -> None:
                         progress = True
             if dst.tls is not None and not dst.wblocked and dst.pending_out:
                 dst.flush()
+                if not dst.pending_out and p.end > p.start:
+                    progress = True
             if src.eof_in and p.start == p.end and not dst.shut_out:
                 dst.shut_out = True
                 progress = True

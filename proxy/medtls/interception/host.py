@@ -55,7 +55,8 @@ def write_sysctl(key: str, value: str) -> bool:
 
 
 def apply(spec: InterceptionSpec) -> list[str]:
-    """Install sysctls, the nftables tables (one transaction) and policy routing. Idempotent."""
+    """Install sysctls, the nftables tables (one transaction), set the bridge and its ports up,
+    then policy routing. Idempotent."""
     check_bridge(spec)
     done = []
     for key, value in ruleset.sysctls(spec):
@@ -63,6 +64,9 @@ def apply(spec: InterceptionSpec) -> list[str]:
             done.append(f"sysctl {key}={value}")
     _run(["nft", "-f", "-"], stdin=ruleset.nft_script(spec, bridge_mac(spec.bridge)))
     done.append("nft tables bridge/inet medtls")
+    # Only now may frames cross: a bridge created down at boot comes up fail-closed.
+    for ifname in (spec.device_if, spec.lan_if, spec.bridge):
+        _run(["ip", "link", "set", ifname, "up"])
     _delete_ip_rules()
     for argv in ruleset.ip_rules(spec) + ruleset.ip_routes(spec):
         _run(["ip", *argv])

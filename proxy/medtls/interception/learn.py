@@ -15,6 +15,7 @@ ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _mac(raw: bytes) -> str:
 
 def _usable_ip(raw: bytes) -> str | None:
     ip = ipaddress.IPv4Address(raw)
-    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip == ip.max:
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip == _BROADCAST:
         return None
     return str(ip)
 

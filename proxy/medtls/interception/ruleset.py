@@ -135,12 +135,21 @@ def inet_table(spec: InterceptionSpec) -> str:
             f"ip daddr {ip} tcp dport {_set(spec.inbound_ports)} "
             f"tproxy ip to :{spec.inbound_listener} {mark} accept"
         )
+    # Steered TCP no listener took (medtls stopped or restarting): the device gets a RST at once;
+    # the rest is dropped here, never routed on (a RST to a LAN peer has no route without an
+    # address of the box's own).
+    pre += [
+        f"ip saddr {ip} meta l4proto tcp reject with tcp reset",
+        'meta l4proto tcp counter name "unclaimed" drop',
+    ]
     fwd = [
         "type filter hook forward priority filter; policy accept;",
         f'iifname {br} counter name "routed" drop',
         f'oifname {br} counter name "routed" drop',
     ]
-    lines = [f"table inet {TABLE_NAME} {{", "\tcounter routed {", "\t}"]
+    lines = [f"table inet {TABLE_NAME} {{"]
+    for name in ("unclaimed", "routed"):
+        lines += [f"\tcounter {name} {{", "\t}"]
     for name, body in (("prerouting", pre), ("forward", fwd)):
         lines.append(f"\tchain {name} {{")
         lines += [f"\t\t{rule}" for rule in body]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import xml.etree.ElementTree as ET
+import ipaddress
 from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
 
 # (code, codeSystemName, originalText)
 APPLICATION_ACTIVITY = ("110100", "DCM", "Application Activity")
@@ -44,35 +45,55 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _coded(parent: ET.Element, tag: str, code: tuple[str, str, str]) -> ET.Element:
-    return ET.SubElement(
-        parent,
-        tag,
-        {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]},
-    )
+class _Xml:
+    """Minimal XML writer: the messages are small and built once per connection on the
+    daemon's loop, where ElementTree costs several times more."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def open(self, tag: str, attrs: dict[str, str], empty: bool = False) -> None:
+        text = "".join(f" {k}={quoteattr(v)}" for k, v in attrs.items())
+        self.parts.append(f"<{tag}{text}{'/' if empty else ''}>")
+
+    def close(self, tag: str) -> None:
+        self.parts.append(f"</{tag}>")
+
+    def text_element(self, tag: str, text: str) -> None:
+        self.parts.append(f"<{tag}>{escape(text)}</{tag}>")
+
+    def coded(self, tag: str, code: tuple[str, str, str]) -> None:
+        self.open(
+            tag,
+            {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]},
+            empty=True,
+        )
+
+    def __str__(self) -> str:
+        return "".join(self.parts)
 
 
 def _event(
-    root: ET.Element,
+    x: _Xml,
     event_id,
     type_code,
     outcome: str,
     when: str | None,
     description: str = "",
 ) -> None:
-    ev = ET.SubElement(
-        root,
+    x.open(
         "EventIdentification",
         {"EventActionCode": "E", "EventDateTime": when or _now(), "EventOutcomeIndicator": outcome},
     )
-    _coded(ev, "EventID", event_id)
-    _coded(ev, "EventTypeCode", type_code)
+    x.coded("EventID", event_id)
+    x.coded("EventTypeCode", type_code)
     if description:
-        ET.SubElement(ev, "EventOutcomeDescription").text = description
+        x.text_element("EventOutcomeDescription", description)
+    x.close("EventIdentification")
 
 
 def _participant(
-    root: ET.Element,
+    x: _Xml,
     user_id: str,
     requestor: bool,
     role=None,
@@ -87,14 +108,15 @@ def _participant(
         attrs["NetworkAccessPointTypeCode"] = (
             NAP_IP_ADDRESS if _looks_like_ip(address) else NAP_MACHINE_NAME
         )
-    ap = ET.SubElement(root, "ActiveParticipant", attrs)
-    if role is not None:
-        _coded(ap, "RoleIDCode", role)
+    if role is None:
+        x.open("ActiveParticipant", attrs, empty=True)
+        return
+    x.open("ActiveParticipant", attrs)
+    x.coded("RoleIDCode", role)
+    x.close("ActiveParticipant")
 
 
 def _looks_like_ip(text: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -102,51 +124,50 @@ def _looks_like_ip(text: str) -> bool:
     return True
 
 
-def _source(root: ET.Element, src: Source) -> None:
+def _source(x: _Xml, src: Source) -> None:
     attrs = {"AuditSourceID": src.audit_source_id}
     if src.site_id:
         attrs["AuditEnterpriseSiteID"] = src.site_id
-    el = ET.SubElement(root, "AuditSourceIdentification", attrs)
-    ET.SubElement(el, "AuditSourceTypeCode", {"csd-code": AUDIT_SOURCE_APPLICATION_SERVER})
+    x.open("AuditSourceIdentification", attrs)
+    x.open("AuditSourceTypeCode", {"csd-code": AUDIT_SOURCE_APPLICATION_SERVER}, empty=True)
+    x.close("AuditSourceIdentification")
 
 
-def _object(root: ET.Element, object_id: str, id_type, name: str, details: dict[str, str]) -> None:
-    el = ET.SubElement(
-        root,
+def _object(x: _Xml, object_id: str, id_type, name: str, details: dict[str, str]) -> None:
+    x.open(
         "ParticipantObjectIdentification",
         {"ParticipantObjectID": object_id, "ParticipantObjectTypeCode": "2"},
     )
-    _coded(el, "ParticipantObjectIDTypeCode", id_type)
-    ET.SubElement(el, "ParticipantObjectName").text = name
+    x.coded("ParticipantObjectIDTypeCode", id_type)
+    x.text_element("ParticipantObjectName", name)
     for key, value in details.items():
-        ET.SubElement(
-            el,
+        x.open(
             "ParticipantObjectDetail",
             {"type": key, "value": base64.b64encode(value.encode()).decode()},
+            empty=True,
         )
-
-
-def _serialize(root: ET.Element) -> str:
-    return ET.tostring(root, encoding="unicode", xml_declaration=False)
+    x.close("ParticipantObjectIdentification")
 
 
 def application_activity(
     src: Source, started: bool, outcome: str = SUCCESS, launcher: str = "", when=None
 ) -> str:
     """A.5.3.1 Application Activity with Application Start/Stop."""
-    root = ET.Element("AuditMessage")
+    x = _Xml()
+    x.open("AuditMessage", {})
     _event(
-        root,
+        x,
         APPLICATION_ACTIVITY,
         APPLICATION_START if started else APPLICATION_STOP,
         outcome,
         when,
     )
-    _participant(root, src.process, False, ROLE_APPLICATION, src.node_address)
+    _participant(x, src.process, False, ROLE_APPLICATION, src.node_address)
     if launcher:
-        _participant(root, launcher, True, ROLE_APPLICATION_LAUNCHER)
-    _source(root, src)
-    return _serialize(root)
+        _participant(x, launcher, True, ROLE_APPLICATION_LAUNCHER)
+    _source(x, src)
+    x.close("AuditMessage")
+    return str(x)
 
 
 def node_authentication(
@@ -164,27 +185,29 @@ def node_authentication(
 
     The peer is the requestor for inbound connections, the box for outbound ones.
     """
-    root = ET.Element("AuditMessage")
+    x = _Xml()
+    x.open("AuditMessage", {})
     outcome = SUCCESS if success else MINOR_FAILURE
     description = reason if not success else ""
-    _event(root, SECURITY_ALERT, NODE_AUTHENTICATION, outcome, when, description)
+    _event(x, SECURITY_ALERT, NODE_AUTHENTICATION, outcome, when, description)
     inbound = direction == "inbound"
-    _participant(root, src.process, not inbound, ROLE_APPLICATION, src.node_address)
+    _participant(x, src.process, not inbound, ROLE_APPLICATION, src.node_address)
     _participant(
-        root,
+        x,
         peer_identity or peer_address,
         inbound,
         ROLE_SOURCE if inbound else ROLE_DESTINATION,
         peer_address,
     )
-    _source(root, src)
+    _source(x, src)
     details = {"Alert Description": _alert_text(success, direction, reason)}
     if tls_version:
         details["TLS Version"] = tls_version
     if cipher:
         details["TLS Cipher"] = cipher
-    _object(root, peer_address or "unknown", ID_TYPE_NODE, peer_identity or peer_address, details)
-    return _serialize(root)
+    _object(x, peer_address or "unknown", ID_TYPE_NODE, peer_identity or peer_address, details)
+    x.close("AuditMessage")
+    return str(x)
 
 
 def _alert_text(success: bool, direction: str, reason: str) -> str:
@@ -202,16 +225,18 @@ def configuration_change(
 ) -> str:
     """Security Alert / Security Configuration (certificates, trust, ACL) or Software
     Configuration (other settings); `what` names the changed object, e.g. a file path."""
-    root = ET.Element("AuditMessage")
+    x = _Xml()
+    x.open("AuditMessage", {})
     _event(
-        root,
+        x,
         SECURITY_ALERT,
         SECURITY_CONFIGURATION if security else SOFTWARE_CONFIGURATION,
         SUCCESS if success else MINOR_FAILURE,
         when,
         "" if success else detail,
     )
-    _participant(root, src.process, True, ROLE_APPLICATION, src.node_address)
-    _source(root, src)
-    _object(root, what, ID_TYPE_URI, what, {"Alert Description": detail})
-    return _serialize(root)
+    _participant(x, src.process, True, ROLE_APPLICATION, src.node_address)
+    _source(x, src)
+    _object(x, what, ID_TYPE_URI, what, {"Alert Description": detail})
+    x.close("AuditMessage")
+    return str(x)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 
 def kv_value(value) -> str:
     if value is None:
         return "-"
     text = f"{value:.3f}" if isinstance(value, float) else str(value)
-    if text == "" or any(c in text for c in ' "=\\\n\t'):
+    if not text or _NEEDS_QUOTES.search(text):
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
 

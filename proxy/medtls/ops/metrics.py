@@ -44,9 +44,12 @@ class Metric:
         self._lock = threading.Lock()
 
     def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.labelnames)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
+        try:
+            if len(labels) == len(self.labelnames):
+                return tuple([str(labels[n]) for n in self.labelnames])
+        except KeyError:
+            pass
+        raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.labelnames)}")
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if self.kind == "counter" and amount < 0:

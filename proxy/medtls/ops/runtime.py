@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 
 from medtls.events import Observer
 
-from . import audit_xml, certs, clock, connlog, syslog
+from . import certs, clock, connlog
+from .auditing import Auditor
 from .config import OpsConfig
 from .control import ControlServer
+from .filewatch import FileWatcher
+from .instruments import Instruments
 from .metrics import Registry
 from .metrics_http import MetricsServer
 from .sdnotify import Notifier
@@ -47,7 +49,7 @@ CLOCK_UNSYNCED = "clock_unsynced"
 # Without a ready() event from the daemon, the first tick after a listener opened means ready.
 DAEMON_SENDS_READY = "ready" in Observer.__dict__
 CLOCK_RECHECK = 5.0
-FILE_RECHECK = 2.0
+FILE_RECHECK = 1.0
 STATUS_RECHECK = 1.0
 RELOAD_WAIT = 60.0
 HEARTBEAT = 1.0  # seconds; shortened below when WatchdogSec is tiny
@@ -119,13 +121,8 @@ class OpsRuntime(Observer):
         self.conns: dict[int, _Conn] = {}
         self.total_connections = 0
         self.peers: dict[str, _Peer] = {}
-        for peer in getattr(config, "outbound", ()) or ():
-            self.peers[peer.name] = _Peer(peer.name, "outbound")
-        for port in getattr(config, "inbound", ()) or ():
-            self.peers[port.name] = _Peer(port.name, "inbound")
-        self._device_ports = {
-            port.name: port.device_port for port in getattr(config, "inbound", ()) or ()
-        }
+        self._device_ports: dict[str, int] = {}
+        self._learn_routes(config)
         self.reloads = {
             "ok": 0,
             "failed": 0,
@@ -137,112 +134,48 @@ class OpsRuntime(Observer):
         self._last_clock_check = 0.0
         self.clock_state = self._clock_reader()
         self._last_file_check = 0.0
-        self._file_stamps = self._stamp_files()
-        self._pending_stamps: dict | None = None
+        self.watcher = FileWatcher(self._watched_paths)
         self._last_status_sent = 0.0
         self._status_text = ""
         self.certs, self.cert_problems = certs.collect(certs.paths_from_config(config, self.ops))
 
         self.registry = Registry()
-        self._define_metrics()
-        self.audit_source = audit_xml.Source(
-            audit_source_id=self.ops.audit.source_id or socket.gethostname(),
-            site_id=self.ops.audit.site_id,
-            node_address=getattr(getattr(config, "device", None), "ip", None) or "",
+        self.m = Instruments(self.registry)
+        self.m.start_time.set(self.started)
+        self.m.generation.set(self.generation)
+        self.registry.on_collect(self._collect)
+        self.auditor = Auditor(
+            self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or ""
         )
-        self.audit: syslog.AuditSender | None = None
         self.metrics_server: MetricsServer | None = None
         self.control: ControlServer | None = None
         self._log_clock(initial=True)
 
     # ---------------------------------------------------------------- setup / teardown
 
-    def _define_metrics(self) -> None:
-        r = self.registry
-        self.m_up = r.gauge("medtls_up", "1 while the daemon runs")
-        self.m_ready = r.gauge("medtls_ready", "1 once listeners are up and material is loaded")
-        self.m_start = r.gauge("medtls_start_time_seconds", "Start time of the daemon (epoch)")
-        self.m_generation = r.gauge("medtls_config_generation", "Configuration generation")
-        self.m_active = r.gauge(
-            "medtls_connections_active", "Open connections", ("direction", "peer")
-        )
-        self.m_total = r.counter(
-            "medtls_connections_total",
-            "Closed connections by result",
-            ("direction", "peer", "result"),
-        )
-        self.m_bytes = r.counter(
-            "medtls_bytes_total",
-            "Bytes relayed, counted when a connection closes",
-            ("direction", "peer", "stream"),
-        )
-        self.m_hs_fail = r.counter(
-            "medtls_handshake_failures_total",
-            "Connections refused before relaying, by reason",
-            ("direction", "reason"),
-        )
-        self.m_tls_total = r.counter(
-            "medtls_tls_connections_total",
-            "TLS sessions established by version and cipher",
-            ("version", "cipher"),
-        )
-        self.m_tls_active = r.gauge(
-            "medtls_tls_connections_active",
-            "Open TLS sessions by version and cipher",
-            ("version", "cipher"),
-        )
-        self.m_cert = r.gauge(
-            "medtls_certificate_expiry_seconds",
-            "Seconds until each loaded certificate expires (negative: expired)",
-            ("role", "subject", "path"),
-        )
-        self.m_reloads = r.counter("medtls_reloads_total", "Reloads by result", ("result",))
-        self.m_clock = r.gauge(
-            "medtls_clock_synchronized", "1 when the system clock is synchronised"
-        )
-        self.m_validation = r.gauge(
-            "medtls_certificate_validation_allowed",
-            "0 while certificate validation is refused (clock not synchronised)",
-        )
-        self.m_audit_sent = r.counter("medtls_audit_messages_sent_total", "Audit messages sent")
-        self.m_audit_dropped = r.counter(
-            "medtls_audit_messages_dropped_total",
-            "Audit messages dropped because the queue was full",
-        )
-        self.m_audit_queue = r.gauge("medtls_audit_queue_length", "Audit messages waiting")
-        self.m_audit_connected = r.gauge(
-            "medtls_audit_connected", "1 while connected to the audit repository"
-        )
-        self.m_up.set(1)
-        self.m_start.set(self.started)
-        self.m_generation.set(self.generation)
-        for result in ("ok", "failed"):
-            self.m_reloads.inc(0, result=result)
-        r.on_collect(self._collect)
-
     def _collect(self) -> None:
         now = time.time()
         with self._lock:
             infos = list(self.certs)
-        self.m_cert.clear()
+        self.m.cert_expiry.clear()
         for info in infos:
-            self.m_cert.set(
+            self.m.cert_expiry.set(
                 certs.seconds_left(info, now),
                 role=info.role,
                 subject=info.subject,
                 path=info.path,
             )
-        self.m_clock.set(1 if self.clock_state.synchronized else 0)
-        self.m_validation.set(0 if self.validation_gate() else 1)
-        self.m_ready.set(1 if self.ready_flag and not self.draining else 0)
-        if self.audit is not None:
-            self.m_audit_sent.set(self.audit.sent)
-            self.m_audit_dropped.set(self.audit.dropped)
-            self.m_audit_queue.set(self.audit.queued())
-            self.m_audit_connected.set(1 if self.audit.connected else 0)
+        self.m.clock.set(1 if self.clock_state.synchronized else 0)
+        self.m.validation.set(0 if self.validation_gate() else 1)
+        self.m.ready.set(1 if self.ready_flag and not self.draining else 0)
+        audit = self.auditor.counters()
+        self.m.audit_sent.set(audit["sent"])
+        self.m.audit_dropped.set(audit["dropped"])
+        self.m.audit_queue.set(audit["queued"])
+        self.m.audit_connected.set(1 if audit["connected"] else 0)
 
     def start(self) -> None:
-        self._start_audit()
+        self.auditor.start()
         self._start_heartbeat()
         if not self._start_servers:
             return
@@ -289,37 +222,6 @@ class OpsRuntime(Observer):
 
         threading.Thread(target=heartbeat, name="medtls-heartbeat", daemon=True).start()
 
-    def _start_audit(self) -> None:
-        a = self.ops.audit
-        if a.transport == "none":
-            return
-        if a.transport == "tls":
-            try:
-                ctx = syslog.client_context(a.ca, a.certificate, a.key)
-            except (OSError, ValueError) as exc:
-                log.error("audit: cannot load TLS material (audit.ca/certificate/key): %s", exc)
-                return
-            connect = syslog.tls_connector(a.host, a.port, ctx, a.server_name)
-            stream = True
-        else:
-            connect = syslog.local_connector(a.local_socket)
-            stream = False
-        last = {"error": ""}
-
-        def on_error(text: str) -> None:
-            if text != last["error"]:
-                log.warning(
-                    "audit: repository %s unreachable, queueing: %s",
-                    f"{a.host}:{a.port}" if a.transport == "tls" else a.local_socket,
-                    text,
-                )
-                last["error"] = text
-
-        self.audit = syslog.AuditSender(
-            connect, a.queue_size, a.retry_interval, stream=stream, on_error=on_error
-        )
-        self.audit.start()
-
     def close(self) -> None:
         """After the daemon's loop returned: Application Stop, flush audit, stop servers."""
         stop = getattr(self, "_heartbeat_stop", None)
@@ -333,22 +235,8 @@ class OpsRuntime(Observer):
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
-        if self.audit is not None:
-            self.audit.stop(flush_timeout=3.0)
+        self.auditor.stop(flush_timeout=3.0)
         self.notifier.close()
-
-    # ---------------------------------------------------------------- audit helper
-
-    def _audit(self, xml: str, failure: bool = False) -> None:
-        if self.audit is None:
-            return
-        self.audit.submit(
-            syslog.format_message(
-                xml,
-                hostname=self.audit_source.audit_source_id,
-                severity=syslog.SEVERITY_WARNING if failure else syslog.SEVERITY_NOTICE,
-            )
-        )
 
     # ---------------------------------------------------------------- clock gate
 
@@ -391,7 +279,7 @@ class OpsRuntime(Observer):
             return
         self.ready_flag = True
         self.notifier.ready(self._status_line())
-        self._audit(audit_xml.application_activity(self.audit_source, started=True))
+        self.auditor.application(started=True)
         log.info("ready: %d listeners", len(self.listeners))
 
     def connection_opened(self, conn) -> None:
@@ -401,14 +289,23 @@ class OpsRuntime(Observer):
             peer = self._peer(conn)
             peer.active += 1
             peer.total += 1
-        self.m_active.inc(direction=conn.direction, peer=_label(conn.route))
+        self.m.active.inc(direction=conn.direction, peer=_label(conn.route))
 
     def _peer(self, conn) -> _Peer:
-        name = _label(conn.route)
-        peer = self.peers.get(name)
+        """State of the configured route; unrouted (default-deny) connections are no peer."""
+        if not conn.route:
+            return _Peer("none", conn.direction)
+        peer = self.peers.get(conn.route)
         if peer is None:
-            peer = self.peers[name] = _Peer(name, conn.direction)
+            peer = self.peers[conn.route] = _Peer(conn.route, conn.direction)
         return peer
+
+    def _learn_routes(self, config) -> None:
+        for peer in getattr(config, "outbound", ()) or ():
+            self.peers.setdefault(peer.name, _Peer(peer.name, "outbound"))
+        for port in getattr(config, "inbound", ()) or ():
+            self.peers.setdefault(port.name, _Peer(port.name, "inbound"))
+            self._device_ports[port.name] = port.device_port
 
     def tls_established(self, conn, version, cipher, peer) -> None:
         with self._lock:
@@ -418,18 +315,15 @@ class OpsRuntime(Observer):
             p = self._peer(conn)
             p.last_success = time.time()
             p.last_success_identity = peer
-        self.m_tls_total.inc(version=version, cipher=cipher)
-        self.m_tls_active.inc(version=version, cipher=cipher)
-        self._audit(
-            audit_xml.node_authentication(
-                self.audit_source,
-                True,
-                peer_address=self._remote(conn)[0],
-                peer_identity=peer,
-                direction=conn.direction,
-                tls_version=version,
-                cipher=cipher,
-            )
+        self.m.tls_total.inc(version=version, cipher=cipher)
+        self.m.tls_active.inc(version=version, cipher=cipher)
+        self.auditor.node_authentication(
+            True,
+            peer_address=self._remote(conn)[0],
+            peer_identity=peer,
+            direction=conn.direction,
+            tls_version=version,
+            cipher=cipher,
         )
 
     def _remote(self, conn) -> tuple[str, int]:
@@ -444,17 +338,13 @@ class OpsRuntime(Observer):
             p = self._peer(conn)
             p.last_failure = time.time()
             p.last_failure_reason = reason
-        self.m_hs_fail.inc(direction=conn.direction, reason=reason)
+        self.m.handshake_failures.inc(direction=conn.direction, reason=reason)
         if reason in AUTH_FAILURES:
-            self._audit(
-                audit_xml.node_authentication(
-                    self.audit_source,
-                    False,
-                    peer_address=self._remote(conn)[0],
-                    direction=conn.direction,
-                    reason=f"{reason}: {detail}" if detail else reason,
-                ),
-                failure=True,
+            self.auditor.node_authentication(
+                False,
+                peer_address=self._remote(conn)[0],
+                direction=conn.direction,
+                reason=f"{reason}: {detail}" if detail else reason,
             )
 
     def connection_closed(self, conn, bytes_from_client, bytes_from_server, duration, result):
@@ -463,17 +353,17 @@ class OpsRuntime(Observer):
             p = self._peer(conn)
             p.active = max(0, p.active - 1)
         label = _label(conn.route)
-        self.m_active.dec(direction=conn.direction, peer=label)
-        self.m_total.inc(direction=conn.direction, peer=label, result=result)
+        self.m.active.dec(direction=conn.direction, peer=label)
+        self.m.total.inc(direction=conn.direction, peer=label, result=result)
         to_lan, to_device = (
             (bytes_from_client, bytes_from_server)
             if conn.direction == "outbound"
             else (bytes_from_server, bytes_from_client)
         )
-        self.m_bytes.inc(to_lan, direction=conn.direction, peer=label, stream="device_to_lan")
-        self.m_bytes.inc(to_device, direction=conn.direction, peer=label, stream="lan_to_device")
+        self.m.bytes.inc(to_lan, direction=conn.direction, peer=label, stream="device_to_lan")
+        self.m.bytes.inc(to_device, direction=conn.direction, peer=label, stream="lan_to_device")
         if state.version:
-            self.m_tls_active.dec(version=state.version, cipher=state.cipher)
+            self.m.tls_active.dec(version=state.version, cipher=state.cipher)
         device_port = (
             conn.destination[1]
             if conn.direction == "outbound"
@@ -517,36 +407,28 @@ class OpsRuntime(Observer):
         )
         with self._lock:
             self.generation = generation
+            self._learn_routes(self.config)
             self.certs, self.cert_problems = new_certs, problems
             self.reloads["ok"] += 1
             self.reloads.update(last_result="ok", last_error="", last_time=time.time())
-            self._file_stamps = self._stamp_files()
-            self._pending_stamps = None
-        self.m_reloads.inc(result="ok")
-        self.m_generation.set(generation)
+        self.watcher.rebase()
+        self.m.reloads.inc(result="ok")
+        self.m.generation.set(generation)
         self.notifier.ready(self._status_line())
         changed = sorted(
             {c.path for c in new_certs if old.get((c.path, c.role)) != c.fingerprint_sha256}
         )
         for path in changed:
             subjects = ", ".join(c.subject for c in new_certs if c.path == path)
-            self._audit(
-                audit_xml.configuration_change(
-                    self.audit_source,
-                    True,
-                    path,
-                    f"certificate file reloaded (generation {generation}): {subjects}",
-                )
+            self.auditor.configuration_change(
+                True, path, f"certificate file reloaded (generation {generation}): {subjects}"
             )
         if not changed:
-            self._audit(
-                audit_xml.configuration_change(
-                    self.audit_source,
-                    True,
-                    self._config_path(),
-                    f"configuration reloaded (generation {generation})",
-                    security=False,
-                )
+            self.auditor.configuration_change(
+                True,
+                self._config_path(),
+                f"configuration reloaded (generation {generation})",
+                security=False,
             )
         self._wake_reload_waiters({"ok": True, "generation": generation})
 
@@ -555,18 +437,13 @@ class OpsRuntime(Observer):
         with self._lock:
             self.reloads["failed"] += 1
             self.reloads.update(last_result="failed", last_error=error, last_time=time.time())
-            self._file_stamps = self._stamp_files()
-            self._pending_stamps = None
-        self.m_reloads.inc(result="failed")
+        self.watcher.rebase()
+        self.m.reloads.inc(result="failed")
         self.notifier.ready(self._status_line())
-        self._audit(
-            audit_xml.configuration_change(
-                self.audit_source,
-                False,
-                self._config_path(),
-                f"reload rejected, previous configuration stays in force: {error}",
-            ),
-            failure=True,
+        self.auditor.configuration_change(
+            False,
+            self._config_path(),
+            f"reload rejected, previous configuration stays in force: {error}",
         )
         self._wake_reload_waiters({"ok": False, "error": error, "generation": self.generation})
 
@@ -578,7 +455,7 @@ class OpsRuntime(Observer):
         if getattr(self, "_stopped_audited", False):
             return
         self._stopped_audited = True
-        self._audit(audit_xml.application_activity(self.audit_source, started=False))
+        self.auditor.application(started=False)
 
     def tick(self, now: float | None = None) -> None:
         mono = time.monotonic()
@@ -595,7 +472,10 @@ class OpsRuntime(Observer):
                 self.notifier.status(text)
         if self.ops.control.watch_files and mono - self._last_file_check > FILE_RECHECK:
             self._last_file_check = mono
-            self._check_files()
+            changed = self.watcher.check()
+            if changed:
+                log.info("reload: files changed: %s", ", ".join(changed))
+                os.kill(os.getpid(), signal.SIGHUP)
 
     # ---------------------------------------------------------------- files, status
 
@@ -608,31 +488,8 @@ class OpsRuntime(Observer):
     def _config_path(self) -> str:
         return str(getattr(self.config, "path", "") or "medtls.yaml")
 
-    def _stamp_files(self) -> dict[str, tuple | None]:
-        stamps: dict[str, tuple | None] = {}
-        for path in [self._config_path(), *certs.watched_files(self.config, self.ops)]:
-            try:
-                st = os.stat(path)
-                stamps[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
-            except OSError:
-                stamps[path] = None
-        return stamps
-
-    def _check_files(self) -> None:
-        """Reload after a certificate/key/CA/config file changed and stayed unchanged for one
-        check interval (renewal tools write cert and key one after the other)."""
-        current = self._stamp_files()
-        if current == self._file_stamps:
-            self._pending_stamps = None
-            return
-        if current != self._pending_stamps:
-            self._pending_stamps = current
-            return
-        changed = [p for p in current if current[p] != self._file_stamps.get(p)]
-        log.info("reload: files changed: %s", ", ".join(changed))
-        self._file_stamps = current
-        self._pending_stamps = None
-        os.kill(os.getpid(), signal.SIGHUP)
+    def _watched_paths(self) -> list[str]:
+        return [self._config_path(), *certs.watched_files(self.config, self.ops)]
 
     def _status_line(self) -> str:
         clock_note = "" if self.clock_state.synchronized else "; CLOCK NOT SYNCHRONISED"
@@ -692,14 +549,7 @@ class OpsRuntime(Observer):
                     "validation_allowed": allowed,
                 },
                 "reloads": dict(self.reloads),
-                "audit": {
-                    "transport": self.ops.audit.transport,
-                    "queued": self.audit.queued() if self.audit else 0,
-                    "sent": self.audit.sent if self.audit else 0,
-                    "dropped": self.audit.dropped if self.audit else 0,
-                    "connected": self.audit.connected if self.audit else False,
-                    "last_error": self.audit.last_error if self.audit else "",
-                },
+                "audit": self.auditor.counters(),
                 "metrics": {
                     "listen": f"{self.ops.metrics.host}:{self.ops.metrics.port}"
                     if self.ops.metrics.enabled

@@ -94,6 +94,7 @@ class AuditSender:
         self._retry = retry_interval
         self._cond = threading.Condition()
         self._stop = False
+        self._stopped = threading.Event()  # retry sleeps end early only on stop
         self._sock = None
         self._on_error = on_error or (lambda text: None)
         self.sent = 0
@@ -124,6 +125,7 @@ class AuditSender:
             time.sleep(0.02)
         with self._cond:
             self._stop = True
+            self._stopped.set()
             self._cond.notify()
         self._thread.join(timeout=max(0.1, deadline - time.monotonic()) + 1)
         self._close()
@@ -177,9 +179,7 @@ class AuditSender:
                 self.last_error = str(exc)
                 self._on_error(self.last_error)
                 self._close()
-                with self._cond:
-                    if not self._stop:
-                        self._cond.wait(self._retry)
+                self._stopped.wait(self._retry)
                 continue
             with self._cond:
                 if self._queue and self._queue[0] is message:

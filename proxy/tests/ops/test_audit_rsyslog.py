@@ -73,7 +73,11 @@ def test_audit_over_tls_to_rsyslog_with_outage(tmp_path, ops_pki, rsyslog_factor
         _connection(rt, 1, ok=True)
         _connection(rt, 2, ok=False)
         time.sleep(0.3)
-        assert (rt.audit.queued(), rt.audit.sent, rt.audit.dropped) == (3, 0, 0)
+        assert (rt.auditor.sender.queued(), rt.auditor.sender.sent, rt.auditor.sender.dropped) == (
+            3,
+            0,
+            0,
+        )
 
         receiver.start()
         assert len(receiver.wait_for(3)) == 3
@@ -88,7 +92,7 @@ def test_audit_over_tls_to_rsyslog_with_outage(tmp_path, ops_pki, rsyslog_factor
     finally:
         rt.close()  # Application Stop, flushed before close returns
     records = receiver.wait_for(6)
-    assert rt.audit.dropped == 0
+    assert rt.auditor.sender.dropped == 0
 
     events = []
     for rec in records:

@@ -438,3 +438,52 @@ def test_connection_line_is_key_value():
     assert 'peer="CN=pacs,O=Hospital A"' in line
     assert "bytes_device_to_lan=10 bytes_lan_to_device=20 duration=1.500 result=ok" in line
     assert "opened=1970-01-01T00:00:00.000Z" in line
+
+
+# ------------------------------------------------------------------ file watcher
+
+
+def test_file_watcher_waits_until_files_settle():
+    from medtls.ops.filewatch import FileWatcher
+
+    stamps = {"/c.crt": (1, 10, 1), "/c.key": (1, 5, 2)}
+    w = FileWatcher(lambda: list(stamps), stat=stamps.get)
+    assert w.check() == []
+    stamps["/c.key"] = (2, 5, 3)  # key written, certificate not yet
+    assert w.check() == []
+    stamps["/c.crt"] = (2, 11, 4)
+    assert w.check() == []  # still moving
+    assert w.check() == ["/c.crt", "/c.key"]  # settled: one reload for both
+    assert w.check() == []
+    stamps["/c.crt"] = None  # deleted
+    w.check()
+    assert w.check() == ["/c.crt"]
+    stamps["/c.crt"] = (3, 1, 5)
+    w.check()
+    w.rebase()  # a reload happened meanwhile
+    assert w.check() == []
+
+
+# ------------------------------------------------------------------ local syslog transport
+
+
+def test_local_transport_sends_rfc5424_datagrams(tmp_path):
+    from medtls.ops.auditing import Auditor
+    from medtls.ops.config import AuditConfig
+
+    path = str(tmp_path / "log")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(path)
+    rx.settimeout(3)
+    auditor = Auditor(AuditConfig(transport="local", local_socket=path, source_id="box1"))
+    auditor.start()
+    try:
+        auditor.application(started=True)
+        data = rx.recv(65536).decode()
+    finally:
+        auditor.stop(0.5)
+        rx.close()
+    header, _, xml = data.partition("\ufeff")
+    assert header.split(" ")[0] == "<85>1"
+    assert header.split(" ")[2:6] == ["box1", "medtls", str(os.getpid()), "DICOM+RFC3881"]
+    assert validate_event(xml) == []

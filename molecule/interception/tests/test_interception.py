@@ -1,0 +1,103 @@
+"""The interception role: bridge without addresses, medtls ruleset loaded, fail closed."""
+
+import re
+import time
+
+import pytest
+
+UDP_ECHO = (
+    "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.bind(('198.18.0.20', 7007)); "
+    "exec('while True:\\n d, a = s.recvfrom(100)\\n s.sendto(d, a)')"
+)
+UDP_PING = (
+    "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.settimeout(1.5); s.sendto(b'ping', ('198.18.0.20', 7007)); "
+    "sys.exit(0 if s.recv(100) == b'ping' else 1)"
+)
+
+
+@pytest.fixture(scope="module")
+def udp_echo(host):
+    host.run("systemctl stop medtls-test-udp 2>/dev/null; systemctl reset-failed medtls-test-udp")
+    host.run_expect(
+        [0], f'systemd-run --unit=medtls-test-udp ip netns exec lan python3 -c "{UDP_ECHO}"'
+    )
+    time.sleep(0.5)
+    yield
+    host.run("systemctl stop medtls-test-udp")
+
+
+def udp_crosses_bridge(host) -> bool:
+    for _ in range(3):
+        if host.run(f'ip netns exec dev python3 -c "{UDP_PING}"').rc == 0:
+            return True
+    return False
+
+
+def test_ports_enslaved_bridge_without_addresses(host):
+    for port in ("eth0", "eth1"):
+        assert host.file(f"/sys/class/net/{port}/master").linked_to == "/sys/devices/virtual/net/br0"
+    assert host.check_output("ip -o addr show dev br0") == ""
+    for port in ("eth0", "eth1"):
+        assert host.check_output(f"ip -o addr show dev {port}") == ""
+    assert host.check_output("networkctl status br0 --no-pager").count("configured") >= 1
+
+
+def test_units_active_and_ordered(host):
+    assert host.service("medtls-failclosed.service").is_enabled
+    assert host.service("medtls-interception.service").is_enabled
+    assert host.service("medtls-interception.service").is_running
+    before = host.check_output("systemctl show -P Before medtls-interception.service").split()
+    assert "medtls.service" in before
+    assert "network-pre.target" in host.check_output(
+        "systemctl show -P Before medtls-failclosed.service"
+    ).split()
+    dropin = host.check_output("systemctl show -P Requires medtls.service")
+    assert "medtls-interception.service" in dropin
+
+
+@pytest.mark.parametrize(
+    ("family", "chains"),
+    [
+        ("bridge", ["prerouting", "from_device", "to_device", "forward", "output"]),
+        ("inet", ["prerouting", "forward"]),
+    ],
+)
+def test_ruleset_loaded(host, family, chains):
+    table = host.check_output(f"nft list table {family} medtls")
+    for chain in chains:
+        assert re.search(rf"^\s+chain {chain} {{", table, re.M), chain
+    if family == "inet":
+        assert "tproxy ip to :15001" in table
+        assert "tproxy ip to :15002" in table
+
+
+def test_failclosed_table_removed_once_applied(host):
+    assert host.run("nft list table bridge medtls_failclosed").rc != 0
+
+
+def test_policy_routing(host):
+    rules = host.check_output("ip -4 rule show")
+    assert re.search(r"fwmark 0x6d74 lookup 28020", rules)
+    assert "local default dev lo" in host.check_output("ip -4 route show table 28020")
+
+
+def test_sysctls(host):
+    assert host.sysctl("net.ipv4.ip_forward") == 0
+    assert host.sysctl("net.bridge.bridge-nf-call-iptables") == 0
+    assert host.file("/etc/sysctl.d/61-medtls-interception.conf").contains("rp_filter = 0")
+
+
+def test_fail_closed_and_reopen(host, udp_echo):
+    # Interception in place: what is not TCP crosses the bridge untouched.
+    assert udp_crosses_bridge(host)
+    host.run_expect([0], "systemctl stop medtls-interception.service")
+    try:
+        assert host.run("nft list table bridge medtls_failclosed").rc == 0
+        assert host.run("nft list table bridge medtls").rc != 0
+        assert not udp_crosses_bridge(host)
+    finally:
+        host.run_expect([0], "systemctl start medtls-interception.service")
+    assert host.run("nft list table bridge medtls_failclosed").rc != 0
+    assert udp_crosses_bridge(host)

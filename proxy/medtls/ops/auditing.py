@@ -1,0 +1,97 @@
+"""The audit trail of one daemon: builds PS3.15 A.5 messages and hands them to the transport
+configured in `audit:` (RFC 5425 TLS, local syslog socket, or none)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from . import audit_xml, syslog
+from .config import AuditConfig
+
+log = logging.getLogger("medtls.ops")
+
+
+class Auditor:
+    def __init__(self, cfg: AuditConfig, node_address: str = ""):
+        self.cfg = cfg
+        self.source = audit_xml.Source(
+            audit_source_id=cfg.source_id or socket.gethostname(),
+            site_id=cfg.site_id,
+            node_address=node_address,
+        )
+        self.sender: syslog.AuditSender | None = None
+        self._last_error = ""
+
+    def start(self) -> None:
+        a = self.cfg
+        if a.transport == "none":
+            return
+        if a.transport == "tls":
+            try:
+                ctx = syslog.client_context(a.ca, a.certificate, a.key)
+            except (OSError, ValueError) as exc:
+                log.error("audit: cannot load TLS material (audit.ca/certificate/key): %s", exc)
+                return
+            connect = syslog.tls_connector(a.host, a.port, ctx, a.server_name)
+            stream = True
+        else:
+            connect = syslog.local_connector(a.local_socket)
+            stream = False
+        self.sender = syslog.AuditSender(
+            connect, a.queue_size, a.retry_interval, stream=stream, on_error=self._on_error
+        )
+        self.sender.start()
+
+    def _on_error(self, text: str) -> None:
+        if text != self._last_error:
+            a = self.cfg
+            where = f"{a.host}:{a.port}" if a.transport == "tls" else a.local_socket
+            log.warning("audit: repository %s unreachable, queueing: %s", where, text)
+            self._last_error = text
+
+    def stop(self, flush_timeout: float = 3.0) -> None:
+        if self.sender is not None:
+            self.sender.stop(flush_timeout=flush_timeout)
+
+    def submit(self, xml: str, failure: bool = False) -> None:
+        if self.sender is None:
+            return
+        self.sender.submit(
+            syslog.format_message(
+                xml,
+                hostname=self.source.audit_source_id,
+                severity=syslog.SEVERITY_WARNING if failure else syslog.SEVERITY_NOTICE,
+            )
+        )
+
+    # one method per audited event
+
+    def application(self, started: bool) -> None:
+        if self.sender is None:
+            return
+        self.submit(audit_xml.application_activity(self.source, started=started))
+
+    def node_authentication(self, success: bool, **kw) -> None:
+        if self.sender is None:
+            return
+        self.submit(audit_xml.node_authentication(self.source, success, **kw), not success)
+
+    def configuration_change(self, success: bool, what: str, detail: str, security=True):
+        if self.sender is None:
+            return
+        self.submit(
+            audit_xml.configuration_change(self.source, success, what, detail, security),
+            not success,
+        )
+
+    def counters(self) -> dict:
+        s = self.sender
+        return {
+            "transport": self.cfg.transport,
+            "queued": s.queued() if s else 0,
+            "sent": s.sent if s else 0,
+            "dropped": s.dropped if s else 0,
+            "connected": s.connected if s else False,
+            "last_error": s.last_error if s else "",
+        }
