@@ -10,6 +10,8 @@ import threading
 import time
 
 CHUNK = 1 << 20
+# no progress for this long = a stalled relay (a failure, not a slow result)
+IO_TIMEOUT = float(os.environ.get("BENCH_IO_TIMEOUT", "30"))
 _PAYLOAD = memoryview(bytes(range(256)) * (CHUNK // 256))
 
 
@@ -33,7 +35,7 @@ def _recv_exact(s: socket.socket, view: memoryview) -> None:
 
 
 def _send_bulk(port: int, nbytes: int) -> None:
-    with _connect(port, timeout=float(os.environ.get("BENCH_IO_TIMEOUT", "120"))) as s:
+    with _connect(port, timeout=IO_TIMEOUT) as s:
         s.sendall(b"D" + nbytes.to_bytes(8, "big"))
         left = nbytes
         while left > 0:

@@ -92,28 +92,29 @@ def start_chain(contender: Contender, setup: Setup, sink_port: int) -> Chain:
     return chain
 
 
-def measure(groups, chain: Chain, sizes: Sizes) -> dict[str, float]:
+def measure(group: str, chain: Chain, sizes: Sizes) -> dict[str, float]:
+    """One metric group on a running chain."""
     out: dict[str, float] = {}
     pids = chain.pids
-    if "bulk" in groups:
+    if group == "bulk":
         cpu0 = procs.cpu_seconds(pids)
         secs = load.bulk(chain.entry, sizes.bulk_bytes)
         cpu = procs.cpu_seconds(pids) - cpu0
         out["bulk_MBps"] = sizes.bulk_bytes / secs / 1e6
         if pids:
             out["cpu_s_per_GB"] = cpu / (sizes.bulk_bytes / 1e9)
-    if "parallel" in groups:
+    if group == "parallel":
         total = sizes.parallel_conns * sizes.parallel_bytes_each
         secs = load.parallel(chain.entry, sizes.parallel_conns, sizes.parallel_bytes_each)
         out["parallel_MBps"] = total / secs / 1e6
-    if "conn" in groups:
+    if group == "conn":
         cpu0 = procs.cpu_seconds(pids)
         done, secs = load.conn_rate(chain.entry, sizes.conn_seconds, sizes.conn_concurrency)
         cpu = procs.cpu_seconds(pids) - cpu0
         out["conn_per_s"] = done / secs
         if pids:
             out["cpu_ms_per_conn"] = cpu * 1e3 / done
-    if "rtt" in groups:
+    if group == "rtt":
         cpu0 = procs.cpu_seconds(pids)
         samples = sorted(load.rtt(chain.entry, sizes.rtt_count))
         cpu = procs.cpu_seconds(pids) - cpu0
@@ -121,7 +122,7 @@ def measure(groups, chain: Chain, sizes: Sizes) -> dict[str, float]:
         out["rtt_p99_us"] = samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1e3
         if pids:
             out["cpu_us_per_rtt"] = cpu * 1e6 / len(samples)
-    if "idle" in groups and pids:
+    if group == "idle" and pids:
         rss0 = procs.rss_bytes(pids)
         socks = load.open_idle(chain.entry, sizes.idle_conns)
         try:
@@ -133,6 +134,50 @@ def measure(groups, chain: Chain, sizes: Sizes) -> dict[str, float]:
             for s in socks:
                 s.close()
     return out
+
+
+def run_contender(c, setup, sink_port, groups, sizes, r, scen, result, broken) -> dict:
+    """Every metric group of one run of one contender. A group that failed once (error, stall)
+    is not retried in later runs; the chain is restarted after a failure so the next group
+    starts clean. Errors go to result["errors"]."""
+    values: dict[str, float] = {}
+    todo = [g for g in groups if g not in broken and "start" not in broken]
+    chain = None
+    try:
+        while todo:
+            if chain is None:
+                try:
+                    chain = start_chain(c, setup, sink_port)
+                except Exception as exc:
+                    broken.add("start")
+                    _error(result, f"{scen}/{c.name}: start: {exc}")
+                    return values
+                if r == 0 and chain.tls_port and c.name not in result["checks"].get(scen, {}):
+                    try:
+                        result["checks"].setdefault(scen, {})[c.name] = checks.run_all(
+                            c, setup, chain.tls_port, procs.free_port()
+                        )
+                    except Exception as exc:
+                        broken.add("start")
+                        _error(result, f"{scen}/{c.name}: security check: {exc}")
+                        return values
+            group = todo.pop(0)
+            try:
+                values.update(measure(group, chain, sizes))
+            except Exception as exc:
+                broken.add(group)
+                _error(result, f"{scen}/{c.name}: {group}: {type(exc).__name__}: {exc}")
+                chain.stop()
+                chain = None
+    finally:
+        if chain is not None:
+            chain.stop()
+    return values
+
+
+def _error(result: dict, text: str) -> None:
+    result["errors"].append(text)
+    print(f"bench: ERROR {text}", file=sys.stderr, flush=True)
 
 
 def machine() -> dict:
@@ -238,38 +283,19 @@ def main(argv=None) -> int:
                 continue
             setup = Setup(workdir, make_pki(workdir / "pki", kind), cipher)
             runs: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
-            failed: set[str] = set()
+            broken: dict[str, set[str]] = {c.name: set() for c in contenders}
             for r in range(sizes.runs):
                 # rotate the order so slow drifts of the shared machine hit everyone alike
                 order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
                 for c in order:
-                    if c.name in failed:
-                        continue
-                    try:
-                        chain = start_chain(c, setup, sink_port)
-                    except Exception as exc:
-                        failed.add(c.name)
-                        result["errors"].append(f"{scen}/{c.name}: start: {exc}")
-                        print(f"bench: {scen}/{c.name}: cannot start: {exc}", file=sys.stderr)
-                        continue
-                    try:
-                        if r == 0 and chain.tls_port:
-                            result["checks"].setdefault(scen, {})[c.name] = checks.run_all(
-                                c, setup, chain.tls_port, procs.free_port()
-                            )
-                        values = measure(groups, chain, sizes)
-                    except Exception as exc:
-                        failed.add(c.name)
-                        result["errors"].append(f"{scen}/{c.name}: {exc}")
-                        print(f"bench: {scen}/{c.name}: {exc}", file=sys.stderr)
-                        continue
-                    finally:
-                        chain.stop()
+                    values = run_contender(c, setup, sink_port, groups, sizes, r, scen, result,
+                                           broken[c.name])  # fmt: skip
                     for k, v in values.items():
                         runs[c.name].setdefault(k, []).append(v)
-                    print(f"bench: {scen} run {r + 1}/{sizes.runs} {c.name}: "
-                          + " ".join(f"{k}={v:.1f}" for k, v in values.items()),
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    if values:
+                        print(f"bench: {scen} run {r + 1}/{sizes.runs} {c.name}: "
+                              + " ".join(f"{k}={v:.1f}" for k, v in values.items()),
+                              file=sys.stderr, flush=True)  # fmt: skip
             result["scenarios"][scen] = report.summarize(runs, kind, cipher)
     finally:
         procs.stop(sink)

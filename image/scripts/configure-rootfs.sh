@@ -56,9 +56,9 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
 SSHD
-# Every box makes its own host keys at first boot instead of sharing the build's.
+# Every box makes its own host keys at first boot (Debian's sshd-keygen.service) instead of
+# sharing the build's.
 rm -f "$rootfs"/etc/ssh/ssh_host_*
-install -m 0644 "$files/regenerate-ssh-host-keys.service" "$rootfs/etc/systemd/system/"
 
 install -m 0755 "$files/medtls-firstboot" "$rootfs/usr/local/sbin/medtls-firstboot"
 install -m 0644 "$files/medtls-firstboot.service" "$rootfs/etc/systemd/system/"
@@ -66,7 +66,7 @@ for unit in medtls medtls-interception; do
   install -d "$rootfs/etc/systemd/system/$unit.service.d"
   install -m 0644 "$files/medtls-firstboot.conf" "$rootfs/etc/systemd/system/$unit.service.d/10-firstboot.conf"
 done
-chroot "$rootfs" systemctl enable regenerate-ssh-host-keys.service medtls-firstboot.service ssh.service
+chroot "$rootfs" systemctl enable medtls-firstboot.service ssh.service
 
 # Each box gets its own machine-id at first boot.
 : > "$rootfs/etc/machine-id"

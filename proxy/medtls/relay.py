@@ -11,6 +11,7 @@ only after every buffered byte has been delivered. Errors abort both sides with 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 
@@ -42,6 +43,7 @@ class Side:
         "eof_in",
         "fd",
         "fin_after_flush",
+        "only_close",
         "inc",
         "mask",
         "name",
@@ -71,6 +73,7 @@ class Side:
         self.eof_in = False  # no more plaintext will come from this side
         self.shut_out = False  # end of stream sent to this side
         self.fin_after_flush = False
+        self.only_close = False  # nothing but close_notify is queued
         self.mask = 0
         self.registered = False
 
@@ -112,6 +115,12 @@ class Side:
                 self.wblocked = True
                 return
             except OSError as e:
+                if self.only_close:
+                    # Peer already gone; every data byte was delivered before close_notify.
+                    self.wbuf, self.woff, self.fin_after_flush = b"", 0, False
+                    if self.out.pending:
+                        self.out.read()
+                    return
                 raise RelayError(self.name, _oserr(e)) from None
             self.woff += n
 
@@ -121,10 +130,10 @@ class Side:
 
 
 def _shutdown_wr(side: Side) -> None:
-    try:
+    # Only called once every byte for this side was sent: a peer that already closed
+    # (ENOTCONN/EPIPE/ECONNRESET) has lost nothing.
+    with contextlib.suppress(OSError):
         side.sock.shutdown(socket.SHUT_WR)
-    except OSError as e:
-        raise RelayError(side.name, _oserr(e)) from None
 
 
 def _oserr(e: OSError) -> str:
@@ -229,6 +238,7 @@ def pump(pipes: tuple[Pipe, Pipe]) -> None:
                 dst.shut_out = True
                 progress = True
                 if dst.tls is not None:
+                    dst.only_close = not dst.pending_out
                     send_close_notify(dst.tls)
                     dst.fin_after_flush = True
                     if not dst.wblocked:

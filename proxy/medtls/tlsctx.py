@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ssl
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def _libssl() -> ctypes.CDLL | None:
                 lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
                 lib.SSL_shutdown.argtypes = [ctypes.c_void_p]
                 lib.SSL_shutdown.restype = ctypes.c_int
+                lib.ERR_clear_error.argtypes = []
+                lib.ERR_clear_error.restype = None
                 return lib
     return None
 
@@ -83,8 +86,10 @@ def read_passphrase(path: Path | None) -> bytes | None:
 
 
 def apply_profile(ctx: ssl.SSLContext, profile: Profile) -> None:
-    ctx.minimum_version = ssl.TLSVersion[profile.min_version]
-    ctx.maximum_version = ssl.TLSVersion[profile.max_version]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 only in aes-legacy
+        ctx.minimum_version = ssl.TLSVersion[profile.min_version]
+        ctx.maximum_version = ssl.TLSVersion[profile.max_version]
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     try:
         ctx.set_ciphers(profile.tls12_ciphers)
@@ -147,14 +152,19 @@ def _ssl_ptr(sslobj: ssl.SSLObject) -> int:
     return ptr
 
 
-def send_close_notify(sslobj: ssl.SSLObject) -> None:
+def send_close_notify(sslobj: ssl.SSLObject) -> int:
     """Queue a close_notify in the outgoing BIO without trying to read the peer's one.
 
     `SSLObject.unwrap()` calls SSL_shutdown twice and the second call reads from the incoming
     BIO, which must not swallow application data still in flight the other way (half-close).
     """
     lib = _libssl()
-    lib.SSL_shutdown(_ssl_ptr(sslobj))
+    rc = lib.SSL_shutdown(_ssl_ptr(sslobj))
+    if rc < 0:
+        # Leave no stale entry in OpenSSL's per-thread error queue: the next ssl call on any
+        # connection would report it as its own error.
+        lib.ERR_clear_error()
+    return rc
 
 
 def self_test() -> None:

@@ -1,7 +1,10 @@
 """Operations under a real systemd: READY/STATUS via sd_notify, status command, and the
-watchdog restarting a hung daemon (issue 6). Needs medtls_proxy_watchdog_sec > 0."""
+watchdog restarting a hung daemon (issue 6). When the role deployed the unit without a
+watchdog (medtls_proxy_watchdog_sec: 0) the test adds one in a drop-in and removes it after."""
 
 import time
+
+import pytest
 
 UNIT = "medtls.service"
 
@@ -41,9 +44,28 @@ def test_status_command_talks_to_the_daemon(host):
     assert "listeners:" in result.stdout
 
 
-def test_watchdog_restarts_a_hung_daemon(host):
+DROP_IN = "/etc/systemd/system/medtls.service.d/zz-ops-test-watchdog.conf"
+
+
+@pytest.fixture
+def watchdog_unit(host):
+    added = _usec(_prop(host, "WatchdogUSec")) == 0
+    if added:
+        host.run_expect([0], f"mkdir -p {DROP_IN.rsplit('/', 1)[0]}")
+        host.run_expect([0], f"printf '[Service]\\nWatchdogSec=5\\n' > {DROP_IN}")
+        host.run_expect([0], "systemctl daemon-reload")
+        host.run_expect([0], f"systemctl restart {UNIT}")
+    yield
+    if added:
+        host.run(f"rm -f {DROP_IN}")
+        host.run("systemctl daemon-reload")
+        host.run(f"systemctl restart {UNIT}")
+
+
+def test_watchdog_restarts_a_hung_daemon(host, watchdog_unit):
     watchdog = _usec(_prop(host, "WatchdogUSec"))
-    assert watchdog > 0, "set medtls_proxy_watchdog_sec (e.g. 5) in the proxy scenario"
+    assert watchdog > 0
+    assert _prop(host, "Restart") in ("on-failure", "on-watchdog", "on-abnormal", "always")
     restarts = int(_prop(host, "NRestarts"))
     pid = int(_prop(host, "MainPID"))
     assert pid > 0

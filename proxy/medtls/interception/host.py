@@ -31,7 +31,8 @@ def bridge_mac(bridge: str) -> str:
     if not (SYS_NET / bridge / "bridge").is_dir():
         raise InterceptionError(
             f"interfaces.bridge: {bridge} is not a bridge on this host "
-            "(create it with both ports enslaved, see docs/architecture.md)"
+            "(create it with both ports enslaved, see docs/architecture.md; "
+            "`medtls rules show --bridge-mac MAC` renders for another host)"
         )
     return path.read_text().strip()
 

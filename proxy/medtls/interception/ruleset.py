@@ -137,10 +137,10 @@ def inet_table(spec: InterceptionSpec) -> str:
         )
     # Steered TCP no listener took (medtls stopped or restarting): the device gets a RST at once;
     # the rest is dropped here, never routed on (a RST to a LAN peer has no route without an
-    # address of the box's own).
+    # address of the box's own). TCP to a management address on the bridge is not touched.
     pre += [
         f"ip saddr {ip} meta l4proto tcp reject with tcp reset",
-        'meta l4proto tcp counter name "unclaimed" drop',
+        f'ip daddr {ip} meta l4proto tcp counter name "unclaimed" drop',
     ]
     fwd = [
         "type filter hook forward priority filter; policy accept;",

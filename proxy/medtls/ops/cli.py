@@ -45,9 +45,7 @@ def socket_path(args) -> str:
 
         with open(args.config, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)
-    except (OSError, ValueError, ImportError):
-        return DEFAULT_CONTROL_SOCKET
-    except Exception:  # yaml.YAMLError: `medtls check` reports it; status still tries
+    except Exception:  # unreadable or invalid: `medtls check` reports it; status still tries
         return DEFAULT_CONTROL_SOCKET
     cfg, _ = parse_ops_sections(raw if isinstance(raw, dict) else {})
     return cfg.control.socket

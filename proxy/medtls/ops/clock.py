@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
-# No certificate this software meets was valid before this instant (2025-01-01 UTC).
+# No certificate this software meets was valid before this instant (2025-01-01 UTC);
+# clock.not_before in the config moves it, e.g. to the installation date of the box.
 EARLIEST_PLAUSIBLE = 1735689600
 
 
@@ -63,10 +64,11 @@ class ClockFacts:
     adjtimex_status: int | None
 
 
-def assess(facts: ClockFacts) -> ClockState:
-    if facts.now < EARLIEST_PLAUSIBLE:
+def assess(facts: ClockFacts, earliest: float = EARLIEST_PLAUSIBLE) -> ClockState:
+    if facts.now < earliest:
         when = time.strftime("%Y-%m-%d", time.gmtime(max(facts.now, 0)))
-        return ClockState(False, "plausibility", f"system time {when} is before 2025")
+        limit = time.strftime("%Y-%m-%d", time.gmtime(earliest))
+        return ClockState(False, "plausibility", f"system time {when} is before {limit}")
     if facts.sync_file_exists:
         return ClockState(True, "timesyncd", "systemd-timesyncd reports synchronized")
     if facts.adjtimex_state is None:
@@ -113,5 +115,7 @@ def read_facts(sync_file: str = "/run/systemd/timesync/synchronized") -> ClockFa
     )
 
 
-def read_state(sync_file: str = "/run/systemd/timesync/synchronized") -> ClockState:
-    return assess(read_facts(sync_file))
+def read_state(
+    sync_file: str = "/run/systemd/timesync/synchronized", earliest: float = EARLIEST_PLAUSIBLE
+) -> ClockState:
+    return assess(read_facts(sync_file), earliest)

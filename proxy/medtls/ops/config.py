@@ -6,6 +6,7 @@ OPS_SECTIONS and returns (OpsConfig, problems), each problem a (key path, messag
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ class AuditConfig:
 class ClockConfig:
     require_sync: bool = True
     sync_file: str = "/run/systemd/timesync/synchronized"
+    not_before: float = 1735689600.0  # 2025-01-01: an earlier clock is certainly wrong
 
 
 @dataclass(frozen=True)
@@ -199,10 +201,26 @@ def _audit(raw, errors) -> AuditConfig:
 
 def _clock(raw, errors) -> ClockConfig:
     s = _Section("clock", raw, errors)
-    s.unknown(("require_sync", "sync_file"))
+    s.unknown(("require_sync", "sync_file", "not_before"))
+    not_before = ClockConfig.not_before
+    value = s.raw.get("not_before")
+    if value is not None:
+        try:
+            if isinstance(value, dt.datetime):
+                moment = value
+            elif isinstance(value, dt.date):
+                moment = dt.datetime(value.year, value.month, value.day)
+            else:
+                moment = dt.datetime.fromisoformat(str(value))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+            not_before = moment.timestamp()
+        except ValueError:
+            errors.append(f"clock.not_before: expected a date like 2026-01-31, got {value!r}")
     return ClockConfig(
         require_sync=s.get("require_sync", bool, True),
         sync_file=s.get("sync_file", str, ClockConfig.sync_file, _absolute),
+        not_before=not_before,
     )
 
 

@@ -78,11 +78,8 @@ class ControlServer:
         class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             daemon_threads = True
 
-        old_umask = os.umask(0o117)
-        try:
-            self.server = Server(path, Handler)
-        finally:
-            os.umask(old_umask)
+        self.server = Server(path, Handler)
+        os.chmod(path, 0o660)  # owner and group (e.g. an operators' group), nobody else
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="medtls-control", daemon=True
         )

@@ -12,6 +12,7 @@ from .metrics import CONTENT_TYPE, Registry
 def _handler(registry: Registry):
     class Handler(BaseHTTPRequestHandler):
         server_version = "medtls-metrics"
+        timeout = 10  # a stalled scraper must not pin a thread forever
         sys_version = ""
 
         def do_GET(self):
@@ -40,7 +41,6 @@ class MetricsServer:
                 address_family = socket.AF_INET6
 
             server_cls = V6
-        server_cls.daemon_threads = True
         self.httpd = server_cls((host, port), _handler(registry))
         self.address = self.httpd.server_address[:2]
         self._thread = threading.Thread(

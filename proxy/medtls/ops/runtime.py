@@ -110,7 +110,9 @@ class OpsRuntime(Observer):
         self.ops: OpsConfig = ops or getattr(config, "ops", None) or OpsConfig()
         self.daemon = daemon
         self.notifier = Notifier(env)
-        self._clock_reader = clock_reader or (lambda: clock.read_state(self.ops.clock.sync_file))
+        self._clock_reader = clock_reader or (
+            lambda: clock.read_state(self.ops.clock.sync_file, self.ops.clock.not_before)
+        )
         self._start_servers = start_servers
         self._lock = threading.RLock()
         self.started = time.time()
@@ -455,7 +457,8 @@ class OpsRuntime(Observer):
         if getattr(self, "_stopped_audited", False):
             return
         self._stopped_audited = True
-        self.auditor.application(started=False)
+        if self.ready_flag:  # no Application Stop for a start that never completed
+            self.auditor.application(started=False)
 
     def tick(self, now: float | None = None) -> None:
         mono = time.monotonic()

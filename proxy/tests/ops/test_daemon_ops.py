@@ -385,3 +385,56 @@ def test_certificate_renewal_on_disk_triggers_reload(tmp_path, ops_pki, box_fact
         assert _serial(s) != old_serial
         close_cleanly(s)
     assert "reload: files changed" in box.log()
+
+
+# ------------------------------------------------------------------ clock safety
+
+UNSYNCED_CLOCK = {"require_sync": True, "not_before": "2100-01-01"}  # the clock is "wrong"
+
+
+def _daemon_has_clock_gate() -> bool:
+    import inspect
+
+    import medtls.daemon
+
+    return "validation_gate" in inspect.getsource(medtls.daemon)
+
+
+def test_unsynchronised_clock_is_critical_in_status_and_metrics(box_factory):
+    box = box_factory(extra={"clock": UNSYNCED_CLOCK})
+    r = box.cli("status")
+    assert r.returncode == 2
+    assert "clock:     NOT synchronised" in r.stdout
+    assert "CRITICAL: clock not synchronised, certificates are not validated" in r.stdout
+    fams = promparse.parse(box.scrape())
+    assert promparse.value(fams, "medtls_clock_synchronized") == 0
+    assert promparse.value(fams, "medtls_certificate_validation_allowed") == 0
+    assert "refusing certificate validation until it is" in box.log()
+
+
+@pytest.mark.skipif(
+    not _daemon_has_clock_gate(),
+    reason="proxy core lacks Daemon.validation_gate (/work/ops-requests.md section 2c)",
+)
+def test_unsynchronised_clock_refuses_tls(box_factory):
+    box = box_factory(extra={"clock": UNSYNCED_CLOCK})
+    with pytest.raises((OSError, AssertionError)), box.connect() as s:
+        assert echo_once(s, b"must not pass") == b"must not pass"
+    _wait(lambda: "result=clock_unsynced" in box.log(), what="clock_unsynced")
+    fams = promparse.parse(box.scrape())
+    assert (
+        promparse.value(
+            fams, "medtls_handshake_failures_total", direction="inbound", reason="clock_unsynced"
+        )
+        == 1
+    )
+
+
+def test_unsynchronised_clock_allowed_when_configured(box_factory):
+    box = box_factory(extra={"clock": {**UNSYNCED_CLOCK, "require_sync": False}})
+    with box.connect() as s:
+        assert echo_once(s, b"ok") == b"ok"
+        close_cleanly(s)
+    r = box.cli("status")
+    assert r.returncode == 1
+    assert "WARNING: clock not synchronised, validating anyway" in r.stdout

@@ -70,6 +70,20 @@ def test_ops_config_errors_name_the_key(raw, expected):
     assert expected[1] in message
 
 
+def test_clock_not_before():
+    import datetime as dt
+
+    cfg, problems = parse_ops_sections({"clock": {"not_before": dt.date(2026, 3, 1)}})
+    assert problems == []
+    assert cfg.clock.not_before == dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()
+    cfg, problems = parse_ops_sections({"clock": {"not_before": "2026-03-01T12:00:00"}})
+    assert problems == [] and cfg.clock.not_before > 0
+    _, problems = parse_ops_sections({"clock": {"not_before": "soon"}})
+    assert problems == [("clock.not_before", "expected a date like 2026-01-31, got 'soon'")]
+    state = clock.assess(_facts(sync_file_exists=True), earliest=time.time() + 86400)
+    assert not state.synchronized and state.source == "plausibility"
+
+
 def test_host_port():
     assert parse_host_port("0.0.0.0:1") == ("0.0.0.0", 1)
     with pytest.raises(ValueError):

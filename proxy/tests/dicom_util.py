@@ -1,0 +1,67 @@
+"""Helpers for DCMTK/pynetdicom tests."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pydicom.data import get_testdata_file
+from pydicom.filereader import _read_file_meta_info, read_preamble
+
+from pydicom import dcmread
+
+_SAMPLE = Path(get_testdata_file("CT_small.dcm"))
+CT = Path(tempfile.mkdtemp(prefix="medtls-dicom-")) / "ct.dcm"
+_ds = dcmread(_SAMPLE)
+del _ds[0xFFFCFFFC]  # trailing padding: DCMTK drops it, so it would not round-trip
+_ds.save_as(CT, enforce_file_format=True)
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes after the File Meta group (what travels in the C-STORE)."""
+    with open(path, "rb") as f:
+        read_preamble(f, False)
+        _read_file_meta_info(f)
+        return f.read()
+
+
+class Storescp:
+    def __init__(self, outdir: Path, port: int, tls: list[str] | None = None):
+        outdir.mkdir(parents=True, exist_ok=True)
+        self.outdir = outdir
+        self.port = port
+        self.log = outdir.parent / f"storescp-{port}.log"
+        self._fh = open(self.log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["storescp", *(tls or []), "+B", "-od", str(outdir), "-aet", "PACS", str(port)],
+            stdout=self._fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        time.sleep(0.3)
+
+    def files(self) -> list[Path]:
+        return sorted(self.outdir.iterdir())
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._fh.close()
+
+
+def storescu(port: int, *extra: str, file: Path = CT, timeout=30):
+    return subprocess.run(
+        ["storescu", *extra, "-aec", "PACS", "127.0.0.1", str(port), str(file)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def echoscu(port: int, *extra: str, timeout=30):
+    return subprocess.run(
+        ["echoscu", *extra, "-aec", "PACS", "127.0.0.1", str(port)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip

@@ -1,0 +1,107 @@
+"""`medtls check`, `--version` and user errors: one line per problem, no tracebacks."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import MEDTLS, box_config, write_yaml
+
+from medtls import __version__
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
+
+
+def medtls(*args):
+    return subprocess.run([*MEDTLS, *args], capture_output=True, text=True, timeout=30)
+
+
+def ct_config(pki, tmp_path, **identity):
+    text = EXAMPLE.read_text()
+    text = text.replace("/etc/medtls/device.crt", str(pki.crt("box-a")))
+    text = text.replace("/etc/medtls/device.key", str(pki.key("box-a")))
+    text = text.replace("/etc/medtls/ca.pem", str(pki.ca))
+    p = tmp_path / "ct.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_version():
+    r = medtls("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"medtls {__version__}"
+
+
+def test_check_ok_on_the_ct_example(pki, tmp_path):
+    r = medtls("check", "--config", str(ct_config(pki, tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert "OK (2 outbound, 2 inbound)" in r.stdout
+
+
+def test_check_example_as_shipped_names_missing_files():
+    r = medtls("check", "--config", str(EXAMPLE))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        "identity.certificate: file not found: /etc/medtls/device.crt",
+        "identity.key: file not found: /etc/medtls/device.key",
+        "trust.ca: file not found: /etc/medtls/ca.pem",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        ({"certificate": "expired.crt"}, "identity.certificate: certificate 'O=Test Hospital,CN=expired' expired on"),
+        ({"key": "box-b.key"}, "identity.key: does not match identity.certificate"),
+        ({"certificate": "rogue.crt", "key": "rogue.key"},
+         "identity.certificate: does not chain to a configured CA: issuer 'O=Test Hospital,CN=Rogue CA'"),
+        ({"key": "box-a-enc.key"}, "identity.key: key is encrypted: set identity.key_passphrase_file"),
+        ({"certificate": "box-a-leaf.crt"},
+         "identity.certificate: does not chain to a configured CA: issuer 'O=Test Hospital,CN=Test Intermediate CA'"),
+        ({"certificate": "pass.txt"}, "identity.certificate: no valid PEM certificate"),
+    ],
+)
+def test_check_reports_material_problems(pki, tmp_path, identity, expected):
+    cfg = box_config(pki, "box-a")
+    cfg["identity"].update({k: str(pki.dir / v) for k, v in identity.items()})
+    r = medtls("check", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert r.returncode == 1
+    assert any(line.startswith(expected) for line in r.stderr.splitlines()), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_check_passphrase_file(pki, tmp_path):
+    cfg = box_config(pki, "box-a")
+    cfg["identity"].update(key=str(pki.enc_key), key_passphrase_file=str(pki.passphrase))
+    r = medtls("check", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "wrong").write_text("nope\n")
+    cfg["identity"]["key_passphrase_file"] = str(tmp_path / "wrong")
+    r = medtls("check", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert r.returncode == 1
+    assert "identity.key_passphrase_file: wrong passphrase for identity.key" in r.stderr
+
+
+def test_run_with_bad_config_is_one_line_per_problem(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("device: {ip: 1.2.3.4}\nidentity: {certificate: /x/c, key: /x/k}\ntrust: {}\n")
+    r = medtls("run", "--config", str(p))
+    assert r.returncode == 1
+    assert sorted(r.stderr.splitlines()) == [
+        "identity.certificate: file not found: /x/c",
+        "identity.key: file not found: /x/k",
+        "trust.ca: required key missing",
+    ]
+
+
+def test_run_port_in_use_is_a_clear_error(pki, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = box_config(pki, "box-a", inbound=[{"name": "svc", "listen": f"127.0.0.1:{port}",
+                                                 "allow": [{"cn": "box-b"}]}])
+        r = medtls("run", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (svc): Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr

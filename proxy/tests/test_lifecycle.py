@@ -1,0 +1,234 @@
+"""Daemon lifecycle: events, snapshot, reload (API and SIGHUP), SIGTERM drain."""
+
+import signal
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+from conftest import EchoServer, box_config, free_port, write_yaml
+
+from medtls import events as ev
+from medtls.daemon import Daemon
+
+
+class Recorder(ev.Observer):
+    def __init__(self):
+        self.events = []
+
+    def listener_ready(self, name, direction, address):
+        self.events.append(("listener_ready", name, direction))
+
+    def connection_opened(self, conn):
+        self.events.append(("connection_opened", conn.direction, conn.route))
+
+    def tls_established(self, conn, version, cipher, peer):
+        self.events.append(("tls_established", version, cipher, peer))
+
+    def handshake_failed(self, conn, reason, detail):
+        self.events.append(("handshake_failed", reason))
+
+    def connection_closed(self, conn, up, down, duration, result):
+        self.events.append(("connection_closed", up, down, result))
+
+    def reload_ok(self, generation):
+        self.events.append(("reload_ok", generation))
+
+    def reload_failed(self, error):
+        self.events.append(("reload_failed", error))
+
+    def stopping(self):
+        self.events.append(("stopping",))
+
+    def names(self):
+        return [e[0] for e in self.events]
+
+
+class TLSClient:
+    def __init__(self, pki, port, cn):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(pki.ca)
+        ctx.load_cert_chain(pki.crt(cn), pki.key(cn))
+        self.s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+
+    def echo(self, data=b"ping"):
+        self.s.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            b = self.s.recv(65536)
+            if not b:
+                break
+            got += b
+        return got
+
+    def close(self):
+        self.s.close()
+
+
+def try_echo(pki, port, cn):
+    try:
+        c = TLSClient(pki, port, cn)
+        try:
+            return c.echo()
+        finally:
+            c.close()
+    except (OSError, ssl.SSLError):
+        return b""
+
+
+@pytest.fixture
+def daemon_env(pki, tmp_path):
+    echo = EchoServer()
+    port = free_port()
+    path = tmp_path / "medtls.yaml"
+
+    def cfg(allow, **over):
+        c = box_config(pki, "box-b", inbound=[{
+            "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+            "allow": allow}], **over)  # fmt: skip
+        return write_yaml(path, c)
+
+    cfg([{"cn": "box-a"}])
+    rec = Recorder()
+    d = Daemon(path, observers=[rec])
+    t = threading.Thread(target=d.serve_forever, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not d.listeners and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield d, rec, port, cfg
+    d.stop()
+    t.join(10)
+    echo.close()
+
+
+def wait_for(pred, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_events_and_snapshot(pki, daemon_env):
+    d, rec, port, _ = daemon_env
+    assert try_echo(pki, port, "box-a") == b"ping"
+    assert wait_for(lambda: "connection_closed" in rec.names())
+    assert rec.events[0] == ("listener_ready", "svc", "inbound")
+    assert ("reload_ok", 1) in rec.events
+    i = rec.names().index("connection_opened")
+    assert rec.events[i] == ("connection_opened", "inbound", "svc")
+    tls = rec.events[i + 1]
+    assert tls[0] == "tls_established" and tls[1] == "TLSv1.3" and "CN=box-a" in tls[3]
+    assert rec.events[i + 2] == ("connection_closed", 4, 4, "ok")
+
+    snap = d.snapshot()
+    assert snap["listeners"] == [{"name": "svc", "direction": "inbound",
+                                  "address": f"127.0.0.1:{port}"}]
+    assert snap["connections"]["total"] == 0
+    assert snap["generation"] == 1
+    roles = {c["role"] for c in snap["certificates"]}
+    assert {"identity.certificate", "trust.ca"} <= roles
+    assert all(c["not_after"] for c in snap["certificates"])
+    assert snap["peers"]["svc"]["last_success"] > 0
+
+    assert try_echo(pki, port, "his") == b""
+    assert wait_for(lambda: ("handshake_failed", "acl_denied") in rec.events)
+    assert d.snapshot()["peers"]["svc"]["last_failure_reason"] == "acl_denied"
+
+
+def test_active_connections_in_snapshot(pki, daemon_env):
+    d, _, port, _ = daemon_env
+    c = TLSClient(pki, port, "box-a")
+    assert c.echo() == b"ping"
+    snap = d.snapshot()
+    assert snap["connections"]["by_direction"] == {"inbound": 1}
+    assert snap["connections"]["by_route"] == {"inbound/svc": 1}
+    c.close()
+
+
+def test_reload_keeps_established_and_applies_new_policy(pki, daemon_env):
+    d, rec, port, cfg = daemon_env
+    old = TLSClient(pki, port, "box-a")
+    assert old.echo() == b"ping"
+    cfg([{"cn": "ris"}])  # box-a no longer allowed
+    assert d.reload() is True
+    assert ("reload_ok", 2) in rec.events
+    assert old.echo(b"still here") == b"still here"  # established connection survives
+    assert try_echo(pki, port, "box-a") == b""  # new connections use the new ACL
+    assert try_echo(pki, port, "ris") == b"ping"
+    old.close()
+
+
+def test_bad_reload_keeps_running_config(pki, daemon_env, tmp_path, caplog):
+    d, rec, port, cfg = daemon_env
+    cfg([{"cn": "box-a"}], colour="blue")
+    assert d.reload() is False
+    assert rec.events[-1][0] == "reload_failed" and "colour: unknown key" in rec.events[-1][1]
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate")
+    path = cfg([{"cn": "box-a"}])
+    text = path.read_text().replace(str(pki.crt("box-b")), str(garbage))
+    path.write_text(text)
+    assert d.reload() is False
+    assert "cannot load" in rec.events[-1][1]
+    assert d.snapshot()["generation"] == 1
+    assert try_echo(pki, port, "box-a") == b"ping"  # old material still serves
+
+
+def test_sighup_reload_and_sigterm_drain(pki, run_medtls, tmp_path):
+    echo = EchoServer()
+    port = free_port()
+    cfg = box_config(pki, "box-b", inbound=[{
+        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+        "allow": [{"cn": "box-a"}]}])  # fmt: skip
+    cfg["limits"]["drain_timeout"] = 20
+    m = run_medtls(cfg, "b", [port])
+    held = TLSClient(pki, port, "box-a")
+    assert held.echo() == b"ping"
+
+    cfg["inbound"][0]["allow"] = [{"cn": "ris"}]
+    write_yaml(m.config, cfg)
+    m.signal(signal.SIGHUP)
+    m.wait_log("reload: configuration generation 2 active")
+    assert try_echo(pki, port, "box-a") == b""
+    cfg["bogus"] = 1
+    write_yaml(m.config, cfg)
+    m.signal(signal.SIGHUP)
+    m.wait_log("reload rejected, keeping generation 2: ")
+    assert try_echo(pki, port, "ris") == b"ping"
+
+    m.signal(signal.SIGTERM)
+    m.wait_log("stopping: listeners closed, draining")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    assert held.echo(b"during drain") == b"during drain"
+    t0 = time.monotonic()
+    held.close()
+    m.proc.wait(10)
+    assert m.proc.returncode == 0
+    assert time.monotonic() - t0 < 5  # exits when the last connection ends, not at the timeout
+    echo.close()
+
+
+def test_sigterm_drain_timeout_closes_remaining(pki, run_medtls):
+    echo = EchoServer()
+    port = free_port()
+    cfg = box_config(pki, "box-b", inbound=[{
+        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+        "allow": [{"cn": "box-a"}]}])  # fmt: skip
+    cfg["limits"]["drain_timeout"] = 1
+    m = run_medtls(cfg, "b", [port])
+    held = TLSClient(pki, port, "box-a")
+    assert held.echo() == b"ping"
+    t0 = time.monotonic()
+    m.signal(signal.SIGTERM)
+    m.proc.wait(10)
+    assert 0.8 < time.monotonic() - t0 < 5
+    assert "result=shutdown" in m.log()
+    assert held.s.recv(10) == b""  # closed cleanly (close_notify), not reset
+    held.close()
+    echo.close()

@@ -1,0 +1,226 @@
+"""Failure cases, each asserting what the user sees (client result + one log line)."""
+
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import EchoServer, box_config, free_port
+from dicom_util import Storescp, storescu
+
+
+@pytest.fixture
+def echo():
+    s = EchoServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def box_b(pki, run_medtls, echo):
+    """Inbound-only medtls admitting cn=box-a; returns (proc, tls_port)."""
+
+    def start(**over):
+        port = free_port()
+        cfg = box_config(pki, "box-b", inbound=[{
+            "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+            "allow": [{"cn": "box-a"}, {"cn": "ris", "ip": "127.0.0.1"}]}], **over)  # fmt: skip
+        return run_medtls(cfg, "b", [port]), port
+
+    return start
+
+
+def s_client(port, *args, data=b"ping\n", timeout=15):
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *args],
+        input=data, capture_output=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def tls_echo(pki, port, cn, payload=b"hello"):
+    """TLS client with certificate `cn`; returns the echoed bytes (b'' if refused)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(pki.ca)
+    if cn:
+        ctx.load_cert_chain(pki.crt(cn), pki.key(cn))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        try:
+            with ctx.wrap_socket(raw) as s:
+                s.sendall(payload)
+                got = b""
+                while len(got) < len(payload):
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    got += b
+                return got
+        except (ssl.SSLError, ConnectionResetError):
+            return b""
+
+
+def test_s_client_probe_good_identity(pki, box_b):
+    b, port = box_b()
+    r = s_client(port, "-cert", str(pki.crt("box-a")), "-key", str(pki.key("box-a")),
+                 "-cert_chain", str(pki.crt("box-a")), "-CAfile", str(pki.ca))  # fmt: skip
+    out = r.stdout.decode()
+    assert "Verify return code: 0 (ok)" in out
+    assert "TLSv1.3" in out
+    b.wait_log("result=ok")
+
+
+def test_s_client_acl_allows_second_identity(pki, box_b):
+    b, port = box_b()
+    assert tls_echo(pki, port, "ris") == b"hello"
+
+
+def test_untrusted_ca_client(pki, box_b):
+    b, port = box_b()
+    assert tls_echo(pki, port, "rogue") == b""
+    b.wait_log("refused: unknown_ca: peer certificate not trusted")
+
+
+def test_identity_not_in_acl(pki, box_b):
+    b, port = box_b()
+    assert tls_echo(pki, port, "his") == b""  # trusted CA, but cn=his not allowed
+    log = b.wait_log("refused: acl_denied")
+    assert "CN=his" in log
+
+
+def test_expired_client_certificate(pki, box_b):
+    b, port = box_b()
+    assert tls_echo(pki, port, "expired") == b""
+    b.wait_log("refused: cert_expired: peer certificate certificate has expired")
+
+
+def test_client_without_certificate(pki, box_b):
+    b, port = box_b()
+    assert tls_echo(pki, port, None) == b""
+    b.wait_log("refused: no_certificate")
+
+
+def test_tls11_client_refused(pki, box_b):
+    b, port = box_b()
+    r = s_client(port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-cert",
+                 str(pki.crt("box-a")), "-key", str(pki.key("box-a")))  # fmt: skip
+    assert r.returncode != 0
+    assert b"ping" not in r.stdout.split(b"---")[-1]
+    b.wait_log("refused: protocol_version")
+
+
+def test_plaintext_to_tls_port(box_b):
+    b, port = box_b()
+    assoc_rq = bytes.fromhex("01000000004400010000") + b"PACS".ljust(16) + b"CT".ljust(16)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(assoc_rq + bytes(60))
+        try:
+            reply = s.recv(100)
+        except ConnectionResetError:
+            reply = b""
+    assert not reply.startswith(b"\x02")  # never an A-ASSOCIATE-AC from the device
+    b.wait_log("refused: not_tls: peer did not speak TLS")
+
+
+def test_server_identity_mismatch_outbound(pki, run_medtls, box_b):
+    _, b_port = box_b()
+    a_port = free_port()
+    a = run_medtls(box_config(pki, "box-a", outbound=[{
+        "name": "far", "address": "127.0.0.1", "tls_port": b_port,
+        "listen": f"127.0.0.1:{a_port}", "verify": {"cn": "pacs"}}]), "a", [a_port])  # fmt: skip
+    with socket.create_connection(("127.0.0.1", a_port), timeout=10) as s:
+        s.sendall(b"secret")
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    a.wait_log("refused: identity_mismatch: server O=Test Hospital,CN=box-b")
+
+
+def test_server_from_untrusted_ca_outbound(pki, run_medtls, box_b, tmp_path):
+    _, b_port = box_b()
+    a_port = free_port()
+    scp = Storescp(tmp_path / "unused", free_port())
+    try:
+        a = run_medtls(box_config(pki, "box-a", outbound=[{
+            "name": "far", "address": "127.0.0.1", "tls_port": b_port,
+            "listen": f"127.0.0.1:{a_port}",
+            "verify": {"cn": "box-b", "ca": str(pki.rogue_ca)}}]), "a", [a_port])  # fmt: skip
+        r = storescu(a_port)
+        assert r.returncode != 0  # the device's DICOM send fails visibly
+        a.wait_log("refused: unknown_ca")
+    finally:
+        scp.stop()
+
+
+def test_peer_down(pki, run_medtls):
+    a_port, dead = free_port(), free_port()
+    a = run_medtls(box_config(pki, "box-a", outbound=[{
+        "name": "far", "address": "127.0.0.1", "tls_port": dead,
+        "listen": f"127.0.0.1:{a_port}", "verify": {"cn": "box-b"}}]), "a", [a_port])  # fmt: skip
+    r = storescu(a_port)
+    assert r.returncode != 0
+    a.wait_log(f"refused: connect_failed: connect to 127.0.0.1:{dead}: Connection refused")
+
+
+def test_peer_resets_mid_transfer(make_pair):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def reset_after_some():
+        c, _ = srv.accept()
+        got = 0
+        while got < 200_000:
+            got += len(c.recv(65536))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        c.close()
+
+    t = threading.Thread(target=reset_after_some, daemon=True)
+    t.start()
+    pair = make_pair(srv.getsockname()[1])
+    with socket.create_connection(("127.0.0.1", pair.a_port), timeout=10) as s:
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(200):  # 50 MB: far more than the buffers hold
+                s.sendall(bytes(262144))
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+            raise AssertionError("a reset was reported as a clean end of stream")
+    srv.close()
+    pair.b.wait_log("aborted")
+
+
+def test_slow_loris_handshake_times_out_without_blocking_others(pki, box_b):
+    b, port = box_b(limits={"handshake_timeout": 1, "connect_timeout": 3, "drain_timeout": 1})
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+        slow.sendall(b"\x16\x03\x01")  # a ClientHello that never completes
+        t0 = time.monotonic()
+        assert tls_echo(pki, port, "box-a") == b"hello"  # others are served meanwhile
+        slow.settimeout(5)
+        try:
+            assert slow.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        assert 0.5 < time.monotonic() - t0 < 4
+    b.wait_log("refused: timeout: TLS handshake timed out")
+
+
+def test_unknown_destination_transparent_default_deny(pki, run_medtls, echo):
+    """Transparent listener on loopback: the original destination (getsockname) is the
+    listener itself, which no peer entry lists -> refused and logged."""
+    out_port, in_port = free_port(), free_port()
+    cfg = box_config(pki, "box-a", mode="transparent",
+                     listeners={"outbound": out_port, "inbound": in_port,
+                                "address": "127.0.0.1"},
+                     outbound=[{"name": "pacs", "address": "198.18.0.20", "port": 104,
+                                "verify": {"cn": "pacs"}}])  # fmt: skip
+    a = run_medtls(cfg, "a", [out_port])
+    with socket.create_connection(("127.0.0.1", out_port), timeout=10) as s:
+        s.sendall(b"hello")
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    a.wait_log(f"outbound - 127.0.0.1:")
+    a.wait_log(f"-> 127.0.0.1:{out_port} refused: no_route: destination not in the outbound")
