@@ -61,7 +61,11 @@ def markdown(result: dict) -> str:
     lines = [
         f"medtls bench, {result['date']}, mode {result['mode']}, "
         f"{result['sizes']['runs']} run(s), median; {m['cpu']}, {m['cores']} cores, "
-        f"kernel {m['kernel']}, {m['openssl']}, load {' '.join(m['loadavg_start'])}",
+        f"kernel {m['kernel']}, {m['openssl']}, Python {m['python']}, "
+        f"load average {' '.join(m['loadavg_start'])} at start, "
+        f"{' '.join(m.get('loadavg_end', ['?']))} at end; {result.get('duration_s', '?')} s",
+        "",
+        "versions: " + "; ".join(f"{k}: {v}" for k, v in result["versions"].items()),
         "",
     ]
     for name, scen in result["scenarios"].items():

@@ -28,7 +28,7 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-
 cat > "$rootfs/etc/fstab" <<'FSTAB'
 # <file system>  <mount point>   <type> <options>                          <dump> <pass>
 LABEL=RASPIROOT  /               ext4   defaults,noatime                   0      1
-LABEL=RASPIFIRM  /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=20s,umask=0077 0 2
+LABEL=RASPIFIRM  /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=90s,umask=0077 0 2
 FSTAB
 mkdir -p "$rootfs/boot/firmware"
 

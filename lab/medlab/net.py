@@ -53,13 +53,14 @@ class Lab:
             )
         return proc
 
-    def spawn(self, ns: str, argv: list[str], log: str, env: dict | None = None):
+    def spawn(self, ns: str, argv: list[str], log: str, env: dict | None = None, stdin=None):
         """Start a background process in `ns`; its output goes to workdir/LOG."""
         logf = open(self.workdir / log, "ab")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(ns), *argv],
             stdout=logf,
             stderr=subprocess.STDOUT,
+            stdin=stdin,
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
@@ -84,10 +85,13 @@ class Lab:
         path = self.workdir / name
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def wait_listen(self, ns: str, port: int, timeout: float = 15, proc=None, log=None) -> None:
+    def wait_listen(
+        self, ns: str, port: int, timeout: float = 15, proc=None, log=None, udp: bool = False
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.run(ns, ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+            flags = "-Hlun" if udp else "-Hltn"
+            out = self.run(ns, ["ss", flags, f"sport = :{port}"], check=False).stdout
             if out.strip():
                 return
             if proc is not None and proc.poll() is not None:

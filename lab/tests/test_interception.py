@@ -59,12 +59,15 @@ def test_box_is_invisible_and_non_tcp_crosses(env):
         lab.run("modality", ["ping", "-c", "2", "-W", "2", sv.PACS_IP])
         rx = lab.spawn("pacs", ["socat", "-u", "UDP4-RECV:67,reuseaddr", "OPEN:"
                                 f"{lab.workdir}/dhcp.bin,creat,trunc"], "dhcp-rx.log")  # fmt: skip
-        time.sleep(0.3)
+        lab.wait_listen("pacs", 67, proc=rx, log="dhcp-rx.log", udp=True)
         lab.run("modality", ["socat", "-u", "-",
                              "UDP4-DATAGRAM:255.255.255.255:67,broadcast,sourceport=68,so-bindtodevice=eth0"],
                 input="DHCPDISCOVER-lab")  # fmt: skip
-        time.sleep(0.5)
-        lab.stop(rx)
+        got = lab.workdir / "dhcp.bin"
+        try:
+            sv.wait_for(lambda: got.exists() and got.read_text(), 5, "the broadcast at the PACS")
+        finally:
+            lab.stop(rx)
         sv.echo(lab, "modality", sv.PACS_IP, 104, sv.PACS_AET)
     assert (lab.workdir / "dhcp.bin").read_text() == "DHCPDISCOVER-lab", "broadcast UDP blocked"
     assert tshark(pcap, "icmp.type == 0"), "ICMP echo reply did not cross"

@@ -3,6 +3,7 @@ fails when the protection (TLS, the ACL, the ruleset) is removed, not merely whe
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 from medlab import services as sv
@@ -77,6 +78,33 @@ def test_downgrade_tls10_and_tls11_refused(env):
         assert "ClientHello" in r.stdout, f"{flag}: the client sent no offer (test is void)"
         assert "ServerHello" not in r.stdout, f"{flag}: server accepted the old protocol"
         assert r.returncode != 0
+
+
+def test_downgrade_outbound_old_tls_server_refused(env):
+    """Mallory holds the PACS's real key but speaks only TLS 1.0/1.1: medtls must not talk."""
+    lab = env.lab
+    cert, key, ca = env.tls("pacs")
+    with as_pacs(lab):
+        for flag, ok in (("-tls1_2", True), ("-tls1_1", False), ("-tls1", False)):
+            log = f"old-tls-server{flag}.log"
+            server = ["openssl", "s_server", "-accept", "2762", "-cert", cert, "-key", key,
+                      "-CAfile", ca, "-msg", "-cipher", "DEFAULT:@SECLEVEL=0",
+                      flag]  # fmt: skip
+            proc = lab.spawn("mallory", server, log, stdin=subprocess.PIPE)
+            try:
+                lab.wait_listen("mallory", 2762, proc=proc, log=log)
+                sv.echo(lab, "modality", sv.PACS_IP, 104, sv.PACS_AET, check=False)
+                time.sleep(0.3)
+            finally:
+                lab.stop(proc)
+            text = lab.log(log)
+            assert "ClientHello" in text, f"{flag}: medtls never reached the server (void test)"
+            if ok:
+                assert "Finished" in text, f"control {flag}: no completed handshake\n{text}"
+            else:
+                assert "ServerHello" not in text or "Finished" not in text, (
+                    f"{flag}: medtls completed a handshake with an old protocol"
+                )
 
 
 def test_bypass_plain_tcp_never_reaches_device(env):

@@ -659,8 +659,9 @@ def _limits(r: _Reader, raw: Any) -> Limits:
     return lim
 
 
-_TOP_KEYS = {"device", "interfaces", "mode", "interception", "listeners", "identity", "trust",
-             "tls", "outbound", "inbound", "passthrough", "limits", "logging", "workers"}  # fmt: skip
+_TOP_KEYS = {"device", "interfaces", "mode", "interception", "listeners", "identity",
+             "trust", "tls", "outbound", "inbound", "passthrough", "limits", "logging",
+             "workers"}  # fmt: skip
 
 
 def parse_config(raw: Any, path: Path, check_files: bool = True) -> Config:

@@ -1,15 +1,16 @@
 """The medtls daemon: listeners, connection setup, relay loop, reload and drain.
 
-One selectors loop per process drives every socket (and every TLS object) of every connection.
+One epoll loop per process drives every socket (and every TLS object) of every connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
 import os
-import selectors
+import select
 import signal
 import socket
 import ssl
@@ -43,6 +44,8 @@ from medtls.tlsctx import TLSSetupError, self_test
 log = logging.getLogger("medtls")
 
 CONNECTING, HANDSHAKE, RELAY, CLOSED = "connecting", "handshake", "relay", "closed"
+_GONE = object()
+_ERRHUP = select.EPOLLERR | select.EPOLLHUP
 
 
 @dataclass(frozen=True)
@@ -111,10 +114,21 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
     }  # fmt: skip
     if reason in table:
         return table[reason]
-    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST",
-                  "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LENGTH_MISMATCH"):  # fmt: skip
+    if reason in _NOT_TLS:
         return ev.NOT_TLS, "peer did not speak TLS (plaintext sent to a TLS port?)"
     return ev.HANDSHAKE_ERROR, (reason.lower().replace("_", " ") or str(e))
+
+
+_NOT_TLS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "HTTP_REQUEST",
+        "HTTPS_PROXY_REQUEST",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LENGTH_MISMATCH",
+    }
+)
 
 
 class Conn:
@@ -150,7 +164,8 @@ class Daemon:
         self_test()
         self.events = ev.Dispatcher(observers)
         self.rt = build_runtime(config, 1)
-        self.sel = selectors.DefaultSelector()
+        self.ep = select.epoll()
+        self.fdmap: dict[int, object] = {}  # fd -> Side | ListenerSpec | None (wakeup)
         self.listeners: dict[ListenerSpec, socket.socket] = {}
         self.conns: dict[int, Conn] = {}
         self.ids = itertools.count(1)
@@ -166,7 +181,7 @@ class Daemon:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._poll_add(self._wake_r.fileno(), READ, None)
         self._last_limit_log = 0.0
 
     @property
@@ -208,11 +223,11 @@ class Daemon:
         for spec in list(self.listeners):
             if spec not in want:
                 s = self.listeners.pop(spec)
-                self.sel.unregister(s)
+                self._poll_del(s.fileno())
                 s.close()
         for spec, s in opened.items():
             self.listeners[spec] = s
-            self.sel.register(s, selectors.EVENT_READ, spec)
+            self._poll_add(s.fileno(), READ, (spec, s))
             addr = s.getsockname()[:2]
             log.info("listening %s on %s:%d", spec.name, addr[0], addr[1])
             self.events.listener_ready(spec.name, spec.direction, addr)
@@ -241,10 +256,8 @@ class Daemon:
     def _call_soon(self, fn, *args) -> None:
         with self._lock:
             self._calls.append((fn, args))
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        except OSError:
-            pass
 
     def stop(self) -> None:
         """Stop accepting and drain (limits.drain_timeout), from any thread."""
@@ -259,7 +272,7 @@ class Daemon:
         self.stopping = True
         self.drain_deadline = time.monotonic() + self.config.limits.drain_timeout
         for s in self.listeners.values():
-            self.sel.unregister(s)
+            self._poll_del(s.fileno())
             s.close()
         self.listeners.clear()
         log.info(
@@ -314,16 +327,13 @@ class Daemon:
         for c in list(self.conns.values()):
             self._finish(c, ev.RESULT_SHUTDOWN, graceful=True)
         for s in self.listeners.values():
-            self.sel.unregister(s)
+            self._poll_del(s.fileno())
             s.close()
         self.listeners.clear()
-        try:
-            self.sel.unregister(self._wake_r)
-        except (KeyError, ValueError):
-            pass
+        self._poll_del(self._wake_r.fileno())
         self._wake_r.close()
         self._wake_w.close()
-        self.sel.close()
+        self.ep.close()
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
 
@@ -332,15 +342,19 @@ class Daemon:
     def _run_once(self) -> None:
         now = time.monotonic()
         timeout = max(0.0, min(0.5, self._next_timer - now)) if self.conns else 1.0
-        for key, mask in self.sel.select(timeout):
-            data = key.data
-            if data is None:
-                self._drain_wakeups()
-            elif isinstance(data, Side):
+        fdmap = self.fdmap
+        for fd, event in self.ep.poll(timeout):
+            data = fdmap.get(fd, _GONE)
+            if data.__class__ is Side:
                 if data.conn.state != CLOSED:
+                    mask = event & (READ | WRITE)
+                    if event & _ERRHUP:
+                        mask = READ | WRITE
                     self._on_io(data.conn, data, mask)
-            else:
-                self._accept(key.fileobj, data)
+            elif data is None:
+                self._drain_wakeups()
+            elif data is not _GONE:
+                self._accept(data[1], data[0])
         now = time.monotonic()
         if now >= self._next_timer:
             self._timers(now)
@@ -496,10 +510,8 @@ class Daemon:
             return
         except ssl.SSLError as e:
             reason, detail = classify_tls_error(e)
-            try:
+            with contextlib.suppress(RelayError):
                 t.flush()  # deliver our alert
-            except RelayError:
-                pass
             self._fail(c, reason, detail)
             return
         t.flush()
@@ -606,12 +618,21 @@ class Daemon:
         if side is None or side.mask == mask:
             return
         if mask == 0:
-            self.sel.unregister(side.fd)
+            self._poll_del(side.fd)
         elif side.mask == 0:
-            self.sel.register(side.fd, mask, side)
+            self._poll_add(side.fd, mask, side)
         else:
-            self.sel.modify(side.fd, mask, side)
+            self.ep.modify(side.fd, mask)
         side.mask = mask
+
+    def _poll_add(self, fd: int, mask: int, data) -> None:
+        self.ep.register(fd, mask)
+        self.fdmap[fd] = data
+
+    def _poll_del(self, fd: int) -> None:
+        if self.fdmap.pop(fd, _GONE) is not _GONE:
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(fd)
 
     # ------------------------------------------------------------------ end
 

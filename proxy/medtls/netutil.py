@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -81,8 +82,6 @@ def abort(s: socket.socket | None) -> None:
     """Close with RST so the other end sees a failure, not a clean end of stream."""
     if s is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     s.close()

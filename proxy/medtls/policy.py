@@ -73,9 +73,8 @@ def _dns_match(pattern: str, names: tuple[str, ...]) -> bool:
         name = name.rstrip(".")
         if name == pattern:
             return True
-        if name.startswith("*.") and "." in pattern:
-            if pattern.split(".", 1)[1] == name[2:]:
-                return True
+        if name.startswith("*.") and "." in pattern and pattern.split(".", 1)[1] == name[2:]:
+            return True
     return False
 
 

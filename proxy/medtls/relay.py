@@ -12,13 +12,14 @@ only after every buffered byte has been delivered. Errors abort both sides with 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 
 from medtls.tlsctx import send_close_notify
 
-READ = 1  # selectors.EVENT_READ
-WRITE = 2  # selectors.EVENT_WRITE
+READ = select.EPOLLIN
+WRITE = select.EPOLLOUT
 
 # Ciphertext buffered from a TLS socket before it is decrypted; > 2 records so a record always
 # completes even when the plaintext buffer is small.
@@ -43,10 +44,10 @@ class Side:
         "eof_in",
         "fd",
         "fin_after_flush",
-        "only_close",
         "inc",
         "mask",
         "name",
+        "only_close",
         "out",
         "raw_eof",
         "registered",
@@ -178,8 +179,10 @@ def recv_plain(side: Side, pipe: Pipe) -> None:
 def _tls_read(src: Side, pipe: Pipe) -> bool:
     got = False
     tls = src.tls
+    inc = src.inc
     mv = pipe.mv
-    while pipe.end < pipe.size:
+    # Skipping read() when no input can complete a record avoids a raised SSLWantReadError.
+    while pipe.end < pipe.size and (inc.pending or src.raw_eof or tls.pending()):
         try:
             n = tls.read(pipe.size - pipe.end, mv[pipe.end :])
         except ssl.SSLWantReadError:
@@ -204,7 +207,12 @@ def pump(pipes: tuple[Pipe, Pipe]) -> None:
         progress = False
         for p in pipes:
             src, dst = p.src, p.dst
-            if src.tls is not None and not src.eof_in and p.end < p.size:
+            if (
+                src.tls is not None
+                and not src.eof_in
+                and p.end < p.size
+                and (src.inc.pending or src.raw_eof or src.tls.pending())
+            ):
                 progress |= _tls_read(src, p)
             if p.end > p.start:
                 if dst.tls is not None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pki import PKI  # noqa: E402
+from pki import PKI
 
 MEDTLS = [sys.executable, "-m", "medtls.cli"]
 
@@ -42,7 +41,7 @@ def box_config(pki: PKI, cn: str, **over) -> dict:
         "mode": "explicit",
         "identity": {"certificate": str(pki.crt(cn)), "key": str(pki.key(cn))},
         "trust": {"ca": str(pki.ca)},
-        "limits": {"handshake_timeout": 3, "connect_timeout": 3, "drain_timeout": 3},
+        "limits": {"handshake_timeout": 10, "connect_timeout": 5, "drain_timeout": 2},
         "logging": {"level": "info"},
     }
     cfg.update(over)
@@ -78,7 +77,7 @@ class Medtls:
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")
 
-    def wait_log(self, needle: str, timeout: float = 5) -> str:
+    def wait_log(self, needle: str, timeout: float = 10) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log()

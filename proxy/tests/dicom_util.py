@@ -7,10 +7,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filereader import _read_file_meta_info, read_preamble
-
-from pydicom import dcmread
 
 _SAMPLE = Path(get_testdata_file("CT_small.dcm"))
 CT = Path(tempfile.mkdtemp(prefix="medtls-dicom-")) / "ct.dcm"
@@ -38,7 +37,12 @@ class Storescp:
             ["storescp", *(tls or []), "+B", "-od", str(outdir), "-aet", "PACS", str(port)],
             stdout=self._fh, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # listening? (a probe is a harmless aborted assoc)
+            if f":{port:04X} 00000000:0000 0A" in Path("/proc/net/tcp").read_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"storescp not listening on {port}")
 
     def files(self) -> list[Path]:
         return sorted(self.outdir.iterdir())

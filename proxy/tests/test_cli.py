@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from conftest import MEDTLS, box_config, write_yaml
-
 from medtls import __version__
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
@@ -49,13 +48,25 @@ def test_check_example_as_shipped_names_missing_files():
 @pytest.mark.parametrize(
     ("identity", "expected"),
     [
-        ({"certificate": "expired.crt"}, "identity.certificate: certificate 'O=Test Hospital,CN=expired' expired on"),
+        (
+            {"certificate": "expired.crt"},
+            "identity.certificate: certificate 'O=Test Hospital,CN=expired' expired on",
+        ),
         ({"key": "box-b.key"}, "identity.key: does not match identity.certificate"),
-        ({"certificate": "rogue.crt", "key": "rogue.key"},
-         "identity.certificate: does not chain to a configured CA: issuer 'O=Test Hospital,CN=Rogue CA'"),
-        ({"key": "box-a-enc.key"}, "identity.key: key is encrypted: set identity.key_passphrase_file"),
-        ({"certificate": "box-a-leaf.crt"},
-         "identity.certificate: does not chain to a configured CA: issuer 'O=Test Hospital,CN=Test Intermediate CA'"),
+        (
+            {"certificate": "rogue.crt", "key": "rogue.key"},
+            "identity.certificate: does not chain to a configured CA: "
+            "issuer 'O=Test Hospital,CN=Rogue CA'",
+        ),
+        (
+            {"key": "box-a-enc.key"},
+            "identity.key: key is encrypted: set identity.key_passphrase_file",
+        ),
+        (
+            {"certificate": "box-a-leaf.crt"},
+            "identity.certificate: does not chain to a configured CA: "
+            "issuer 'O=Test Hospital,CN=Test Intermediate CA'",
+        ),
         ({"certificate": "pass.txt"}, "identity.certificate: no valid PEM certificate"),
     ],
 )
@@ -99,8 +110,11 @@ def test_run_port_in_use_is_a_clear_error(pki, tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        cfg = box_config(pki, "box-a", inbound=[{"name": "svc", "listen": f"127.0.0.1:{port}",
-                                                 "allow": [{"cn": "box-b"}]}])
+        cfg = box_config(
+            pki,
+            "box-a",
+            inbound=[{"name": "svc", "listen": f"127.0.0.1:{port}", "allow": [{"cn": "box-b"}]}],
+        )
         r = medtls("run", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (svc): Address already in use" in r.stderr

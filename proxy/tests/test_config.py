@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from medtls.config import ConfigError, load_config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
@@ -90,27 +89,39 @@ def test_relative_paths_resolve_against_config_dir(tmp_path):
         (lambda r: r["outbound"][0].pop("verify"), "outbound[0].verify: required key missing"),
         (lambda r: r["outbound"][1].update(verify={}), "outbound[1].verify: at least one of"),
         (lambda r: r["outbound"][1].update(name="pacs"), "outbound[1].name: duplicate name"),
-        (lambda r: r["outbound"][1].update(address="198.18.0.20", port=104),
-         "outbound[1]: duplicate destination 198.18.0.20:104"),
+        (
+            lambda r: r["outbound"][1].update(address="198.18.0.20", port=104),
+            "outbound[1]: duplicate destination 198.18.0.20:104",
+        ),
         (lambda r: r["inbound"][1].update(port=2762), "inbound[1].port: duplicate port 2762"),
         (lambda r: r["inbound"][0].update(allow=[]), "inbound[0].allow: must be a non-empty"),
-        (lambda r: r["inbound"][0]["allow"].append({"ip": "1.2.3.4"}),
-         "inbound[0].allow[2]: at least one of"),
+        (
+            lambda r: r["inbound"][0]["allow"].append({"ip": "1.2.3.4"}),
+            "inbound[0].allow[2]: at least one of",
+        ),
         (lambda r: r["tls"].update(profile="tls10"), "tls.profile: unknown TLS profile 'tls10'"),
         (lambda r: r.update(mode="magic"), "mode: must be one of transparent, explicit"),
         (lambda r: r["device"].update(mac="zz"), "device.mac: not a MAC address"),
         (lambda r: r["limits"].update(handshake_timeout=-1), "limits.handshake_timeout: must be"),
         (lambda r: r["limits"].update(buffer_size=10), "limits.buffer_size: must be >= 4096"),
         (lambda r: r.update(workers=0), "workers: must be a positive integer"),
-        (lambda r: r["outbound"][0].update(listen="127.0.0.1:9"),
-         "outbound[0].listen: only valid with mode: explicit"),
-        (lambda r: r["outbound"][1].update(verify={"spki_sha256": "abc"}),
-         "outbound[1].verify.spki_sha256: must be 64 hex digits"),
-        (lambda r: r["outbound"][1].update(verify={"subject": "pacs"}),
-         "outbound[1].verify.subject: not a distinguished name"),
+        (
+            lambda r: r["outbound"][0].update(listen="127.0.0.1:9"),
+            "outbound[0].listen: only valid with mode: explicit",
+        ),
+        (
+            lambda r: r["outbound"][1].update(verify={"spki_sha256": "abc"}),
+            "outbound[1].verify.spki_sha256: must be 64 hex digits",
+        ),
+        (
+            lambda r: r["outbound"][1].update(verify={"subject": "pacs"}),
+            "outbound[1].verify.subject: not a distinguished name",
+        ),
         (lambda r: r["outbound"][1].update(plaintext="yes"), "outbound[1].plaintext: must be true"),
-        (lambda r: r.update(passthrough={"inbound_ports": [0]}),
-         "passthrough.inbound_ports[0]: must be a port"),
+        (
+            lambda r: r.update(passthrough={"inbound_ports": [0]}),
+            "passthrough.inbound_ports[0]: must be a port",
+        ),
         (lambda r: r.update(outbound={"a": 1}), "outbound: must be a list"),
         (lambda r: r.pop("identity"), "identity: required key missing"),
     ],
@@ -132,8 +143,9 @@ def test_all_problems_reported_at_once():
 
 def test_plaintext_peer_needs_no_verify_and_warns():
     raw = raw_example()
-    raw["outbound"].append({"name": "printer", "address": "198.18.0.40", "port": 9100,
-                            "plaintext": True})
+    raw["outbound"].append(
+        {"name": "printer", "address": "198.18.0.40", "port": 9100, "plaintext": True}
+    )
     raw["outbound"][0]["profile"] = "aes-legacy"
     cfg = parse_config(raw, Path("/x.yaml"), check_files=False)
     assert cfg.outbound[2].plaintext and cfg.outbound[2].verify is None

@@ -58,7 +58,7 @@ def test_client_without_certificate_tls13_fails_dicom_result(pki, run_medtls, st
         "name": "svc", "listen": f"127.0.0.1:{b_port}", "device_port": scp.port,
         "allow": [{"cn": "box-a"}]}]), "b", [b_port])  # fmt: skip
     r = storescu(b_port, "+tla", "+cf", str(pki.ca))  # anonymous TLS client, no certificate
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stdout + r.stderr
     assert scp.files() == []
     b.wait_log("refused: no_certificate")
 

@@ -8,7 +8,6 @@ import time
 
 import pytest
 from conftest import EchoServer, box_config, free_port, write_yaml
-
 from medtls import events as ev
 from medtls.daemon import Daemon
 
@@ -126,8 +125,9 @@ def test_events_and_snapshot(pki, daemon_env):
     assert rec.events[i + 2] == ("connection_closed", 4, 4, "ok")
 
     snap = d.snapshot()
-    assert snap["listeners"] == [{"name": "svc", "direction": "inbound",
-                                  "address": f"127.0.0.1:{port}"}]
+    assert snap["listeners"] == [
+        {"name": "svc", "direction": "inbound", "address": f"127.0.0.1:{port}"}
+    ]
     assert snap["connections"]["total"] == 0
     assert snap["generation"] == 1
     roles = {c["role"] for c in snap["certificates"]}

@@ -4,8 +4,6 @@ import ssl
 from pathlib import Path
 
 import pytest
-from pki import make_ca, make_leaf
-
 from medtls import events as ev
 from medtls.config import AllowRule, Verify, load_config
 from medtls.daemon import classify_tls_error
@@ -17,6 +15,7 @@ from medtls.policy import (
     route_outbound,
     verify_mismatches,
 )
+from pki import make_ca, make_leaf
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
 
@@ -24,8 +23,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
 @pytest.fixture(scope="module")
 def ident():
     root = make_ca("Root")
-    leaf = make_leaf("pacs", root, ips=("198.18.0.20",), dns=("*.pacs.example",),
-                     uris=("urn:oid:1.2.3",))
+    leaf = make_leaf(
+        "pacs", root, ips=("198.18.0.20",), dns=("*.pacs.example",), uris=("urn:oid:1.2.3",)
+    )
     return identity_of(leaf.cert)
 
 
@@ -96,10 +96,14 @@ def _err(cls, reason, code=None, msg=None):
 @pytest.mark.parametrize(
     ("err", "reason"),
     [
-        (_err(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED", 20, "unable"),
-         ev.UNKNOWN_CA),
-        (_err(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED", 10, "expired"),
-         ev.CERT_EXPIRED),
+        (
+            _err(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED", 20, "unable"),
+            ev.UNKNOWN_CA,
+        ),
+        (
+            _err(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED", 10, "expired"),
+            ev.CERT_EXPIRED,
+        ),
         (_err(ssl.SSLError, "PEER_DID_NOT_RETURN_A_CERTIFICATE"), ev.NO_CERTIFICATE),
         (_err(ssl.SSLError, "UNSUPPORTED_PROTOCOL"), ev.PROTOCOL_VERSION),
         (_err(ssl.SSLError, "WRONG_VERSION_NUMBER"), ev.NOT_TLS),

@@ -115,8 +115,9 @@ def test_backpressure_slow_reader_loses_nothing(make_pair):
                 time.sleep(0.001)
 
     srv = OneShotServer(handler)
-    pair = make_pair(srv.port, a_over={"limits": {"buffer_size": 8192}},
-                     b_over={"limits": {"buffer_size": 8192}})
+    pair = make_pair(
+        srv.port, a_over={"limits": {"buffer_size": 8192}}, b_over={"limits": {"buffer_size": 8192}}
+    )
     payload = os.urandom(8_000_000)
     with socket.create_connection(("127.0.0.1", pair.a_port), timeout=30) as s:
         s.sendall(payload)
@@ -141,8 +142,11 @@ def test_one_gib_hash_identical(make_pair):
             n += k
 
     srv = OneShotServer(handler)
-    pair = make_pair(srv.port, a_over={"limits": {"buffer_size": 262144}},
-                     b_over={"limits": {"buffer_size": 262144}})
+    pair = make_pair(
+        srv.port,
+        a_over={"limits": {"buffer_size": 262144}},
+        b_over={"limits": {"buffer_size": 262144}},
+    )
     sent = hashlib.sha256()
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", pair.a_port), timeout=120) as s:
