@@ -1,7 +1,7 @@
 # Ansible roles, playbook and Molecule scenarios (roles/, ansible/, molecule/).
-.PHONY: lint-ansible test-molecule docker-ensure molecule-image
+.PHONY: lint-ansible test-molecule test-ansible-image docker-ensure molecule-image
 LINT_TARGETS += lint-ansible
-TEST_STAGES += test-molecule
+TEST_STAGES += test-molecule test-ansible-image
 
 MOLECULE_SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 MEDTLS_MOLECULE_IMAGE ?= medtls/trixie-systemd:1
@@ -20,7 +20,9 @@ molecule-image: docker-ensure ## build the local trixie+systemd image Molecule r
 test-molecule: setup-venv molecule-image ## every Molecule scenario, two at a time, with durations
 	molecule/run-scenarios.sh $(MOLECULE_SCENARIOS)
 
+test-ansible-image: setup-venv molecule-image ## site.yml in image context (chroot): enabled, idempotent, host untouched
+	ansible/tests/image-context.sh
 
 .PHONY: $(addprefix molecule-,$(MOLECULE_SCENARIOS))
-$(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: setup-venv molecule-image
+$(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: setup-venv molecule-image ## one Molecule scenario
 	molecule -c molecule/base.yml test -s $*

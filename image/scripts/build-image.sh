@@ -3,7 +3,7 @@
 # playbook through the chroot connection, then a partitioned disk image.
 # Usage: build-image.sh ARCH OUT_DIR
 #   Writes OUT_DIR/disk.img, OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/timings.txt.
-# Environment: MEDTLS_CACHE_DIR (.deb cache), MEDTLS_TEST_GUEST=1 adds the boot test's report unit
+# Environment: MEDTLS_CACHE_DIR (.deb cache), MEDTLS_PLAYBOOK_ARGS (extra ansible-playbook args), MEDTLS_TEST_GUEST=1 adds the boot test's report unit
 #   (test builds only), plus what configure-rootfs.sh and apply-playbook.sh read.
 set -euo pipefail
 
@@ -32,7 +32,12 @@ add_test_guest() {
   chroot "$rootfs" systemctl enable medtls-boot-report.service
 }
 
-step mmdebstrap "$here/build-rootfs.sh" "$arch" "$rootfs" "$cache"
+# MEDTLS_REUSE_ROOTFS=1 (development only) keeps an existing root filesystem instead of rebuilding.
+if [ "${MEDTLS_REUSE_ROOTFS:-0}" = 1 ] && [ -x "$rootfs/usr/bin/systemctl" ]; then
+  echo "=== image step mmdebstrap skipped: reusing $rootfs"
+else
+  step mmdebstrap "$here/build-rootfs.sh" "$arch" "$rootfs" "$cache"
+fi
 step configure "$here/configure-rootfs.sh" "$rootfs"
 step playbook "$here/apply-playbook.sh" "$rootfs"
 if [ "${MEDTLS_TEST_GUEST:-0}" = 1 ]; then step test-guest add_test_guest; fi

@@ -4,7 +4,7 @@
 # and the first-boot import of the configuration from the FAT partition.
 # Usage: configure-rootfs.sh ROOTFS_DIR
 # Environment: FIRST_USER_NAME (default: medtls), FIRST_USER_SSH_KEY (public key line or file),
-#              MEDTLS_HOSTNAME (default: medtls).
+#              MEDTLS_HOSTNAME (default: medtls), MEDTLS_KEEP_FSTAB=1 (pi-gen).
 set -euo pipefail
 
 rootfs=${1:?usage: configure-rootfs.sh ROOTFS_DIR}
@@ -25,11 +25,14 @@ fi
 
 echo "$hostname" > "$rootfs/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$hostname" > "$rootfs/etc/hosts"
-cat > "$rootfs/etc/fstab" <<'FSTAB'
+# pi-gen writes its own fstab (PARTUUIDs at export): MEDTLS_KEEP_FSTAB=1 leaves it alone.
+if [ "${MEDTLS_KEEP_FSTAB:-0}" != 1 ]; then
+  cat > "$rootfs/etc/fstab" <<'FSTAB'
 # <file system>  <mount point>   <type> <options>                          <dump> <pass>
 LABEL=RASPIROOT  /               ext4   defaults,noatime                   0      1
-LABEL=RASPIFIRM  /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=90s,umask=0077 0 2
+LABEL=RASPIFIRM  /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=180s,umask=0077 0 2
 FSTAB
+fi
 mkdir -p "$rootfs/boot/firmware"
 
 # No password anywhere: root is locked, the first user logs in with its SSH key only.

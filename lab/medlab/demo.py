@@ -48,6 +48,9 @@ def run_demo(env: LabEnv) -> list[tuple[bool, str]]:
         r = sv.hl7_send(lab, "modality", sv.HIS_IP, 2575, check=False)
         check(r.returncode == 0 and "MSA|AA|LAB0001" in r.stdout,
               "HL7 ORU^R01 modality -> HIS 198.18.0.30:2575, ACK MSA|AA")  # fmt: skip
+        r = sv.hl7_send(lab, "pacs", sv.DEVICE_IP, 2576, tls=env.tls("his"), check=False)
+        check(r.returncode == 0 and "MSA|AA|LAB0001" in r.stdout,
+              "HL7 from HIS -> modality (TLS 2576 -> plain 2575), ACK MSA|AA")  # fmt: skip
     raw = pcap.read_bytes()
     frames = len(tshark(pcap, "frame"))
     hellos = len(tshark(pcap, "tls.handshake.type == 1"))

@@ -96,7 +96,7 @@ def start_pacs(lab: Lab, pki: Path) -> Path:
 
 
 def start_modality(lab: Lab) -> Path:
-    """The legacy device: a plain DICOM listener on port 104 (inbound target)."""
+    """The legacy device: plain DICOM on 104 and plain HL7 MLLP on 2575 (inbound targets)."""
     store = lab.workdir / "modality-store"
     store.mkdir(exist_ok=True)
     lab.spawn(
@@ -105,6 +105,10 @@ def start_modality(lab: Lab) -> Path:
         "modality-storescp.log",
     )
     lab.wait_listen("modality", 104, log="modality-storescp.log")
+    hl7 = [sys.executable, "-m", "medlab.hl7peer", "serve", DEVICE_IP, "2575",
+           str(lab.workdir / "modality-hl7-inbox")]  # fmt: skip
+    lab.spawn("modality", hl7, "modality-hl7.log", env={"PYTHONPATH": str(LAB_DIR)})
+    lab.wait_listen("modality", 2575, log="modality-hl7.log")
     return store
 
 

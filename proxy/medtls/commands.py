@@ -74,25 +74,30 @@ def cmd_run(args) -> int:
     except OSError as e:
         return _problems([f"error: {e.strerror or e}"])
     if config.workers > 1:
-        return _run_workers(daemon, config.workers)
+        # The probe proved the listeners bind; each worker opens its own SO_REUSEPORT sockets
+        # and its own epoll (neither may be shared across fork).
+        daemon.close()
+        return _run_workers(config, config.workers)
     daemon.serve_forever()
     return 0
 
 
-def _run_workers(daemon, workers: int) -> int:
-    """Fork workers sharing SO_REUSEPORT listeners; the parent forwards HUP/TERM to them."""
+def _run_workers(config, workers: int) -> int:
+    """Fork workers with their own listeners; the parent forwards HUP/TERM/INT to them."""
+    from medtls.daemon import Daemon
+
     children = []
-    for _ in range(workers - 1):
+    for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            daemon.serve_forever()
-            os._exit(0)
+            code = 0
+            try:
+                Daemon(config).serve_forever()
+            except Exception:
+                log.exception("worker failed")
+                code = 1
+            os._exit(code)
         children.append(pid)
-    parent_daemon_pid = os.fork()
-    if parent_daemon_pid == 0:
-        daemon.serve_forever()
-        os._exit(0)
-    children.append(parent_daemon_pid)
 
     def forward(signum, _frame):
         for pid in children:
@@ -106,11 +111,10 @@ def _run_workers(daemon, workers: int) -> int:
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
-                break
             except ChildProcessError:
                 status = 0
-                break
             except InterruptedError:
                 continue
+            break
         rc = rc or os.waitstatus_to_exitcode(status)
     return rc

@@ -32,7 +32,7 @@ from medtls.netutil import (
 from medtls.policy import (
     CertIdentity,
     acl_allows,
-    cert_identity,
+    identity_from_peercert,
     route_inbound,
     route_outbound,
     unmap_v4,
@@ -323,6 +323,10 @@ class Daemon:
         self.events.reload_failed(msg)
         return False
 
+    def close(self) -> None:
+        """Release listeners and the event loop without serving (e.g. after a bind probe)."""
+        self._close_all()
+
     def _close_all(self) -> None:
         for c in list(self.conns.values()):
             self._finish(c, ev.RESULT_SHUTDOWN, graceful=True)
@@ -525,7 +529,7 @@ class Daemon:
         if der is None:
             self._fail(c, ev.NO_CERTIFICATE, "peer sent no certificate")
             return
-        ident: CertIdentity = cert_identity(der)
+        ident: CertIdentity = identity_from_peercert(t.tls.getpeercert(), der)
         c.peer = ident.describe()
         route = c.route
         if isinstance(route, OutboundPeer):

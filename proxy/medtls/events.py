@@ -91,11 +91,11 @@ class Dispatcher(Observer):
 
     def __init__(self, observers: list[Observer] | None = None):
         self.observers: list[Observer] = list(observers or [])
+        for name in _EVENTS:
+            setattr(self, name, self._fan_out(name))
 
-    def __getattribute__(self, name: str):
-        if name.startswith("_") or name not in Observer.__dict__:
-            return object.__getattribute__(self, name)
-        observers = object.__getattribute__(self, "observers")
+    def _fan_out(self, name: str):
+        observers = self.observers
 
         def fan_out(*args, **kwargs):
             for obs in observers:
@@ -105,3 +105,6 @@ class Dispatcher(Observer):
                     log.exception("observer %r failed in %s", obs, name)
 
         return fan_out
+
+
+_EVENTS = [n for n, v in vars(Observer).items() if callable(v) and not n.startswith("_")]

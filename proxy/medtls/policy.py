@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +24,16 @@ class CertIdentity:
     dns: tuple[str, ...]  # lower-case
     ips: tuple[str, ...]  # normalised
     uris: tuple[str, ...]
-    spki_sha256: str  # lower-case hex
+    der: bytes = field(repr=False, compare=False, default=b"")
+
+    @cached_property
+    def spki_sha256(self) -> str:
+        """SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex (computed on first use)."""
+        cert = x509.load_der_x509_certificate(self.der)
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha256(spki).hexdigest()
 
     def describe(self) -> str:
         extra = []
@@ -52,9 +62,6 @@ def identity_of(cert: x509.Certificate) -> CertIdentity:
         uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
     except x509.ExtensionNotFound:
         pass
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
     return CertIdentity(
         subject=subject,
         subject_parts=parse_dn(subject) or (),
@@ -62,7 +69,55 @@ def identity_of(cert: x509.Certificate) -> CertIdentity:
         dns=dns,
         ips=ips,
         uris=uris,
-        spki_sha256=hashlib.sha256(spki).hexdigest(),
+        der=cert.public_bytes(serialization.Encoding.DER),
+    )
+
+
+_SHORT = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "domainComponent": "DC",
+}
+_RFC4514_SPECIAL = frozenset(',+"\\<>;=#')
+
+
+def identity_from_peercert(info: dict, der: bytes) -> CertIdentity:
+    """Same result as `cert_identity(der)`, from the dict ssl already parsed (hot path).
+
+    Falls back to a full parse for anything the short form would render differently from
+    RFC 4514 (unknown attribute types, multi-valued RDNs, characters needing escapes).
+    """
+    parts = []
+    for rdn in info.get("subject", ()):
+        if len(rdn) != 1:
+            return cert_identity(der)
+        key, value = rdn[0]
+        short = _SHORT.get(key)
+        if short is None or not value or value[0] == " " or value[-1] == " ":
+            return cert_identity(der)
+        if _RFC4514_SPECIAL.intersection(value):
+            return cert_identity(der)
+        parts.append((short, value))
+    dns, ips, uris = [], [], []
+    for kind, value in info.get("subjectAltName", ()):
+        if kind == "DNS":
+            dns.append(value.lower())
+        elif kind == "IP Address":
+            ips.append(str(ipaddress.ip_address(value.strip())))
+        elif kind == "URI":
+            uris.append(value)
+    return CertIdentity(
+        subject=",".join(f"{k}={v}" for k, v in reversed(parts)),
+        subject_parts=tuple(sorted(parts)),
+        cns=tuple(v for k, v in parts if k == "CN"),
+        dns=tuple(dns),
+        ips=tuple(ips),
+        uris=tuple(uris),
+        der=der,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -12,7 +13,13 @@ from pydicom.data import get_testdata_file
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
 _SAMPLE = Path(get_testdata_file("CT_small.dcm"))
-CT = Path(tempfile.mkdtemp(prefix="medtls-dicom-")) / "ct.dcm"
+# DCMTK's tools, not the pynetdicom scripts of the same name in the venv (first on make's PATH).
+DCMTK = {
+    t: shutil.which(t, path="/usr/bin:/usr/local/bin") or t
+    for t in ("storescp", "storescu", "echoscu")
+}
+_TMP = tempfile.TemporaryDirectory(prefix="medtls-dicom-")  # removed at interpreter exit
+CT = Path(_TMP.name) / "ct.dcm"
 _ds = dcmread(_SAMPLE)
 del _ds[0xFFFCFFFC]  # trailing padding: DCMTK drops it, so it would not round-trip
 _ds.save_as(CT, enforce_file_format=True)
@@ -34,7 +41,7 @@ class Storescp:
         self.log = outdir.parent / f"storescp-{port}.log"
         self._fh = open(self.log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["storescp", *(tls or []), "+B", "-od", str(outdir), "-aet", "PACS", str(port)],
+            [DCMTK["storescp"], *(tls or []), "+B", "-od", str(outdir), "-aet", "PACS", str(port)],
             stdout=self._fh, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -59,13 +66,13 @@ class Storescp:
 
 def storescu(port: int, *extra: str, file: Path = CT, timeout=30):
     return subprocess.run(
-        ["storescu", *extra, "-aec", "PACS", "127.0.0.1", str(port), str(file)],
+        [DCMTK["storescu"], *extra, "-aec", "PACS", "127.0.0.1", str(port), str(file)],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
 def echoscu(port: int, *extra: str, timeout=30):
     return subprocess.run(
-        ["echoscu", *extra, "-aec", "PACS", "127.0.0.1", str(port)],
+        [DCMTK["echoscu"], *extra, "-aec", "PACS", "127.0.0.1", str(port)],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip

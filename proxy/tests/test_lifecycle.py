@@ -232,3 +232,23 @@ def test_sigterm_drain_timeout_closes_remaining(pki, run_medtls):
     assert held.s.recv(10) == b""  # closed cleanly (close_notify), not reset
     held.close()
     echo.close()
+
+
+def test_workers_share_the_listener(pki, run_medtls):
+    echo = EchoServer()
+    port = free_port()
+    cfg = box_config(pki, "box-b", workers=2, inbound=[{
+        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+        "allow": [{"cn": "box-a"}]}])  # fmt: skip
+    m = run_medtls(cfg, "b", [port])
+    for _ in range(20):
+        assert try_echo(pki, port, "box-a") == b"ping"
+    deadline = time.monotonic() + 10
+    while m.log().count("result=ok") < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.log().count("result=ok") == 20  # every connection relayed and logged once
+    assert m.log().count("listening svc") == 2  # one listener per worker (SO_REUSEPORT)
+    m.signal(signal.SIGTERM)
+    m.proc.wait(10)
+    assert m.proc.returncode == 0
+    echo.close()

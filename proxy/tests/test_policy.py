@@ -10,6 +10,8 @@ from medtls.daemon import classify_tls_error
 from medtls.policy import (
     acl_allows,
     allow_rule_matches,
+    cert_identity,
+    identity_from_peercert,
     identity_of,
     route_inbound,
     route_outbound,
@@ -113,3 +115,18 @@ def _err(cls, reason, code=None, msg=None):
 )
 def test_tls_error_categories(err, reason):
     assert classify_tls_error(err)[0] == reason
+
+
+def test_fast_identity_equals_full_parse(pki):
+    import ssl
+
+    # what ssl's getpeercert() returns for the same certificates
+    for cn in ("box-a", "box-b", "pacs", "ris"):
+        der = pki.leaves[cn].cert.public_bytes(
+            __import__("cryptography").hazmat.primitives.serialization.Encoding.DER
+        )
+        info = ssl._ssl._test_decode_cert(str(pki.dir / f"{cn}-leaf.crt"))
+        fast = identity_from_peercert(info, der)
+        full = cert_identity(der)
+        assert fast == full
+        assert fast.spki_sha256 == full.spki_sha256

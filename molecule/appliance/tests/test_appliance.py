@@ -31,8 +31,8 @@ def start(host, unit, netns, command):
 
 @pytest.fixture(scope="module")
 def peers(host):
-    host.run(f"printf %s \"{ECHO}\" > {PEERS}/echo.py")
-    host.run(f"printf %s \"{DEVICE_CLIENT}\" > {PEERS}/client.py")
+    host.run(f'printf %s "{ECHO}" > {PEERS}/echo.py')
+    host.run(f'printf %s "{DEVICE_CLIENT}" > {PEERS}/client.py')
     # The PACS: TLS only, client certificate required, answers each line reversed.
     start(
         host,
@@ -82,5 +82,5 @@ def test_plaintext_from_lan_is_refused(host, peers):
         "except OSError:\n"
         "    sys.exit(2)\n"
     )
-    host.run(f"printf %s \"{probe}\" > {PEERS}/probe.py")
+    host.run(f'printf %s "{probe}" > {PEERS}/probe.py')
     assert host.run(f"ip netns exec lan python3 {PEERS}/probe.py").rc == 2

@@ -1,5 +1,7 @@
 """The certificates role (generate mode): key made on the box, private, with a matching CSR."""
 
+import os
+
 
 def test_key_generated_private(host):
     key = host.file("/etc/medtls/device.key")
@@ -20,7 +22,9 @@ def test_directory_closed(host):
 def test_ca_bundle_installed(host):
     ca = host.file("/etc/medtls/ca.pem")
     assert ca.mode == 0o644
-    assert "medtls test CA" in host.check_output("openssl x509 -in /etc/medtls/ca.pem -noout -subject")
+    assert "medtls test CA" in host.check_output(
+        "openssl x509 -in /etc/medtls/ca.pem -noout -subject"
+    )
 
 
 def test_csr_matches_key(host):
@@ -36,9 +40,9 @@ def test_csr_matches_key(host):
 
 
 def test_csr_fetched_for_the_ca(host):
-    import os
-
-    fetched = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "csr", host.backend.host + ".csr")
+    fetched = os.path.join(
+        os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "csr", host.backend.host + ".csr"
+    )
     assert os.path.exists(fetched)
 
 

@@ -52,7 +52,9 @@ def test_passwords_locked(host, user):
     assert host.check_output(f"passwd -S {user}").split()[1] == "L"
 
 
-@pytest.mark.parametrize("unit", ["avahi-daemon.service", "bluetooth.service", "wpa_supplicant.service"])
+@pytest.mark.parametrize(
+    "unit", ["avahi-daemon.service", "bluetooth.service", "wpa_supplicant.service"]
+)
 def test_services_masked(host, unit):
     assert host.run(f"systemctl is-enabled {unit}").stdout.strip() == "masked"
 
@@ -106,3 +108,10 @@ def test_time_sync_before_tls(host):
     assert "sysinit.target" in wanted or "time-sync.target" in host.check_output(
         "systemctl show -P Before systemd-time-wait-sync.service"
     )
+
+
+def test_pi_radios_disabled(host):
+    conf = host.file("/boot/firmware/config.txt")
+    assert conf.contains("^dtoverlay=disable-wifi$")
+    assert conf.contains("^dtoverlay=disable-bt$")
+    assert conf.contains("^dtparam=audio=on$")

@@ -29,15 +29,14 @@ def udp_echo(host):
 
 
 def udp_crosses_bridge(host) -> bool:
-    for _ in range(3):
-        if host.run(f'ip netns exec dev python3 -c "{UDP_PING}"').rc == 0:
-            return True
-    return False
+    return any(host.run(f'ip netns exec dev python3 -c "{UDP_PING}"').rc == 0 for _ in range(3))
 
 
 def test_ports_enslaved_bridge_without_addresses(host):
     for port in ("eth0", "eth1"):
-        assert host.file(f"/sys/class/net/{port}/master").linked_to == "/sys/devices/virtual/net/br0"
+        assert (
+            host.file(f"/sys/class/net/{port}/master").linked_to == "/sys/devices/virtual/net/br0"
+        )
     assert host.check_output("ip -o addr show dev br0") == ""
     for port in ("eth0", "eth1"):
         assert host.check_output(f"ip -o addr show dev {port}") == ""
@@ -50,9 +49,10 @@ def test_units_active_and_ordered(host):
     assert host.service("medtls-interception.service").is_running
     before = host.check_output("systemctl show -P Before medtls-interception.service").split()
     assert "medtls.service" in before
-    assert "network-pre.target" in host.check_output(
-        "systemctl show -P Before medtls-failclosed.service"
-    ).split()
+    assert (
+        "network-pre.target"
+        in host.check_output("systemctl show -P Before medtls-failclosed.service").split()
+    )
     dropin = host.check_output("systemctl show -P Requires medtls.service")
     assert "medtls-interception.service" in dropin
 

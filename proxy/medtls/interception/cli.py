@@ -73,16 +73,20 @@ def _spec(args, cfg) -> InterceptionSpec:
 
 
 def cmd_rules(args) -> int:
+    if args.action == "status":
+        try:
+            text = host.status()
+        except InterceptionError as e:
+            _err("rules", str(e))
+            return 1
+        print(text or "medtls rules: not installed", end="" if text else "\n")
+        return 0 if text else 1
     cfg = _load(args, "rules")
     if cfg is None:
         if args.action == "teardown":
             return _teardown(None)
         return 2
     try:
-        if args.action == "status":
-            text = host.status()
-            print(text or "medtls rules: not installed", end="" if text else "\n")
-            return 0 if text else 1
         spec = _spec(args, cfg)
         if args.action == "show":
             mac = args.bridge_mac or host.bridge_mac(spec.bridge)

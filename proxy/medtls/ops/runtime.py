@@ -593,6 +593,5 @@ def attach(daemon, config, ops: OpsConfig | None = None) -> OpsRuntime:
     runtime = OpsRuntime(config, daemon, ops=ops)
     daemon.add_observer(runtime)
     daemon.validation_gate = runtime.validation_gate
-    daemon.ops_logs_connections = True
     runtime.start()
     return runtime

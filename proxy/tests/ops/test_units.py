@@ -259,7 +259,12 @@ def test_configuration_change_valid():
 
 
 def test_validator_catches_broken_messages():
+    from .atna import validate_relaxng
+
     xml = audit_xml.application_activity(SRC, started=True)
+    assert validate_relaxng(xml) == []
+    assert validate_relaxng(xml.replace('UserIsRequestor="false"', 'UserIsRequestor="no"'))
+    assert validate_relaxng(xml.replace('EventDateTime="', 'EventDateTime="yesterday'))
     assert validate_event(xml.replace('csd-code="110120"', 'code="110120"'))
     assert validate_event(xml.replace('EventOutcomeIndicator="0"', 'EventOutcomeIndicator="1"'))
     assert validate_event(

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The playbook in image context, as the image build runs it: a root filesystem (exported from the
+# Molecule base image) behind community.general.chroot. Asserts units are enabled, files are in
+# place, a second run changes nothing, and the build host's runtime state is untouched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+image=${MEDTLS_MOLECULE_IMAGE:-medtls/trixie-systemd:1}
+root=$(mktemp -d /tmp/medtls-image-context.XXXXXX)
+cid=""
+cleanup() {
+  [ -n "$cid" ] && docker rm -f "$cid" >/dev/null 2>&1
+  rm -rf "$root"
+}
+trap cleanup EXIT
+
+fail() { echo "image-context: FAIL: $*" >&2; exit 1; }
+
+cid=$(docker create "$image")
+docker export "$cid" | tar -x -C "$root"
+
+host_before=$(nft list tables 2>/dev/null | sort; sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.rp_filter)
+run() {
+  MEDTLS_IMAGE_ROOT=$root ANSIBLE_NOCOLOR=1 ANSIBLE_CONFIG=ansible.cfg \
+    ansible-playbook -i inventories/image site.yml
+}
+
+start=$(date +%s)
+run >"$root.first.log" 2>&1 || { tail -n 40 "$root.first.log"; rm -f "$root".*.log; fail "first run"; }
+first=$(( $(date +%s) - start ))
+run >"$root.second.log" 2>&1 || { tail -n 40 "$root.second.log"; rm -f "$root".*.log; fail "second run"; }
+recap=$(grep -A1 'PLAY RECAP' "$root.second.log" | tail -n 1)
+rm -f "$root".*.log
+case $recap in
+  *" changed=0 "*) ;;
+  *) fail "second run is not idempotent: $recap" ;;
+esac
+
+wants=$root/etc/systemd/system
+for link in multi-user.target.wants/medtls.service multi-user.target.wants/medtls-interception.service \
+  sysinit.target.wants/medtls-failclosed.service multi-user.target.wants/medtls-keygen.service \
+  multi-user.target.wants/systemd-networkd.service sysinit.target.wants/systemd-time-wait-sync.service \
+  ssh.service.wants/medtls-ssh-hostkeys.service; do
+  [ -L "$wants/$link" ] || fail "$link not enabled"
+done
+for file in etc/medtls/medtls.yaml etc/medtls/failclosed.nft etc/systemd/network/20-medtls-bridge.netdev \
+  etc/sysctl.d/60-medtls-hardening.conf etc/ssh/sshd_config.d/10-medtls-hardening.conf \
+  opt/medtls/lib/medtls/cli.py usr/bin/medtls; do
+  [ -e "$root/$file" ] || fail "/$file missing"
+done
+# Shared images carry no secrets: no device key, no SSH host key.
+[ ! -e "$root/etc/medtls/device.key" ] || fail "a device key was baked into the image"
+compgen -G "$root/etc/ssh/ssh_host_*_key" >/dev/null && fail "SSH host keys were baked into the image"
+
+host_after=$(nft list tables 2>/dev/null | sort; sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.rp_filter)
+[ "$host_before" = "$host_after" ] || fail "the build host's nftables or sysctls changed"
+echo "image-context: ok (first run ${first}s, second run idempotent, host untouched)"

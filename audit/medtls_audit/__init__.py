@@ -1,0 +1,1 @@
+"""Evidence commands of the security analysis (docs/security.md): TLS scan, unit sandbox, Lynis."""

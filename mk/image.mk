@@ -1,0 +1,61 @@
+# Images: the offline Debian image (arm64, Raspberry Pi 3/4), the pi-gen build, and QEMU boot tests.
+# See docs/image.md. Build products go to build/image/ and deploy/ (both gitignored).
+.PHONY: image image-debian test-image test-image-arm64 lint-image
+TEST_STAGES += test-image
+LINT_TARGETS += lint-image
+
+IMAGE_BUILD := $(ROOT)/build/image
+DEPLOY_DIR ?= $(ROOT)/deploy
+# First user of the shipped image: no password, SSH public key only (a key line or a .pub file).
+FIRST_USER_NAME ?= medtls-admin
+FIRST_USER_SSH_KEY ?=
+# Extra ansible-playbook arguments for the image play, e.g. -e @site.yml for a site's config.
+IMAGE_PLAYBOOK_ARGS ?=
+IMAGE_NAME ?= medtls-debian-trixie-arm64
+# pi-gen: arm64 branch (Raspberry Pi OS 64-bit, trixie), pinned by commit; see docs/image.md.
+PIGEN_REPO ?= https://github.com/RPi-Distro/pi-gen.git
+PIGEN_BRANCH ?= arm64
+PIGEN_COMMIT ?=
+PIGEN_DOCKER ?= 0
+
+# The boot test's VM has QEMU's RTC but no NTP server; the shipped image keeps waiting for NTP.
+IMAGE_TEST_PLAYBOOK_ARGS := -e medtls_hardening_time_wait_sync=false
+IMAGE_TEST_ENV = MEDTLS_TEST_GUEST=1 FIRST_USER_SSH_KEY=$(IMAGE_BUILD)/test-key.pub \
+	MEDTLS_PLAYBOOK_ARGS="$(IMAGE_TEST_PLAYBOOK_ARGS)"
+IMAGE_PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+
+lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
+	shellcheck -s sh image/files/medtls-firstboot image/tests/guest/medtls-boot-report
+	shellcheck -x image/pi-gen/build.sh image/pi-gen/stage-medtls/prerun.sh image/pi-gen/stage-medtls/*/*.sh
+	shellcheck -s bash image/pi-gen/config image/pi-gen/stage-medtls/EXPORT_IMAGE
+
+image-debian: ## offline arm64 SD-card image from Debian's archive -> deploy/*.img.xz + .sha256
+	FIRST_USER_NAME='$(FIRST_USER_NAME)' FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' \
+	MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' \
+		image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/arm64
+	image/scripts/publish.sh $(IMAGE_BUILD)/arm64/disk.img $(DEPLOY_DIR) $(IMAGE_NAME)
+
+$(IMAGE_BUILD)/test-key.pub:
+	mkdir -p $(IMAGE_BUILD)
+	ssh-keygen -q -t ed25519 -N '' -C medtls-boot-test -f $(IMAGE_BUILD)/test-key
+
+test-image: setup-venv $(IMAGE_BUILD)/test-key.pub ## pi-gen stage layout + amd64 image build + QEMU boot test
+	$(IMAGE_PYTEST) image/tests/test_pigen_stage.py
+	$(IMAGE_TEST_ENV) MEDTLS_FAT_MIB=64 image/scripts/build-image.sh amd64 $(IMAGE_BUILD)/test-amd64
+	rm -rf $(IMAGE_BUILD)/pytest-amd64
+	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/test-amd64 MEDTLS_IMAGE_ARCH=amd64 \
+		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-amd64 \
+		image/tests/test_boot.py image/tests/test_boot_invalid.py
+
+test-image-arm64: setup-venv $(IMAGE_BUILD)/test-key.pub ## arm64 image build + boot test in qemu-system-aarch64 (slow)
+	$(IMAGE_TEST_ENV) image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/test-arm64
+	rm -rf $(IMAGE_BUILD)/pytest-arm64
+	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/test-arm64 MEDTLS_IMAGE_ARCH=arm64 \
+		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-arm64 \
+		image/tests/test_boot.py image/tests/test_boot_invalid.py
+
+image: ## Raspberry Pi OS Lite 64-bit image with pi-gen + the medtls stage -> deploy/
+	PIGEN_REPO='$(PIGEN_REPO)' PIGEN_BRANCH='$(PIGEN_BRANCH)' PIGEN_COMMIT='$(PIGEN_COMMIT)' \
+	PIGEN_DOCKER='$(PIGEN_DOCKER)' FIRST_USER_NAME='$(FIRST_USER_NAME)' \
+	FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' \
+		image/pi-gen/build.sh $(IMAGE_BUILD)/pi-gen $(DEPLOY_DIR)
