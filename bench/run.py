@@ -147,7 +147,12 @@ def run_contender(c, setup, sink_port, groups, sizes, r, scen, result, broken) -
         while todo:
             if chain is None:
                 try:
-                    chain = start_chain(c, setup, sink_port)
+                    try:
+                        chain = start_chain(c, setup, sink_port)
+                    except Exception:
+                        # a free port can be taken by another job between probe and bind
+                        time.sleep(0.5)
+                        chain = start_chain(c, setup, sink_port)
                 except Exception as exc:
                     broken.add("start")
                     _error(result, f"{scen}/{c.name}: start: {exc}")

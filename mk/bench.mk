@@ -6,12 +6,13 @@ TEST_STAGES += bench-smoke
 
 BENCH_RESULTS ?= bench/results
 BENCH_ARGS ?=
-BENCH_SMOKE_REQUIRE ?= stunnel,haproxy,medtls
+BENCH_REQUIRE ?= stunnel,haproxy,medtls
 
 bench: setup-venv ## full benchmark; table to stdout and $(BENCH_RESULTS)/latest.{json,md}
-	$(PY) -m bench.run --mode full --out $(BENCH_RESULTS)/latest.json \
+	$(PY) -m bench.run --mode full --require $(BENCH_REQUIRE) --out $(BENCH_RESULTS)/latest.json \
 		--markdown $(BENCH_RESULTS)/latest.md $(BENCH_ARGS)
 
-bench-smoke: setup-venv ## benchmark harness end to end with tiny sizes (< 60 s)
-	timeout 120 $(PY) -m bench.run --mode smoke --require $(BENCH_SMOKE_REQUIRE) \
+bench-smoke: setup-venv ## harness unit tests, then the harness end to end with tiny sizes (< 60 s)
+	$(PY) -m pytest -q -p no:cacheprovider bench/tests
+	timeout 120 $(PY) -m bench.run --mode smoke --require $(BENCH_REQUIRE) \
 		--out build/bench/smoke.json --markdown build/bench/smoke.md

@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.." || exit 1
 jobs=${MEDTLS_MOLECULE_JOBS:-2}
 logdir=${MEDTLS_MOLECULE_LOGS:-build/molecule}
 mkdir -p "$logdir"
+export NO_COLOR=1 ANSIBLE_NOCOLOR=1
+
+# One snapshot of the package for every scenario: converge and idempotence install the same tree
+# even while proxy/medtls is being edited.
+rm -rf "$logdir/src"
+mkdir -p "$logdir/src"
+cp -a proxy/medtls "$logdir/src/medtls"
+find "$logdir/src" -name __pycache__ -prune -exec rm -rf {} +
+MEDTLS_MOLECULE_SOURCE=$(realpath "$logdir/src/medtls")
+export MEDTLS_MOLECULE_SOURCE
 if [ "$#" -eq 0 ]; then
   for d in molecule/*/molecule.yml; do d=${d%/molecule.yml}; set -- "$@" "${d#molecule/}"; done
 fi
@@ -14,7 +24,7 @@ fi
 declare -A pid_of started result
 run_one() {
   local s=$1
-  exec molecule -c molecule/base.yml test -s "$s" >"$logdir/$s.log" 2>&1
+  exec molecule -c molecule/base.yml test --no-command-borders -s "$s" >"$logdir/$s.log" 2>&1
 }
 
 pending=("$@")
@@ -51,7 +61,11 @@ echo "=== molecule summary ($(( $(date +%s) - t0 ))s total, $jobs at a time, log
 for s in "$@"; do
   printf '  %-14s %s\n' "$s" "${result[$s]}"
   case ${result[$s]} in
-    FAILED*) failed=1; echo "--- $s: last lines of $logdir/$s.log"; tail -n 60 "$logdir/$s.log" ;;
+    FAILED*)
+      failed=1
+      echo "--- $s: errors in $logdir/$s.log"
+      grep -E 'fatal:|^E  |^FAILED|CRITICAL|^\*  =>|msg:' "$logdir/$s.log" | tail -n 40
+      ;;
   esac
 done
 exit "$failed"

@@ -14,7 +14,7 @@ import vmlab
 from pki import make_pki
 
 REPO = Path(__file__).resolve().parents[2]
-BOOT_TIMEOUT = {"amd64": 600, "arm64": 1200}
+BOOT_TIMEOUT = {"amd64": 900, "arm64": 1500}
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from vmlab import ns
 
+# pynetdicom installs its own storescu/storescp into the venv, which is first on PATH.
+STORESCP = "/usr/bin/storescp"
+STORESCU = "/usr/bin/storescu"
+
 PROBE = """
 import socket, sys
 s = socket.socket()
@@ -37,7 +41,7 @@ while True:
 def start_storescp_tls(netns: str, pki: Path, out: Path, port: int) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
-        "storescp", "+tls", str(pki / "pacs.key"), str(pki / "pacs.crt"),
+        STORESCP, "+tls", str(pki / "pacs.key"), str(pki / "pacs.crt"),
         "+cf", str(pki / "ca.pem"), "-rc", "+py", "-aet", "PACS", "-od", str(out), str(port),
     ]  # fmt: skip
     proc = subprocess.Popen(ns(netns, cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -58,7 +62,7 @@ def start_listener(netns: str, port: int) -> subprocess.Popen:
 
 def storescu(netns: str, host: str, port: int, dcm: Path) -> subprocess.CompletedProcess:
     timeouts = ["-to", "20", "-ta", "20", "-td", "20"]
-    cmd = ["storescu", *timeouts, "-aec", "PACS", host, str(port), str(dcm)]
+    cmd = [STORESCU, *timeouts, "-aec", "PACS", host, str(port), str(dcm)]
     return subprocess.run(ns(netns, cmd), capture_output=True, text=True, timeout=90)
 
 
@@ -75,3 +79,8 @@ def stop(proc: subprocess.Popen) -> str:
         proc.kill()
         out, _ = proc.communicate()
     return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
+def ping(netns: str, host: str, count: int = 3) -> bool:
+    cmd = ["ping", "-n", "-q", "-c", str(count), "-W", "3", host]
+    return subprocess.run(ns(netns, cmd), capture_output=True, timeout=60).returncode == 0

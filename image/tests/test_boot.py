@@ -57,6 +57,9 @@ def test_cstore_from_modality_reaches_tls_pacs_through_the_vm(appliance, pki, tm
 @pytest.mark.parametrize("port", [104, 2575])
 def test_plain_tcp_from_lan_does_not_reach_the_device(appliance, port):
     lab, _, _ = appliance
+    # The wire through the VM works (ICMP crosses the bridge untouched), so a refusal below is
+    # the interception's doing.
+    assert peers.ping(lab.lan_ns, MODALITY_IP), "no ICMP from the LAN to the device through the VM"
     listener = peers.start_listener(lab.mod_ns, port)
     try:
         result = peers.probe(lab.lan_ns, MODALITY_IP, port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -67,19 +68,48 @@ def cmd_run(args) -> int:
         return _problems(e.problems)
     setup_logging(args.log_level or config.logging.level)
     try:
-        daemon = Daemon(config)
-        daemon.start()
+        if config.workers > 1:
+            _probe(config)
+        else:
+            daemon = Daemon(config)
+            daemon.start()
     except TLSSetupError as e:
         return _problems([f"error: {e}"])
     except OSError as e:
         return _problems([f"error: {e.strerror or e}"])
     if config.workers > 1:
-        # The probe proved the listeners bind; each worker opens its own SO_REUSEPORT sockets
-        # and its own epoll (neither may be shared across fork).
-        daemon.close()
         return _run_workers(config, config.workers)
     daemon.serve_forever()
     return 0
+
+
+def _probe(config) -> None:
+    """Fail before forking if TLS material or a listen address is unusable.
+
+    Workers then open their own SO_REUSEPORT listeners and epoll (neither may be shared across
+    fork, and an idle listener in the group would strand connections).
+    """
+    from medtls.daemon import listener_specs
+    from medtls.material import build_runtime
+    from medtls.netutil import listen_socket
+    from medtls.tlsctx import self_test
+
+    self_test()
+    build_runtime(config, 1)
+    for spec in listener_specs(config):
+        try:
+            listen_socket(spec.host, spec.port, spec.transparent, reuseport=True).close()
+        except OSError as e:
+            raise OSError(
+                e.errno, f"cannot listen on {spec.host}:{spec.port} ({spec.name}): {e.strerror}"
+            ) from None
+
+
+def _die_with_parent() -> None:
+    """Workers get SIGTERM (and drain) if the parent is killed, instead of lingering."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _run_workers(config, workers: int) -> int:
@@ -91,6 +121,7 @@ def _run_workers(config, workers: int) -> int:
         pid = os.fork()
         if pid == 0:
             code = 0
+            _die_with_parent()
             try:
                 Daemon(config).serve_forever()
             except Exception:

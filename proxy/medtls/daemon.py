@@ -323,10 +323,6 @@ class Daemon:
         self.events.reload_failed(msg)
         return False
 
-    def close(self) -> None:
-        """Release listeners and the event loop without serving (e.g. after a bind probe)."""
-        self._close_all()
-
     def _close_all(self) -> None:
         for c in list(self.conns.values()):
             self._finish(c, ev.RESULT_SHUTDOWN, graceful=True)
@@ -596,12 +592,10 @@ class Daemon:
             self._relay_failed(c, e)
             return
         c.last_activity = time.monotonic()
-        if (
-            c.first_tls_read
-            and c.tls_side is not None
-            and pipes[1 if c.tls_side is c.server else 0].end
-        ):
-            c.first_tls_read = False
+        if c.first_tls_read and c.tls_side is not None:
+            p = pipes[1 if c.tls_side is c.server else 0]
+            if p.count or p.end:
+                c.first_tls_read = False
         if relay.finished(pipes):
             self._finish(c, ev.RESULT_OK)
             return

@@ -267,6 +267,12 @@ def interest(side: Side, outpipe: Pipe) -> int:
 
 
 def finished(pipes: tuple[Pipe, Pipe]) -> bool:
-    return all(p.done for p in pipes) and not any(
-        s.pending_out for s in (pipes[0].src, pipes[0].dst)
+    a, b = pipes
+    return (
+        a.src.eof_in
+        and b.src.eof_in
+        and a.done
+        and b.done
+        and not a.src.pending_out
+        and not a.dst.pending_out
     )

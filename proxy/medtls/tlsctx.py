@@ -130,10 +130,40 @@ def build_context(
     try:
         ctx.load_cert_chain(str(certificate), str(key), password=lambda: passphrase or b"")
     except ssl.SSLError as e:
-        raise TLSSetupError(f"{certificate} / {key}: cannot load: {_ssl_msg(e)}") from None
+        raise TLSSetupError(_load_error(e, certificate, key, passphrase)) from None
     except OSError as e:
-        raise TLSSetupError(f"{certificate} / {key}: {e.strerror or e}") from None
+        raise TLSSetupError(f"identity: {certificate} / {key}: {e.strerror or e}") from None
     return ctx
+
+
+def _load_error(e: ssl.SSLError, certificate: Path, key: Path, passphrase: bytes | None) -> str:
+    reason = (getattr(e, "reason", None) or "").upper()
+    if reason == "KEY_VALUES_MISMATCH":
+        return f"identity.key: {key} does not match identity.certificate {certificate}"
+    try:
+        encrypted = b"ENCRYPTED" in key.read_bytes()
+    except OSError:
+        encrypted = False
+    if encrypted and passphrase is None:
+        return f"identity.key: {key} is encrypted: set identity.key_passphrase_file"
+    if encrypted:
+        return f"identity.key_passphrase_file: cannot decrypt {key} (wrong passphrase?)"
+    if _mismatch(certificate, key, passphrase):
+        return f"identity.key: {key} does not match identity.certificate {certificate}"
+    return f"identity: cannot load {certificate} / {key}: {_ssl_msg(e)}"
+
+
+def _mismatch(certificate: Path, key: Path, passphrase: bytes | None) -> bool:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization as ser
+
+    try:
+        cert = x509.load_pem_x509_certificates(certificate.read_bytes())[0]
+        priv = ser.load_pem_private_key(key.read_bytes(), password=passphrase)
+    except (OSError, ValueError, TypeError):
+        return False
+    spki = (ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*spki) != priv.public_key().public_bytes(*spki)
 
 
 def _ssl_msg(e: Exception) -> str:

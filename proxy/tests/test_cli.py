@@ -119,3 +119,21 @@ def test_run_port_in_use_is_a_clear_error(pki, tmp_path):
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (svc): Address already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        ({"key": "box-a-enc.key"}, "error: identity.key: {d}/box-a-enc.key is encrypted: "
+         "set identity.key_passphrase_file"),
+        ({"key": "box-b.key"}, "error: identity.key: {d}/box-b.key does not match "
+         "identity.certificate {d}/box-a.crt"),
+    ],
+)  # fmt: skip
+def test_run_refuses_bad_material_with_one_line(pki, tmp_path, identity, expected):
+    cfg = box_config(pki, "box-a", inbound=[{"name": "svc", "listen": "127.0.0.1:1",
+                                             "allow": [{"cn": "box-b"}]}])  # fmt: skip
+    cfg["identity"].update({k: str(pki.dir / v) for k, v in identity.items()})
+    r = medtls("run", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert r.returncode == 1
+    assert r.stderr.strip() == expected.format(d=pki.dir)

@@ -174,7 +174,7 @@ def test_bad_reload_keeps_running_config(pki, daemon_env, tmp_path, caplog):
     text = path.read_text().replace(str(pki.crt("box-b")), str(garbage))
     path.write_text(text)
     assert d.reload() is False
-    assert "cannot load" in rec.events[-1][1]
+    assert "identity: cannot load" in rec.events[-1][1]
     assert d.snapshot()["generation"] == 1
     assert try_echo(pki, port, "box-a") == b"ping"  # old material still serves
 

@@ -118,7 +118,14 @@ def lab(tmp_path):
             procs.append(p)
             return p
 
-        yield {"ns": ns, "dev_ip": dev_ip, "lan_ip": lan_ip, "spawn": spawn, "tmp": tmp_path}
+        yield {
+            "tag": tag,
+            "ns": ns,
+            "dev_ip": dev_ip,
+            "lan_ip": lan_ip,
+            "spawn": spawn,
+            "tmp": tmp_path,
+        }
     finally:
         for p in procs:
             p.terminate()
@@ -183,3 +190,44 @@ def test_tproxy_both_directions_keep_addresses(pki, lab):
     log = (t / "box.log").read_text()
     assert f"-> {lab['lan_ip']}:9999 refused: no_route" in log
     assert f"outbound pacs {lab['dev_ip']}:" in log and "result=ok" in log
+
+
+def test_dnat_variant_uses_so_original_dst(pki, lab):
+    t, ns, n_dev = lab["tmp"], lab["ns"], lab["dev_ip"]
+    box_dev_ip = n_dev.rsplit(".", 1)[0] + ".1"
+    box_lan_ip = lab["lan_ip"].rsplit(".", 1)[0] + ".1"
+    b = f"ip netns exec {ns['box']} "
+    dev_if = f"{lab['tag']}bd"  # the box's device-side veth
+    sh(b + "nft delete table inet medtls_test")
+    (t / "nat.nft").write_text(f"""table ip medtls_nat_test {{
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "{dev_if}" tcp dport 104 dnat to {box_dev_ip}:15001
+  }}
+}}
+""")
+    sh(b + f"nft -f {t / 'nat.nft'}")
+    (t / "server.py").write_text(SERVER)
+    (t / "client.py").write_text(CLIENT)
+    py = sys.executable
+    lab["spawn"](ns["lan"], py, str(t / "server.py"), "tls", lab["lan_ip"], "2762",
+                 str(t / "lan.peers"), str(pki.ca), str(pki.crt("pacs")), str(pki.key("pacs")),
+                 log=t / "lan.log")  # fmt: skip
+    cfg = box_config(
+        pki, "box-a", mode="transparent", interception="dnat", device={"ip": n_dev},
+        outbound=[{"name": "pacs", "address": lab["lan_ip"], "port": 104, "tls_port": 2762,
+                   "verify": {"cn": "pacs"}}],
+    )  # fmt: skip
+    conf = write_yaml(t / "box.yaml", cfg)
+    lab["spawn"](ns["box"], py, "-m", "medtls.cli", "run", "--config", str(conf),
+                 log=t / "box.log")  # fmt: skip
+    _wait(t / "lan.peers.ready")
+    deadline = time.monotonic() + 10
+    while "listening outbound" not in (t / "box.log").read_text():
+        assert time.monotonic() < deadline, (t / "box.log").read_text()
+        time.sleep(0.05)
+    cmd = ["ip", "netns", "exec", ns["dev"], py, str(t / "client.py"), lab["lan_ip"], "104"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    # the original destination came from conntrack; the box dials from its own address
+    assert r.stdout.strip() == f"from {box_lan_ip}:hello", (t / "box.log").read_text()
+    assert f"outbound pacs {n_dev}:" in (t / "box.log").read_text()

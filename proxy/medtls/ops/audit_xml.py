@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import re
 from dataclasses import dataclass
-from xml.sax.saxutils import escape, quoteattr
 
 # (code, codeSystemName, originalText)
 APPLICATION_ACTIVITY = ("110100", "DCM", "Application Activity")
@@ -45,6 +45,25 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_SPECIAL = re.compile(r'[&<>"\t\n\r]')
+_ATTR_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "\t": "&#9;",
+    "\n": "&#10;",
+    "\r": "&#13;",
+}
+
+
+def _escape(text: str) -> str:
+    """Escape for attribute values and text (attribute-safe superset)."""
+    if not _SPECIAL.search(text):
+        return text
+    return _SPECIAL.sub(lambda m: _ATTR_ESCAPES[m.group()], text)
+
+
 class _Xml:
     """Minimal XML writer: the messages are small and built once per connection on the
     daemon's loop, where ElementTree costs several times more."""
@@ -53,14 +72,14 @@ class _Xml:
         self.parts: list[str] = []
 
     def open(self, tag: str, attrs: dict[str, str], empty: bool = False) -> None:
-        text = "".join(f" {k}={quoteattr(v)}" for k, v in attrs.items())
+        text = "".join(f' {k}="{_escape(v)}"' for k, v in attrs.items())
         self.parts.append(f"<{tag}{text}{'/' if empty else ''}>")
 
     def close(self, tag: str) -> None:
         self.parts.append(f"</{tag}>")
 
     def text_element(self, tag: str, text: str) -> None:
-        self.parts.append(f"<{tag}>{escape(text)}</{tag}>")
+        self.parts.append(f"<{tag}>{_escape(text)}</{tag}>")
 
     def coded(self, tag: str, code: tuple[str, str, str]) -> None:
         self.open(
