@@ -67,19 +67,30 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         return _problems(e.problems)
     setup_logging(args.log_level or config.logging.level)
+    from medtls.ops.runtime import attach
+
+    ops = None
     try:
         if config.workers > 1:
             _probe(config)
         else:
             daemon = Daemon(config)
+            ops = attach(daemon, config)  # workers == 1 only
             daemon.start()
     except TLSSetupError as e:
+        if ops is not None:
+            ops.close()
         return _problems([f"error: {e}"])
     except OSError as e:
+        if ops is not None:
+            ops.close()
         return _problems([f"error: {e.strerror or e}"])
     if config.workers > 1:
         return _run_workers(config, config.workers)
-    daemon.serve_forever()
+    try:
+        daemon.serve_forever()
+    finally:
+        ops.close()
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from medtls.ops.config import OPS_SECTIONS, OpsConfig, parse_ops_sections
 from medtls.profiles import LEGACY_PROFILES, PROFILES
 
 DEFAULT_PROFILE = "bcp195"
@@ -190,6 +191,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     logging: Logging = field(default_factory=Logging)
     workers: int = 1
+    ops: OpsConfig = field(default_factory=OpsConfig)
 
     def outbound_profile(self, peer: OutboundPeer) -> str:
         return peer.profile or self.profile
@@ -661,7 +663,7 @@ def _limits(r: _Reader, raw: Any) -> Limits:
 
 _TOP_KEYS = {"device", "interfaces", "mode", "interception", "listeners", "identity",
              "trust", "tls", "outbound", "inbound", "passthrough", "limits", "logging",
-             "workers"}  # fmt: skip
+             "workers", *OPS_SECTIONS}  # fmt: skip
 
 
 def parse_config(raw: Any, path: Path, check_files: bool = True) -> Config:
@@ -692,6 +694,9 @@ def parse_config(raw: Any, path: Path, check_files: bool = True) -> Config:
         logging=Logging(level=r.get(log, "level", "logging", _choice(LOG_LEVELS), "info")),
         workers=r.get(top, "workers", "", _pos_int, 1),
     )
+    cfg_kwargs["ops"], ops_problems = parse_ops_sections(top)
+    for ops_path, ops_message in ops_problems:
+        r.err(ops_path, ops_message)
     if mode == "explicit":
         if cfg_kwargs["inbound"] and device.ip is None and "ip" in (top.get("device") or {}):
             r.err("device.ip", "must be an IP address (not auto) with mode: explicit")

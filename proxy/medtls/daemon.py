@@ -183,6 +183,8 @@ class Daemon:
         self._wake_w.setblocking(False)
         self._poll_add(self._wake_r.fileno(), READ, None)
         self._last_limit_log = 0.0
+        # set by medtls.ops: callable -> reason string while certificates must not be validated
+        self.validation_gate = None
 
     @property
     def config(self) -> Config:
@@ -253,6 +255,10 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self._call_soon(self._stop_in_loop))
         signal.signal(signal.SIGINT, lambda *_: self._call_soon(self._stop_in_loop))
 
+    def call_soon(self, fn, *args) -> None:
+        """Run fn(*args) on the loop thread (thread-safe)."""
+        self._call_soon(fn, *args)
+
     def _call_soon(self, fn, *args) -> None:
         with self._lock:
             self._calls.append((fn, args))
@@ -297,6 +303,7 @@ class Daemon:
         return bool(result and result[0])
 
     def _reload_in_loop(self) -> bool:
+        self.events.reloading()
         path = self.config.path
         try:
             config = load_config(path)
@@ -447,6 +454,11 @@ class Daemon:
         if route is None:
             table = "outbound peer" if spec.direction == "outbound" else "inbound port"
             self._fail(c, ev.NO_ROUTE, f"destination not in the {table} table (default deny)")
+            return
+        gate = self.validation_gate
+        why = gate() if gate is not None and not plaintext else None
+        if why:
+            self._fail(c, ev.CLOCK_UNSYNCED, why)
             return
         if spec.direction == "outbound":
             c.upstream = (route.address, route.tls_port)

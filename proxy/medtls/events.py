@@ -30,6 +30,7 @@ CONNECT_FAILED = "connect_failed"  # upstream refused/unreachable/connect_timeou
 LIMIT = "max_connections"  # refused because limits.max_connections is reached
 PEER_REJECTED = "peer_rejected"  # the remote side aborted the handshake with an alert
 HANDSHAKE_ERROR = "handshake_error"  # anything else during setup
+CLOCK_UNSYNCED = "clock_unsynced"  # system clock not synchronised: certificates not validated
 
 # connection_closed results
 RESULT_OK = "ok"  # both directions closed cleanly (FIN/close_notify), all bytes delivered
@@ -81,6 +82,9 @@ class Observer:
 
     def reload_failed(self, error: str) -> None:
         """A reload was rejected; the running configuration stays."""
+
+    def reloading(self) -> None:
+        """A reload starts (SIGHUP or reload()); reload_ok or reload_failed follows."""
 
     def stopping(self) -> None:
         """SIGTERM/stop(): listeners closed, draining established connections."""

@@ -43,6 +43,9 @@ def box_config(pki: PKI, cn: str, **over) -> dict:
         "trust": {"ca": str(pki.ca)},
         "limits": {"handshake_timeout": 10, "connect_timeout": 5, "drain_timeout": 2},
         "logging": {"level": "info"},
+        "clock": {"require_sync": False},
+        "metrics": {"enabled": False},
+        "audit": {"transport": "none"},
     }
     cfg.update(over)
     return cfg
