@@ -110,6 +110,8 @@ class Lab:
             run(ns(name, ["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]))
         for tap in taps:
             run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+            # An UP tap shows NO-CARRIER until a process attaches: that is how attach is seen.
+            run(["ip", "link", "set", tap, "up"])
         machine, console = QEMU[self.arch]
         cmd = [
             *machine,
@@ -141,6 +143,8 @@ class Lab:
                 run(ns(name, ["ip", "link", "set", tap, "address", MODALITY_MAC]))
             run(ns(name, ["ip", "addr", "add", f"{ip}/{PREFIX_LEN}", "dev", tap]))
             run(ns(name, ["ip", "link", "set", tap, "up"]))
+            if "LOWER_UP" not in run(ns(name, ["ip", "-o", "link", "show", tap])).stdout:
+                raise RuntimeError(f"{tap} lost QEMU's carrier after moving to {name}")
 
     def _wait_taps_attached(self, taps: tuple[str, str], timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -149,8 +153,7 @@ class Lab:
                 out = (self.workdir / "qemu.out").read_text()
                 raise RuntimeError(f"qemu exited with {self.qemu.returncode}: {out.strip()}")
             flags = [run(["ip", "-o", "link", "show", t], check=False).stdout for t in taps]
-            # A tap shows NO-CARRIER until a process has attached to it.
-            if all(f and "NO-CARRIER" not in f for f in flags):
+            if all(f and "NO-CARRIER" not in f and "LOWER_UP" in f for f in flags):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"qemu did not attach to {taps} within {timeout}s")
