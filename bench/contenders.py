@@ -173,7 +173,7 @@ class Medtls(Contender):
             listen=f"127.0.0.1:{listen}",
             ca=s.pki.ca,
             workers=os.environ.get("MEDTLS_BENCH_WORKERS", "1"),
-            buffer_size=os.environ.get("MEDTLS_BENCH_BUFFER_SIZE", "65536"),
+            buffer_size=os.environ.get("MEDTLS_BENCH_BUFFER_SIZE", _default_buffer()),
             **values,
         )
         cmd = [self.executable, "run", "--config", str(cfg)]
@@ -194,6 +194,15 @@ class Medtls(Contender):
     def version(self):
         out = subprocess.run([self.executable, "--version"], capture_output=True, text=True)
         return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else ""
+
+
+def _default_buffer() -> str:
+    """medtls' shipped limits.buffer_size, so the harness measures what users get."""
+    try:
+        from medtls.config import Limits
+    except ImportError:
+        return "262144"
+    return str(Limits().buffer_size)
 
 
 ALL = {c.name: c for c in (Stunnel(), Haproxy(), Medtls())}

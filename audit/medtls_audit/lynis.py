@@ -28,6 +28,8 @@ class Report:
     suggestions: list[tuple[str, str]] = field(default_factory=list)
     tests_done: int = 0
     version: str = "?"
+    host: str = "?"
+    date: str = "?"
 
 
 @dataclass
@@ -47,6 +49,10 @@ def parse_report(text: str) -> Report:
             rep.tests_done = int(value)
         elif key == "lynis_version":
             rep.version = value
+        elif key == "hostname":
+            rep.host = value
+        elif key == "report_datetime_start":
+            rep.date = value
         elif key in ("warning[]", "suggestion[]"):
             test_id, _, rest = value.partition("|")
             text_ = rest.split("|")[0]

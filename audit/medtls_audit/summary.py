@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     report = args.out / "lynis-report.dat"
     if report.exists():
         rep = lynis.parse_report(report.read_text())
-        print(f"Lynis {rep.version}: {rep.tests_done} tests, warnings and top suggestions:")
+        print(f"Lynis {rep.version} on {rep.host} at {rep.date}: {rep.tests_done} tests, index "
+              f"{rep.index}; warnings and top suggestions:")  # fmt: skip
         for tid, text in sorted(rep.warnings.items()):
             print(f"  warning    {tid} {text}")
         for line in lynis.top_suggestions(rep):

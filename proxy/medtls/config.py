@@ -162,7 +162,7 @@ class Limits:
     handshake_timeout: float = 10.0
     connect_timeout: float = 10.0
     idle_timeout: float = 0.0
-    buffer_size: int = 65536
+    buffer_size: int = 262144
     drain_timeout: float = 30.0
     keepalive: bool = True
 

@@ -38,7 +38,7 @@ from medtls.policy import (
     unmap_v4,
     verify_mismatches,
 )
-from medtls.relay import READ, WRITE, Pipe, RelayError, Side
+from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side
 from medtls.tlsctx import TLSSetupError, self_test
 
 log = logging.getLogger("medtls")
@@ -170,6 +170,7 @@ class Daemon:
         self.conns: dict[int, Conn] = {}
         self.ids = itertools.count(1)
         self.scratch = memoryview(bytearray(262144))
+        self.pools: dict[int, BufferPool] = {}  # buffer_size -> pool (a reload may change it)
         self.started = time.time()
         self.stopping = False
         self.drain_deadline = 0.0
@@ -569,8 +570,10 @@ class Daemon:
 
     def _start_relay(self, c: Conn) -> None:
         c.state = RELAY
-        size = c.size
-        c.pipes = (Pipe(c.client, c.server, size), Pipe(c.server, c.client, size))
+        pool = self.pools.get(c.size)
+        if pool is None:
+            pool = self.pools[c.size] = BufferPool(c.size)
+        c.pipes = (Pipe(c.client, c.server, pool), Pipe(c.server, c.client, pool))
         c.last_activity = time.monotonic()
         self._relay(c)
 
@@ -678,6 +681,9 @@ class Daemon:
                 abort(side.sock)
         c.state = CLOSED
         self.conns.pop(c.info.id, None)
+        if c.pipes:
+            for p in c.pipes:
+                p.release()
         up = c.pipes[0].count if c.pipes else 0
         down = c.pipes[1].count if c.pipes else 0
         dur = time.monotonic() - c.t0

@@ -94,3 +94,31 @@ LEGACY_PROFILES = frozenset(n for n, p in PROFILES.items() if p.legacy)
 
 def tls13_suite_list(profile: Profile) -> list[str]:
     return [s for s in profile.tls13_suites.split(":") if s]
+
+
+CHACHA20_TLS13 = "TLS_CHACHA20_POLY1305_SHA256"
+
+
+def cpu_has_aes(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo text shows AES instructions (x86 `flags`, ARM `Features`).
+
+    Unknown formats count as "has AES" so the profile's own order stays.
+    """
+    seen = False
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            seen = True
+            if "aes" in value.split():
+                return True
+    return not seen
+
+
+def client_tls13_order(suites: list[str], has_aes: bool) -> list[str]:
+    """The profile's TLS 1.3 suites, ChaCha20-Poly1305 first when the CPU lacks AES instructions.
+
+    Only reorders suites the profile already allows; never adds one.
+    """
+    if has_aes or CHACHA20_TLS13 not in suites:
+        return list(suites)
+    return [CHACHA20_TLS13] + [s for s in suites if s != CHACHA20_TLS13]

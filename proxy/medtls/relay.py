@@ -141,17 +141,39 @@ def _oserr(e: OSError) -> str:
     return (e.strerror or str(e)).lower()
 
 
+class BufferPool:
+    """Plaintext buffers of one size, shared by the connections of one process.
+
+    A pipe holds a buffer only while bytes wait in it, so idle connections cost no buffer memory
+    and a large buffer_size only costs memory for connections that are actually backlogged.
+    """
+
+    __slots__ = ("free", "keep", "size")
+
+    def __init__(self, size: int, keep_bytes: int = 4 << 20):
+        self.size = size
+        self.keep = max(2, keep_bytes // size)
+        self.free: list[memoryview] = []
+
+    def take(self) -> memoryview:
+        return self.free.pop() if self.free else memoryview(bytearray(self.size))
+
+    def give(self, mv: memoryview) -> None:
+        if len(self.free) < self.keep:
+            self.free.append(mv)
+
+
 class Pipe:
     """One direction: plaintext bytes from `src` waiting to be delivered to `dst`."""
 
-    __slots__ = ("buf", "count", "dst", "end", "mv", "size", "src", "start")
+    __slots__ = ("count", "dst", "end", "mv", "pool", "size", "src", "start")
 
-    def __init__(self, src: Side, dst: Side, size: int):
+    def __init__(self, src: Side, dst: Side, pool: BufferPool):
         self.src = src
         self.dst = dst
-        self.size = size
-        self.buf = bytearray(size)
-        self.mv = memoryview(self.buf)
+        self.pool = pool
+        self.size = pool.size
+        self.mv: memoryview | None = None  # taken from the pool while bytes are in flight
         self.start = 0
         self.end = 0
         self.count = 0  # bytes delivered to dst
@@ -160,26 +182,40 @@ class Pipe:
     def done(self) -> bool:
         return self.src.eof_in and self.start == self.end and self.dst.shut_out
 
+    def release(self) -> None:
+        """Give the buffer back (pending bytes, if any, are dropped: only for a closed pipe)."""
+        if self.mv is not None:
+            self.pool.give(self.mv)
+            self.mv = None
+        self.start = self.end = 0
+
 
 def recv_plain(side: Side, pipe: Pipe) -> None:
     if pipe.end >= pipe.size or side.eof_in:
         return
+    if pipe.mv is None:
+        pipe.mv = pipe.pool.take()
     try:
         n = side.sock.recv_into(pipe.mv[pipe.end :])
     except (BlockingIOError, InterruptedError):
-        return
+        n = -1
     except OSError as e:
         raise RelayError(side.name, _oserr(e)) from None
-    if n:
+    if n > 0:
         pipe.end += n
-    else:
+        return
+    if n == 0:
         side.raw_eof = side.eof_in = True
+    if pipe.end == 0:
+        pipe.release()
 
 
 def _tls_read(src: Side, pipe: Pipe) -> bool:
     got = False
     tls = src.tls
     inc = src.inc
+    if pipe.mv is None:
+        pipe.mv = pipe.pool.take()
     mv = pipe.mv
     # Skipping read() when no input can complete a record avoids a raised SSLWantReadError.
     while pipe.end < pipe.size and (inc.pending or src.raw_eof or tls.pending()):
@@ -253,6 +289,9 @@ def pump(pipes: tuple[Pipe, Pipe]) -> None:
                         dst.flush()
                 else:
                     _shutdown_wr(dst)
+    for p in pipes:
+        if p.mv is not None and p.start == p.end:
+            p.release()
 
 
 def interest(side: Side, outpipe: Pipe) -> int:

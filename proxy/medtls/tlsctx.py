@@ -14,7 +14,13 @@ import warnings
 from functools import cache
 from pathlib import Path
 
-from medtls.profiles import PROFILES, Profile, tls13_suite_list
+from medtls.profiles import (
+    PROFILES,
+    Profile,
+    client_tls13_order,
+    cpu_has_aes,
+    tls13_suite_list,
+)
 
 
 class TLSSetupError(Exception):
@@ -55,6 +61,18 @@ def _ssl_ctx_ptr(ctx: ssl.SSLContext) -> int:
 
 
 _SSL_CTRL_SET_DH_AUTO = 118
+# Server: when the client lists ChaCha20-Poly1305 first (a CPU without AES instructions),
+# choose it over our AES preference. Python's ssl module has no name for this option.
+SSL_OP_PRIORITIZE_CHACHA = 1 << 21
+
+
+@cache
+def local_cpu_has_aes() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return cpu_has_aes(f.read())
+    except OSError:
+        return True
 
 
 def set_tls13_suites(ctx: ssl.SSLContext, suites: list[str]) -> None:
@@ -85,7 +103,7 @@ def read_passphrase(path: Path | None) -> bytes | None:
     return data.rstrip(b"\r\n")
 
 
-def apply_profile(ctx: ssl.SSLContext, profile: Profile) -> None:
+def apply_profile(ctx: ssl.SSLContext, profile: Profile, has_aes: bool = True) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 only in aes-legacy
         ctx.minimum_version = ssl.TLSVersion[profile.min_version]
@@ -95,7 +113,7 @@ def apply_profile(ctx: ssl.SSLContext, profile: Profile) -> None:
         ctx.set_ciphers(profile.tls12_ciphers)
     except ssl.SSLError:
         raise TLSSetupError(f"OpenSSL accepts none of the {profile.name} TLS 1.2 ciphers") from None
-    suites = tls13_suite_list(profile)
+    suites = client_tls13_order(tls13_suite_list(profile), has_aes)
     if suites:
         set_tls13_suites(ctx, suites)
     else:
@@ -119,9 +137,10 @@ def build_context(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
-    apply_profile(ctx, profile)
+    # A server keeps the profile order; its peers' CPUs decide via SSL_OP_PRIORITIZE_CHACHA.
+    apply_profile(ctx, profile, has_aes=True if server else local_cpu_has_aes())
     if server:
-        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA
         ctx.num_tickets = 0
     try:
         ctx.load_verify_locations(cafile=str(ca))

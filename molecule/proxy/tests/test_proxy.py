@@ -73,7 +73,7 @@ def test_unit_waits_for_time_and_reloads(host):
     assert "time-sync.target" in after
     assert "medtls-interception.service" in after
     assert "kill -HUP" in host.check_output(f"systemctl show -P ExecReload {UNIT}")
-    assert host.check_output(f"systemctl show -P Type {UNIT}") in ("notify", "simple")
+    assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify"
 
 
 def test_exposure_score(host):

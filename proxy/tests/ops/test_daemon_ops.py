@@ -301,7 +301,10 @@ def test_bad_cert_on_reload_keeps_service(ops_pki, box_factory, breakage):
 
 
 def test_sigterm_drains_then_exits(box_factory):
-    box = box_factory()
+    # a long grace period: the process must exit because the last connection ended, not
+    # because the grace period ran out (CLI calls below are slow on a loaded machine)
+    limits = {"handshake_timeout": 3, "connect_timeout": 3, "drain_timeout": 20}
+    box = box_factory(extra={"limits": limits})
     held = box.connect()
     assert echo_once(held, b"before") == b"before"
     n = len(box.notify.messages)
@@ -318,7 +321,7 @@ def test_sigterm_drains_then_exits(box_factory):
     assert close_cleanly(held) == b""
     box.proc.wait(10)
     assert box.proc.returncode == 0
-    assert time.monotonic() - started < 2.5  # exits as soon as the last connection is done
+    assert time.monotonic() - started < 8  # exits once the last connection is done, not at 20 s
     assert (
         "result=ok" in [line for line in box.log().splitlines() if "event=connection" in line][-1]
     )
@@ -333,7 +336,7 @@ def test_sigterm_grace_period_closes_idle_connections(box_factory):
     box.signal(signal.SIGTERM)
     box.proc.wait(10)
     waited = time.monotonic() - started
-    assert 2.5 < waited < 6, waited  # limits.drain_timeout is 3 s
+    assert 2.5 < waited < 10, waited  # limits.drain_timeout is 3 s
     assert held.recv(10) == b""  # closed with close_notify, not reset
     assert "result=shutdown" in box.log()
 
