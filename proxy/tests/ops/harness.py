@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import signal
@@ -17,17 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-
-RUNNER = Path(__file__).with_name("ops_runner.py")
-
-
-def cli_wired() -> bool:
-    """True once `medtls run` attaches ops and medtls.config accepts the ops sections."""
-    import medtls.commands
-    import medtls.config
-
-    top = getattr(medtls.config, "_TOP_KEYS", set())
-    return "metrics" in top and "medtls.ops" in inspect.getsource(medtls.commands)
 
 
 def free_port() -> int:
@@ -170,10 +158,7 @@ class Box:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.logfile = tmp / "medtls.log"
         self._log = open(self.logfile, "wb")  # noqa: SIM115
-        if cli_wired():
-            cmd = [sys.executable, "-m", "medtls.cli", "run", "--config", str(self.config_path)]
-        else:
-            cmd = [sys.executable, str(RUNNER), str(self.config_path)]
+        cmd = [sys.executable, "-m", "medtls.cli", "run", "--config", str(self.config_path)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         try:
             self.notify.wait_for("READY=1", timeout=15)

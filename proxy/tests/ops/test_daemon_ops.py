@@ -395,14 +395,6 @@ def test_certificate_renewal_on_disk_triggers_reload(tmp_path, ops_pki, box_fact
 UNSYNCED_CLOCK = {"require_sync": True, "not_before": "2100-01-01"}  # the clock is "wrong"
 
 
-def _daemon_has_clock_gate() -> bool:
-    import inspect
-
-    import medtls.daemon
-
-    return "validation_gate" in inspect.getsource(medtls.daemon)
-
-
 def test_unsynchronised_clock_is_critical_in_status_and_metrics(box_factory):
     box = box_factory(extra={"clock": UNSYNCED_CLOCK})
     r = box.cli("status")
@@ -415,10 +407,6 @@ def test_unsynchronised_clock_is_critical_in_status_and_metrics(box_factory):
     assert "refusing certificate validation until it is" in box.log()
 
 
-@pytest.mark.skipif(
-    not _daemon_has_clock_gate(),
-    reason="proxy core lacks Daemon.validation_gate (/work/ops-requests.md section 2c)",
-)
 def test_unsynchronised_clock_refuses_tls(box_factory):
     box = box_factory(extra={"clock": UNSYNCED_CLOCK})
     with pytest.raises((OSError, AssertionError)), box.connect() as s:
