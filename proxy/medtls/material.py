@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -40,9 +41,24 @@ def _cert_infos(role: str, path: Path) -> list[CertInfo]:
     ]
 
 
+def reject_expired_identity(path: Path, now: datetime) -> None:
+    """Refuse to present an expired leaf. A clock that lags (a Pi without RTC starts in 1970)
+    never makes a valid certificate look expired, so this is safe before time sync."""
+    try:
+        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    except (OSError, ValueError, IndexError):
+        return  # unreadable material is reported by build_context with its own message
+    if leaf.not_valid_after_utc < now:
+        raise TLSSetupError(
+            f"identity.certificate: {path}: certificate expired on "
+            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+        )
+
+
 def build_runtime(config: Config, generation: int) -> Runtime:
     """Load every key/certificate/CA and build one SSLContext per route (raises TLSSetupError)."""
     ident = config.identity
+    reject_expired_identity(ident.certificate, datetime.now(UTC))
     passphrase = read_passphrase(ident.key_passphrase_file)
     cache: dict[tuple, ssl.SSLContext] = {}
 

@@ -246,16 +246,7 @@ def test_reload_under_load_keeps_connections_and_uses_new_cert(ops_pki, box_fact
     )
 
 
-EXPIRED_REJECTED = pytest.mark.xfail(
-    reason="proxy core accepts an expired identity certificate on reload "
-    "(requested in /work/ops-requests.md section 9)",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "breakage", ["key_mismatch", "garbage", pytest.param("expired", marks=EXPIRED_REJECTED)]
-)
+@pytest.mark.parametrize("breakage", ["key_mismatch", "garbage", "expired"])
 def test_bad_cert_on_reload_keeps_service(ops_pki, box_factory, breakage):
     box = box_factory()
     with box.connect() as s:
