@@ -55,6 +55,7 @@ def test_listeners(host):
     ("prop", "value"),
     [
         ("Restart", "on-failure"),
+        ("WatchdogUSec", "5s"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("PrivateTmp", "yes"),
