@@ -30,35 +30,39 @@ class Runtime:
     certificates: list[CertInfo] = field(default_factory=list)
 
 
-def _cert_infos(role: str, path: Path) -> list[CertInfo]:
+def _load_certs(path: Path) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
+        return x509.load_pem_x509_certificates(path.read_bytes())
     except (OSError, ValueError):
-        return []
+        return []  # unreadable material is reported by build_context with its own message
+
+
+def _cert_infos(
+    role: str, path: Path, certs: list[x509.Certificate] | None = None
+) -> list[CertInfo]:
+    if certs is None:
+        certs = _load_certs(path)
     return [
         CertInfo(role, str(path), c.subject.rfc4514_string(), c.not_valid_after_utc.isoformat())
         for c in certs
     ]
 
 
-def reject_expired_identity(path: Path, now: datetime) -> None:
+def reject_expired_identity(path: Path, certs: list[x509.Certificate], now: datetime) -> None:
     """Refuse to present an expired leaf. A clock that lags (a Pi without RTC starts in 1970)
     never makes a valid certificate look expired, so this is safe before time sync."""
-    try:
-        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
-    except (OSError, ValueError, IndexError):
-        return  # unreadable material is reported by build_context with its own message
-    if leaf.not_valid_after_utc < now:
+    if certs and certs[0].not_valid_after_utc < now:
         raise TLSSetupError(
             f"identity.certificate: {path}: certificate expired on "
-            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+            f"{certs[0].not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
         )
 
 
 def build_runtime(config: Config, generation: int) -> Runtime:
     """Load every key/certificate/CA and build one SSLContext per route (raises TLSSetupError)."""
     ident = config.identity
-    reject_expired_identity(ident.certificate, datetime.now(UTC))
+    ident_certs = _load_certs(ident.certificate)
+    reject_expired_identity(ident.certificate, ident_certs, datetime.now(UTC))
     passphrase = read_passphrase(ident.key_passphrase_file)
     cache: dict[tuple, ssl.SSLContext] = {}
 
@@ -82,7 +86,7 @@ def build_runtime(config: Config, generation: int) -> Runtime:
     if not config.outbound and not config.inbound:
         # Still prove the identity loads, so `check` and reload reject broken material.
         ctx(True, config.profile, config.trust_ca)
-    rt.certificates = _cert_infos("identity.certificate", ident.certificate)
+    rt.certificates = _cert_infos("identity.certificate", ident.certificate, ident_certs)
     rt.certificates += _cert_infos("trust.ca", config.trust_ca)
     for i, peer in enumerate(config.outbound):
         if peer.verify and peer.verify.ca:
