@@ -14,19 +14,23 @@ mirror=${MEDTLS_MIRROR:-http://deb.debian.org/debian}
 suite=${MEDTLS_SUITE:-trixie}
 here=$(cd "$(dirname "$0")" && pwd)
 
-# Everything the playbook's roles use is installed here, so the image-context play needs no apt
-# run under emulation; python3 + python3-apt let Ansible modules run inside the chroot.
-packages=(
-  systemd systemd-sysv systemd-timesyncd dbus udev kmod login passwd sudo
-  iproute2 nftables openssh-server ca-certificates e2fsprogs dosfstools procps
-  python3 python3-apt python3-yaml python3-cryptography openssl unattended-upgrades
-  initramfs-tools zstd
-)
+# Everything the playbook's roles use is preinstalled from image/packages/*.list, so the image-context
+# play needs no apt run under emulation.
 case "$arch" in
-  arm64) packages+=(linux-image-arm64 raspi-firmware wireless-regdb) ;;
-  amd64) packages+=(linux-image-amd64) ;;
+  arm64|amd64) ;;
   *) echo "build-rootfs.sh: unsupported ARCH '$arch' (arm64 or amd64)" >&2; exit 2 ;;
 esac
+packages=()
+for list in "$here"/../packages/*.list; do
+  case "$(basename "$list")" in
+    arch-"$arch".list) ;;
+    arch-*) continue ;;
+  esac
+  while read -r package _; do
+    case "$package" in ''|'#'*) continue ;; esac
+    packages+=("$package")
+  done < "$list"
+done
 
 if [ "$arch" != "$(dpkg --print-architecture)" ]; then
   "$here/binfmt.sh" "$arch"
