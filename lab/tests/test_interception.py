@@ -206,18 +206,27 @@ def test_teardown_removes_exactly_what_apply_added(env, tmp_path):
 
         def snapshot():
             cmds = (("nft", "-s", "list", "ruleset"), ("ip", "-4", "rule"),
-                    ("ip", "-4", "route", "show", "table", "all"), ("ip", "neigh"))  # fmt: skip
+                    ("ip", "-4", "route", "show", "table", "all"), ("ip", "neigh"),
+                    ("ip", "-4", "addr"))  # fmt: skip
             return [nsrun(*c).stdout for c in cmds]
 
         before = snapshot()
-        medtls = sv.medtls_argv("rules", "--config", str(env.config))
+        ntp = _variant(env, "teardown-ntp", ntp={"servers": ["198.18.0.123"]})
+        for config, owned in ((env.config, "28020"), (ntp, "28022")):
+            medtls = sv.medtls_argv("rules", "--config", str(config))
+            nsrun(*medtls[:2], "apply", *medtls[2:])
+            first = snapshot()
+            nsrun(*medtls[:2], "apply", *medtls[2:])
+            assert snapshot() == first, f"apply is not idempotent ({config.name})"
+            assert "table bridge medtls" in first[0] and owned in first[1]
+            nsrun(*medtls[:2], "teardown", *medtls[2:])
+            assert snapshot() == before, f"teardown left something ({config.name})"
+        # Dropping ntp.servers from the configuration removes its routing on the next apply.
         nsrun(*medtls[:2], "apply", *medtls[2:])
-        first = snapshot()
-        nsrun(*medtls[:2], "apply", *medtls[2:])
-        assert snapshot() == first, "apply is not idempotent"
-        assert "table bridge medtls" in first[0] and "28020" in first[1]
-        nsrun(*medtls[:2], "teardown", *medtls[2:])
-        assert snapshot() == before
+        plain = sv.medtls_argv("rules", "apply", "--config", str(env.config))
+        nsrun(*plain)
+        without = snapshot()
+        assert "28022" not in without[1] + without[2] and "192.0.0.8" not in without[4]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 

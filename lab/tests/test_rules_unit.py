@@ -146,6 +146,8 @@ def test_every_variant_is_accepted_by_the_kernel():
         {"device": {"ip": "198.18.0.10"}},
         {"passthrough": {"inbound_ports": [8080]}, "outbound": outbound},
         {"inbound": None},
+        {"ntp": {"servers": ["198.18.0.123", "198.18.0.124"]}},
+        {"ntp": {"servers": ["198.18.0.123"]}, "device": {"ip": "198.18.0.10"}},
     ]
     for changes in variants:
         r = _nft_check(ruleset.nft_script(_spec(**changes), BR_MAC))

@@ -155,6 +155,16 @@ class Passthrough:
 
 
 @dataclass(frozen=True)
+class Ntp:
+    """NTP servers on the LAN the box's own clock synchronises with, as the device (IPv4)."""
+
+    servers: tuple[str, ...] = ()
+
+
+NTP_MAX_SERVERS = 8
+
+
+@dataclass(frozen=True)
 class Limits:
     """Resource limits and timeouts (seconds; 0 disables idle_timeout)."""
 
@@ -188,6 +198,7 @@ class Config:
     outbound: tuple[OutboundPeer, ...] = ()
     inbound: tuple[InboundPort, ...] = ()
     passthrough: Passthrough = field(default_factory=Passthrough)
+    ntp: Ntp = field(default_factory=Ntp)
     limits: Limits = field(default_factory=Limits)
     logging: Logging = field(default_factory=Logging)
     workers: int = 1
@@ -639,6 +650,36 @@ def _passthrough(r: _Reader, raw: Any) -> Passthrough:
     return Passthrough(tuple(good))
 
 
+def _ntp(r: _Reader, raw: Any) -> Ntp:
+    d = r.mapping(raw, "ntp", {"servers"}) or {}
+    servers = d.get("servers")
+    if servers is None:
+        return Ntp()
+    if not isinstance(servers, list):
+        r.err("ntp.servers", f"must be a list of IPv4 addresses, got {_kind(servers)}")
+        return Ntp()
+    if len(servers) > NTP_MAX_SERVERS:
+        r.err("ntp.servers", f"at most {NTP_MAX_SERVERS} servers, got {len(servers)}")
+    good: list[str] = []
+    for i, value in enumerate(servers):
+        where = f"ntp.servers[{i}]"
+        try:
+            addr = ipaddress.ip_address(value.strip() if isinstance(value, str) else "")
+        except ValueError:
+            r.err(where, f"not an IPv4 address: {value!r} (names are not resolved: the box "
+                         "has no DNS of its own)")  # fmt: skip
+            continue
+        if addr.version != 4:
+            r.err(where, f"{addr}: only IPv4 NTP servers are supported")
+        elif addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_reserved:
+            r.err(where, f"{addr}: not a unicast address of a LAN host")
+        elif str(addr) in good:
+            r.err(where, f"{addr} is listed twice")
+        else:
+            good.append(str(addr))
+    return Ntp(tuple(good))
+
+
 def _limits(r: _Reader, raw: Any) -> Limits:
     keys = {"max_connections", "handshake_timeout", "connect_timeout", "idle_timeout",
             "buffer_size", "drain_timeout", "keepalive"}  # fmt: skip
@@ -662,7 +703,7 @@ def _limits(r: _Reader, raw: Any) -> Limits:
 
 
 _TOP_KEYS = {"device", "interfaces", "mode", "interception", "listeners", "identity",
-             "trust", "tls", "outbound", "inbound", "passthrough", "limits", "logging",
+             "trust", "tls", "outbound", "inbound", "passthrough", "ntp", "limits", "logging",
              "workers", *OPS_SECTIONS}  # fmt: skip
 
 
@@ -690,6 +731,7 @@ def parse_config(raw: Any, path: Path, check_files: bool = True) -> Config:
         outbound=_outbound(r, top.get("outbound"), mode),
         inbound=_inbound(r, top.get("inbound"), mode),
         passthrough=_passthrough(r, top.get("passthrough")),
+        ntp=_ntp(r, top.get("ntp")),
         limits=_limits(r, top.get("limits")),
         logging=Logging(level=r.get(log, "level", "logging", _choice(LOG_LEVELS), "info")),
         workers=r.get(top, "workers", "", _pos_int, 1),

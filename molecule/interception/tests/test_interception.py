@@ -101,3 +101,38 @@ def test_fail_closed_and_reopen(host, udp_echo):
         host.run_expect([0], "systemctl start medtls-interception.service")
     assert host.run("nft list table bridge medtls_failclosed").rc != 0
     assert udp_crosses_bridge(host)
+
+
+def test_ruleset_unit_ordered_after_firstboot(host):
+    # medtls-firstboot does not exist in this container: the ordering must still load cleanly.
+    after = host.check_output("systemctl show -P After medtls-interception.service").split()
+    assert "medtls-firstboot.service" in after
+    assert host.service("medtls-interception.service").is_running
+
+
+def test_timesyncd_dropin_lists_only_the_configured_servers(host):
+    dropin = host.file("/etc/systemd/timesyncd.conf.d/medtls.conf")
+    assert dropin.mode == 0o644 and dropin.user == "root"
+    lines = [x for x in dropin.content_string.splitlines() if x and not x.startswith("#")]
+    assert lines == ["[Time]", "NTP=", "NTP=198.18.0.123", "FallbackNTP="]
+    # Written by the ruleset unit from ntp.servers of the configuration (first-boot path).
+    runtime = host.file("/run/systemd/timesyncd.conf.d/medtls.conf")
+    assert runtime.mode == 0o644
+    assert "\nNTP=\nNTP=198.18.0.123\nFallbackNTP=\n" in runtime.content_string
+    network = host.file("/etc/systemd/network/40-medtls-bridge.network").content_string
+    assert "RequiredForOnline=carrier" in network
+    # timesyncd polls only when networkd calls the box online; with no address that needs this.
+    state = host.file("/run/systemd/netif/state").content_string
+    assert "ONLINE_STATE=online" in state, state
+
+
+def test_ntp_borrows_the_device_identity_in_the_ruleset(host):
+    inet = host.check_output("nft list table inet medtls")
+    assert "snat ip to 198.18.0.10:28100-28115" in inet
+    bridge = host.check_output("nft list table bridge medtls")
+    assert re.search(r"udp sport 123 udp dport 28100-28115 meta pkttype set host", bridge)
+    assert re.search(
+        r"to 198\.18\.0\.123 ipproto udp dport 123 lookup 28022",
+        host.check_output("ip -4 rule show"),
+    )
+    assert "src 192.0.0.8" in host.check_output("ip -4 route show table 28022")

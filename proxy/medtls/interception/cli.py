@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from medtls.config import ConfigError, load_config
-from medtls.interception import host, learnio, ruleset
+from medtls.interception import host, learnio, ruleset, timesync
 from medtls.interception.learn import Changed, Learned, Learner, parse_frame
 from medtls.interception.spec import InterceptionError, InterceptionSpec, spec_from_config
 
@@ -20,13 +20,20 @@ def register(subparsers) -> None:
         "rules",
         help="render, apply or remove the nftables/sysctl/routing interception ruleset",
         description="show (default) prints the ruleset as one `nft -f` file; apply installs it "
-        "atomically; teardown removes exactly the owned tables, rules and routes.",
+        "atomically; teardown removes exactly the owned tables, rules and routes; timesyncd "
+        "prints (or with --output writes) the timesyncd drop-in for ntp.servers.",
     )
     p.add_argument(
-        "action", nargs="?", default="show", choices=("show", "apply", "teardown", "status")
+        "action",
+        nargs="?",
+        default="show",
+        choices=("show", "apply", "teardown", "status", "timesyncd"),
     )
     _common(p)
     p.add_argument("--bridge-mac", help="MAC of the bridge (default: read from the host)")
+    p.add_argument("--output", type=Path,
+                   help=f"timesyncd: write the drop-in here (e.g. {timesync.RUNTIME_DROPIN}); "
+                   "removed when ntp.servers is empty")  # fmt: skip
     p.set_defaults(func=cmd_rules)
 
     lp = subparsers.add_parser(
@@ -86,6 +93,8 @@ def cmd_rules(args) -> int:
         if args.action == "teardown":
             return _teardown(None)
         return 2
+    if args.action == "timesyncd":
+        return _timesyncd(cfg, args.output)
     try:
         spec = _spec(args, cfg)
         if args.action == "show":
@@ -102,6 +111,28 @@ def cmd_rules(args) -> int:
             return _teardown(None)
         _err("rules", str(e))
         return 1
+
+
+def _timesyncd(cfg, output: Path | None) -> int:
+    text = timesync.dropin(cfg)
+    if output is None:
+        sys.stdout.write(text or "# ntp.servers is empty: no timesyncd drop-in\n")
+        return 0
+    try:
+        if text is None:
+            output.unlink(missing_ok=True)
+            print(f"medtls rules: no ntp.servers; {output} removed")
+            return 0
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(output)
+    except OSError as e:
+        _err("rules", f"--output {output}: {e.strerror or e}")
+        return 1
+    print(f"medtls rules: wrote {output} (NTP={' '.join(cfg.ntp.servers)})")
+    return 0
 
 
 def _teardown(spec: InterceptionSpec | None) -> int:

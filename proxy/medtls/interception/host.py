@@ -69,15 +69,25 @@ def apply(spec: InterceptionSpec) -> list[str]:
     for ifname in (spec.device_if, spec.lan_if, spec.bridge):
         _run(["ip", "link", "set", ifname, "up"])
     _delete_ip_rules()
+    if not spec.ntp_servers:
+        _remove_ntp_routing()
     for argv in ruleset.ip_rules(spec) + ruleset.ip_routes(spec):
         _run(["ip", *argv])
     done.append("policy routing")
     return done
 
 
+def _remove_ntp_routing() -> None:
+    _run(["ip", "-4", "route", "flush", "table", str(ruleset.ROUTE_TABLE_NTP)], check=False)
+    shown = _run(["ip", "-4", "addr", "show", "dev", "lo", "to", f"{ruleset.NTP_SOURCE}/32"],
+                 check=False)  # fmt: skip
+    if ruleset.NTP_SOURCE in shown.stdout:
+        _run(["ip", "-4", "addr", "del", f"{ruleset.NTP_SOURCE}/32", "dev", "lo"], check=False)
+
+
 def _delete_ip_rules() -> None:
     for prio in ruleset.rule_priorities():
-        for _ in range(16):
+        for _ in range(32):
             if _run(["ip", "-4", "rule", "del", "priority", str(prio)], check=False).returncode:
                 break
 
@@ -88,6 +98,7 @@ def teardown(spec: InterceptionSpec | None) -> list[str]:
     _delete_ip_rules()
     for table in (ruleset.ROUTE_TABLE_LOCAL, ruleset.ROUTE_TABLE_DEVICE):
         _run(["ip", "-4", "route", "flush", "table", str(table)], check=False)
+    _remove_ntp_routing()
     if spec is not None and spec.device_mac:
         shown = _run(["ip", "-4", "neigh", "show", spec.device_ip, "dev", spec.bridge], check=False)
         if "PERMANENT" in shown.stdout:

@@ -5,18 +5,27 @@ TLS to the inbound ports and replies to the box's own connections up to the box'
 (`pkttype host`, destination MAC of the bridge); `inet` prerouting delivers them to the medtls
 listeners with tproxy; everything else that is TCP and crosses the bridge is dropped, except the
 configured plaintext pass-through. Non-TCP traffic is bridged untouched.
+
+The box's own NTP (`ntp.servers`) borrows the device's identity: routed by policy from the dummy
+source NTP_SOURCE, SNATed to the device's IP and a port of `ntp_ports`, the replies steered up by
+the bridge and de-NATed to the box's socket. Everything else the box sends as the device over UDP,
+and anything carrying NTP_SOURCE, is dropped at bridge output.
 """
 
 from __future__ import annotations
 
 from medtls.interception.spec import (
     FWMARK,
+    NTP_SOURCE,
     ROUTE_TABLE_DEVICE,
     ROUTE_TABLE_LOCAL,
+    ROUTE_TABLE_NTP,
     RULE_PRIORITY,
     TABLE_NAME,
     InterceptionSpec,
 )
+
+NTP_PORT = 123
 
 LOG_RATE = "limit rate 10/second burst 20 packets"
 LOG_PREFIX = "medtls: "
@@ -41,8 +50,9 @@ def bridge_table(spec: InterceptionSpec, bridge_mac: str) -> str:
     pass_ports = _set(spec.passthrough_ports) if spec.passthrough_ports else None
     plain = spec.plain_outbound
     lines = [f"table bridge {TABLE_NAME} {{"]
-    for name in ("foreign_mac", "tagged", "ipv6_tcp", "plaintext_tcp"):
+    for name in ("foreign_mac", "tagged", "ipv6_tcp", "plaintext_tcp", "own_udp"):
         lines += [f"\tcounter {name} {{", "\t}"]
+    lines += _ntp_set(spec)
     lines += [
         "\tset plain_out {",
         "\t\ttype ipv4_addr . inet_service",
@@ -65,6 +75,13 @@ def bridge_table(spec: InterceptionSpec, bridge_mac: str) -> str:
         f"iifname {dev} ip saddr {ip} meta l4proto tcp jump from_device",
         f"iifname {lan} ip daddr {ip} meta l4proto tcp jump to_device",
     ]
+    if spec.ntp_servers:
+        nlo, nhi = spec.ntp_ports
+        # Replies to the box's NTP go to the box only, never on to the device.
+        pre.append(
+            f"iifname {lan} ip daddr {ip} ip saddr @ntp_servers udp sport {NTP_PORT} "
+            f"udp dport {nlo}-{nhi} {steer} accept"
+        )
     from_device = ["ip daddr . tcp dport @plain_out return"]
     if pass_ports:
         from_device.append(f"tcp sport {pass_ports} return")
@@ -105,6 +122,17 @@ def bridge_table(spec: InterceptionSpec, bridge_mac: str) -> str:
     if spec.device_mac:
         # Frames the box sends as the device carry the device's MAC on the LAN.
         out.append(f"oifname {lan} ip saddr {ip} ether saddr set {spec.device_mac}")
+    out += [
+        f'ip saddr {NTP_SOURCE} counter name "own_udp" drop',
+        f"arp saddr ip {NTP_SOURCE} drop",
+    ]
+    if spec.ntp_servers:
+        nlo, nhi = spec.ntp_ports
+        out.append(
+            f"ip saddr {ip} ip daddr @ntp_servers udp sport {nlo}-{nhi} udp dport {NTP_PORT} accept"
+        )
+    # The box's UDP as the device is its NTP and nothing else.
+    out.append(f'ip saddr {ip} meta l4proto udp counter name "own_udp" drop')
 
     for name, body in (
         ("prerouting", pre),
@@ -147,15 +175,55 @@ def inet_table(spec: InterceptionSpec) -> str:
         f'iifname {br} counter name "routed" drop',
         f'oifname {br} counter name "routed" drop',
     ]
+    chains = [("prerouting", pre), ("forward", fwd)]
+    if spec.ntp_servers:
+        chains += _ntp_chains(spec)
     lines = [f"table inet {TABLE_NAME} {{"]
     for name in ("unclaimed", "routed"):
         lines += [f"\tcounter {name} {{", "\t}"]
-    for name, body in (("prerouting", pre), ("forward", fwd)):
+    lines += _ntp_set(spec)
+    for name, body in chains:
         lines.append(f"\tchain {name} {{")
         lines += [f"\t\t{rule}" for rule in body]
         lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _ntp_set(spec: InterceptionSpec) -> list[str]:
+    if not spec.ntp_servers:
+        return []
+    return [
+        "\tset ntp_servers {",
+        "\t\ttype ipv4_addr",
+        f"\t\telements = {_set(spec.ntp_servers)}",
+        "\t}",
+    ]
+
+
+def _ntp_chains(spec: InterceptionSpec) -> list[tuple[str, list[str]]]:
+    """Connection tracking only for the box's NTP (the SNAT needs it), none for the device's
+    flows, so tproxy and the transparent sockets see no conntrack or NAT at all."""
+    br, ip = f'"{spec.bridge}"', spec.device_ip
+    nlo, nhi = spec.ntp_ports
+    raw_pre = [
+        "type filter hook prerouting priority raw; policy accept;",
+        f"iifname {br} ip saddr @ntp_servers udp sport {NTP_PORT} ip daddr {ip} "
+        f"udp dport {nlo}-{nhi} return",
+        f"ip saddr {ip} notrack",
+        f"ip daddr {ip} notrack",
+    ]
+    raw_out = [
+        "type filter hook output priority raw; policy accept;",
+        f"ip saddr {ip} notrack",
+        f"ip daddr {ip} notrack",
+    ]
+    snat = [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        f"oifname {br} ip saddr {NTP_SOURCE} ip daddr @ntp_servers udp dport {NTP_PORT} "
+        f"snat ip to {ip}:{nlo}-{nhi}",
+    ]
+    return [("raw_prerouting", raw_pre), ("raw_output", raw_out), ("ntp_snat", snat)]
 
 
 def nft_script(spec: InterceptionSpec, bridge_mac: str) -> str:
@@ -199,6 +267,10 @@ def ip_rules(spec: InterceptionSpec) -> list[list[str]]:
          "priority", str(RULE_PRIORITY + 1)],
         ["-4", "rule", "add", "to", spec.device_ip, "lookup", str(ROUTE_TABLE_DEVICE),
          "priority", str(RULE_PRIORITY + 2)],
+    ] + [
+        ["-4", "rule", "add", "to", server, "ipproto", "udp", "dport", str(NTP_PORT),
+         "lookup", str(ROUTE_TABLE_NTP), "priority", str(RULE_PRIORITY + 3)]
+        for server in spec.ntp_servers
     ]  # fmt: skip
 
 
@@ -209,6 +281,12 @@ def ip_routes(spec: InterceptionSpec) -> list[list[str]]:
         ["-4", "route", "replace", "default", "dev", spec.bridge, "scope", "link",
          "table", str(ROUTE_TABLE_DEVICE)],
     ]  # fmt: skip
+    if spec.ntp_servers:
+        out += [
+            ["-4", "addr", "replace", f"{NTP_SOURCE}/32", "dev", "lo", "scope", "host"],
+            ["-4", "route", "replace", "default", "dev", spec.bridge, "scope", "link",
+             "src", NTP_SOURCE, "table", str(ROUTE_TABLE_NTP)],
+        ]  # fmt: skip
     if spec.device_mac:
         out.append(
             ["-4", "neigh", "replace", spec.device_ip, "lladdr", spec.device_mac,
@@ -218,7 +296,7 @@ def ip_routes(spec: InterceptionSpec) -> list[list[str]]:
 
 
 def rule_priorities() -> list[int]:
-    return [RULE_PRIORITY, RULE_PRIORITY + 1, RULE_PRIORITY + 2]
+    return [RULE_PRIORITY, RULE_PRIORITY + 1, RULE_PRIORITY + 2, RULE_PRIORITY + 3]
 
 
 def render(spec: InterceptionSpec, bridge_mac: str) -> str:

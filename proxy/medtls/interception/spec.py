@@ -17,6 +17,14 @@ RULE_PRIORITY = 10200
 # The box's own and spoofed connections take source ports from this range (set by sysctl);
 # replies from the LAN to the device IP in this range belong to the box, never to the device.
 LOCAL_PORT_RANGE = (40000, 60999)
+# The box's own NTP (`ntp.servers`) leaves as the device from these UDP source ports (SNAT);
+# below every common ephemeral range (Linux 32768+, Windows/BSD 49152+), so the device's own
+# UDP practically never uses them and its replies are never taken.
+NTP_PORT_RANGE = (28100, 28115)
+# RFC 7600's IPv4 dummy address, host scope on lo: the source the box's NTP socket gets before
+# SNAT; it never appears on the wire (bridge output drops it).
+NTP_SOURCE = "192.0.0.8"
+ROUTE_TABLE_NTP = 28022
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -47,6 +55,8 @@ class InterceptionSpec:
     plain_outbound: tuple[PlainOutbound, ...] = ()
     passthrough_ports: tuple[int, ...] = ()
     local_ports: tuple[int, int] = LOCAL_PORT_RANGE
+    ntp_servers: tuple[str, ...] = ()
+    ntp_ports: tuple[int, int] = NTP_PORT_RANGE
 
 
 def spec_from_config(
@@ -113,6 +123,10 @@ def spec_from_config(
                     f"outbound {peer.name}: plaintext pass-through needs an IPv4 address"
                 )
             plain.append(PlainOutbound(peer.address, peer.port or peer.tls_port))
+    for i, server in enumerate(cfg.ntp.servers):
+        if server in (str(addr), NTP_SOURCE):
+            what = "the device's own address" if server == str(addr) else "reserved by medtls"
+            raise InterceptionError(f"ntp.servers[{i}]: {server} is {what}")
     return InterceptionSpec(
         device_ip=str(addr),
         device_mac=mac,
@@ -125,4 +139,5 @@ def spec_from_config(
         device_ports=device_ports,
         plain_outbound=tuple(sorted(set(plain), key=lambda p: (p.address, p.port))),
         passthrough_ports=passthrough,
+        ntp_servers=cfg.ntp.servers,
     )
