@@ -141,9 +141,11 @@ def run_one(scan: Scan, pki: dict[str, Path], work: Path, out: Path) -> Scan:
             proc.wait()
     scan.seconds = time.monotonic() - t0
     log = (out / "tls" / f"{tag}.medtls.log").read_text(errors="replace")
-    for reason in re.findall(r" refused: (\w+):", log):
-        scan.refused[reason] = scan.refused.get(reason, 0) + 1
-    scan.relayed = len(re.findall(r"\bresult=ok\b", log))
+    results = re.findall(r"^.*\bevent=connection\b.*\bresult=(\w+)", log, re.MULTILINE)
+    for reason in results:
+        if reason != "ok":
+            scan.refused[reason] = scan.refused.get(reason, 0) + 1
+    scan.relayed = results.count("ok")
     (out / "tls" / f"{tag}.testssl.txt").write_text(ts.stdout + ts.stderr)
     findings = json.loads(raw.read_text()) if raw.exists() else []
     scan.result = parse_testssl(findings)
