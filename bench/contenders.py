@@ -174,6 +174,7 @@ class Medtls(Contender):
             ca=s.pki.ca,
             workers=os.environ.get("MEDTLS_BENCH_WORKERS", "1"),
             buffer_size=os.environ.get("MEDTLS_BENCH_BUFFER_SIZE", _default_buffer()),
+            audit_socket=audit_socket(s.workdir),
             **values,
         )
         cmd = [self.executable, "run", "--config", str(cfg)]
@@ -196,6 +197,31 @@ class Medtls(Contender):
         return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else ""
 
 
+def audit_socket(workdir: Path) -> Path:
+    """Where bench/auditsink.py receives medtls' audit messages (journald's /dev/log stand-in)."""
+    return workdir / "audit.sock"
+
+
+class MedtlsBaseline(Medtls):
+    """A second medtls, imported from MEDTLS_BENCH_BASELINE (e.g. an export of an older
+    `proxy/`), so a change is measured against its baseline in the same run."""
+
+    name = "medtls-base"
+
+    def missing(self):
+        base = os.environ.get("MEDTLS_BENCH_BASELINE", "")
+        if not base or not (Path(base) / "medtls" / "__init__.py").is_file():
+            return "MEDTLS_BENCH_BASELINE does not point at a directory holding medtls/"
+        return super().missing()
+
+    def _env(self, s: Setup) -> dict:
+        env = super()._env(s)
+        hooks, _, rest = env["PYTHONPATH"].partition(os.pathsep)
+        base = os.environ["MEDTLS_BENCH_BASELINE"]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (hooks, base, rest) if p)
+        return env
+
+
 def _default_buffer() -> str:
     """medtls' shipped limits.buffer_size, so the harness measures what users get."""
     try:
@@ -205,4 +231,4 @@ def _default_buffer() -> str:
     return str(Limits().buffer_size)
 
 
-ALL = {c.name: c for c in (Stunnel(), Haproxy(), Medtls())}
+ALL = {c.name: c for c in (Stunnel(), Haproxy(), Medtls(), MedtlsBaseline())}

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import load, procs
 from .certs import make_pki
 from .contenders import ALL, Setup
-from .run import raise_fd_limit, start_chain, start_sink
+from .run import raise_fd_limit, start_audit_sink, start_chain, start_sink
 
 TOOLS = ("none", "strace", "pyspy", "perf")
 
@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="medtls-profile-"))
     setup = Setup(workdir, make_pki(workdir / "pki", "ecdsa"), args.cipher)
     sink, sink_port = start_sink(workdir)
+    audit_sink = start_audit_sink(workdir)
     chain = None
     report = [f"{args.contender} {args.workload} {args.cipher}"]
     try:
@@ -186,6 +187,7 @@ def main(argv=None) -> int:
         if chain:
             chain.stop()
         procs.stop(sink)
+        procs.stop(audit_sink)
         shutil.rmtree(workdir, ignore_errors=True)
     (args.out / f"{args.contender}-{args.workload}.txt").write_text("\n".join(report) + "\n")
     return 0

@@ -17,8 +17,8 @@ METRICS = {
     "rss_per_conn_KiB": ("RSS per idle connection (KiB)", False),
     "cpu_s_per_GB": ("CPU s per GB, both sides", False),
 }
-CONTENDER_ORDER = ("direct", "stunnel", "haproxy", "medtls")
-RATIOS = (("medtls", "stunnel"), ("medtls", "haproxy"))
+CONTENDER_ORDER = ("direct", "stunnel", "haproxy", "medtls", "medtls-base")
+RATIOS = (("medtls", "stunnel"), ("medtls", "haproxy"), ("medtls", "medtls-base"))
 
 
 def summarize(runs: dict[str, dict[str, list[float]]], kind: str, cipher: str) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import checks, load, procs, report
 from .certs import make_pki
-from .contenders import ALL, Contender, Setup
+from .contenders import ALL, Contender, Setup, audit_socket
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ SCENARIOS = {
     "rsa-aes256gcm": ("rsa", "aes256gcm", ("conn",)),
     "ecdsa-chacha20": ("ecdsa", "chacha20", ("bulk", "parallel")),
 }
-CONTENDERS = ("direct", "stunnel", "haproxy", "medtls")
+CONTENDERS = ("direct", "stunnel", "haproxy", "medtls", "medtls-base")
+# medtls-base (a second medtls from MEDTLS_BENCH_BASELINE) runs by default only when that is set.
+DEFAULT_CONTENDERS = CONTENDERS if os.environ.get("MEDTLS_BENCH_BASELINE") else CONTENDERS[:-1]
 GROUPS = ("bulk", "parallel", "conn", "rtt", "idle")
 
 
@@ -209,6 +211,19 @@ def start_sink(workdir: Path) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def start_audit_sink(workdir: Path) -> subprocess.Popen:
+    """The local syslog receiver medtls' audit trail writes to (bench/auditsink.py)."""
+    path = audit_socket(workdir)
+    log = workdir / "auditsink.log"
+    proc = procs.spawn([sys.executable, "-m", "bench.auditsink", str(path)], log)
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"audit sink did not start: {procs.tail(log)}")
+        time.sleep(0.02)
+    return proc
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536
@@ -222,7 +237,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=sorted(MODES), default="full")
     ap.add_argument("--runs", type=int)
-    ap.add_argument("--contenders", default=",".join(CONTENDERS))
+    ap.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--groups", default=",".join(GROUPS), help="metric groups to run")
     ap.add_argument("--require", default="", help="contenders that must run (comma list)")
@@ -280,6 +295,7 @@ def main(argv=None) -> int:
     }
     t_start = time.monotonic()
     sink, sink_port = start_sink(workdir)
+    audit_sink = start_audit_sink(workdir)
     try:
         for scen in scenarios:
             kind, cipher, groups = SCENARIOS[scen]
@@ -304,6 +320,7 @@ def main(argv=None) -> int:
             result["scenarios"][scen] = report.summarize(runs, kind, cipher)
     finally:
         procs.stop(sink)
+        procs.stop(audit_sink)
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     result["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
 

@@ -6,7 +6,9 @@ One epoll loop per process drives every socket (and every TLS object) of every c
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import gc
 import itertools
 import logging
 import os
@@ -29,6 +31,7 @@ from medtls.netutil import (
     tune,
     upstream_socket,
 )
+from medtls.ops.connlog import connection_line
 from medtls.policy import (
     CertIdentity,
     acl_allows,
@@ -42,10 +45,26 @@ from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side
 from medtls.tlsctx import TLSSetupError, self_test
 
 log = logging.getLogger("medtls")
+conn_log = logging.getLogger("medtls.conn")
 
 CONNECTING, HANDSHAKE, RELAY, CLOSED = "connecting", "handshake", "relay", "closed"
 _GONE = object()
 _ERRHUP = select.EPOLLERR | select.EPOLLHUP
+# Give freed memory back to the kernel at most this often (seconds), and only after churn.
+TRIM_INTERVAL = 5.0
+TRIM_AFTER_CLOSED = 64
+
+
+def _malloc_trim():
+    """glibc's malloc_trim(), or None. Python and OpenSSL free many small blocks per connection;
+    without a trim, glibc keeps a fragmented heap's free pages resident after a burst."""
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 @dataclass(frozen=True)
@@ -134,6 +153,12 @@ _NOT_TLS = frozenset(
 class Conn:
     """State of one relayed connection."""
 
+    __slots__ = (
+        "cipher", "client", "deadline", "detail", "failed", "first_tls_read", "info",
+        "last_activity", "peer", "pipes", "route", "rt", "server", "size", "state", "t0",
+        "tls_side", "upstream", "version",
+    )  # fmt: skip
+
     def __init__(self, info: ev.ConnInfo, rt: Runtime, client: socket.socket, size: int):
         self.info = info
         self.rt = rt
@@ -152,6 +177,7 @@ class Conn:
         self.cipher = ""
         self.peer = ""
         self.failed = ""  # reason category once failed
+        self.detail = ""  # why it failed or was closed early (for the connection line)
         self.first_tls_read = True
 
 
@@ -184,6 +210,9 @@ class Daemon:
         self._wake_w.setblocking(False)
         self._poll_add(self._wake_r.fileno(), READ, None)
         self._last_limit_log = 0.0
+        self._malloc_trim = _malloc_trim()
+        self._closed_since_trim = 0
+        self._next_trim = 0.0
         # set by medtls.ops: callable -> reason string while certificates must not be validated
         self.validation_gate = None
 
@@ -242,6 +271,10 @@ class Daemon:
         self._loop_thread = threading.get_ident()
         if threading.current_thread() is threading.main_thread():
             self._install_signals()
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic
+        # GC's full collections, which otherwise walk every module object (a latency spike).
+        gc.collect()
+        gc.freeze()
         try:
             while True:
                 if self.stopping and (not self.conns or time.monotonic() >= self.drain_deadline):
@@ -368,6 +401,14 @@ class Daemon:
             self._timers(now)
             self._next_timer = now + 0.25
 
+    def _trim_memory(self) -> None:
+        freed = [pool.trim_if_idle() for pool in self.pools.values()]
+        if self._malloc_trim is not None and (
+            any(freed) or self._closed_since_trim >= TRIM_AFTER_CLOSED
+        ):
+            self._closed_since_trim = 0
+            self._malloc_trim(0)
+
     def _drain_wakeups(self) -> None:
         try:
             while self._wake_r.recv(4096):
@@ -383,6 +424,9 @@ class Daemon:
                 log.exception("internal error in %s", getattr(fn, "__name__", fn))
 
     def _timers(self, now: float) -> None:
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_INTERVAL
+            self._trim_memory()
         idle = self.config.limits.idle_timeout
         for c in list(self.conns.values()):
             if c.state in (CONNECTING, HANDSHAKE) and now >= c.deadline:
@@ -391,7 +435,7 @@ class Daemon:
                 else:
                     self._fail(c, ev.TIMEOUT, "TLS handshake timed out")
             elif c.state == RELAY and idle and now - c.last_activity >= idle:
-                log.info("conn=%d idle for %gs, closing", c.info.id, idle)
+                c.detail = f"idle for {idle:g}s"
                 self._finish(c, ev.RESULT_IDLE, graceful=True)
 
     # ------------------------------------------------------------------ accept
@@ -565,8 +609,6 @@ class Daemon:
 
     def _tls_ok(self, c: Conn) -> None:
         self.events.tls_established(c.info, c.version, c.cipher, c.peer)
-        log.debug("conn=%d %s tls=%s cipher=%s peer=%s", c.info.id, _desc(c), c.version,
-                  c.cipher, c.peer)  # fmt: skip
 
     def _start_relay(self, c: Conn) -> None:
         c.state = RELAY
@@ -624,7 +666,7 @@ class Daemon:
             if reason != ev.HANDSHAKE_ERROR:
                 self._fail(c, reason, detail)
                 return
-        log.warning("conn=%d %s aborted: %s", c.info.id, _desc(c), e)
+        c.detail = str(e)
         self._finish(c, ev.RESULT_RESET)
 
     def _set_mask(self, side: Side | None, mask: int) -> None:
@@ -651,7 +693,7 @@ class Daemon:
 
     def _fail(self, c: Conn, reason: str, detail: str) -> None:
         c.failed = reason
-        log.warning("conn=%d %s refused: %s: %s", c.info.id, _desc(c), reason, detail)
+        c.detail = detail
         self.events.handshake_failed(c.info, reason, detail)
         name = c.info.route
         if name:
@@ -680,6 +722,10 @@ class Daemon:
             else:
                 abort(side.sock)
         c.state = CLOSED
+        for side in (c.client, c.server):
+            if side is not None:
+                side.conn = None  # no Conn <-> Side cycle: freed by refcount, not by the GC
+        self._closed_since_trim += 1
         self.conns.pop(c.info.id, None)
         if c.pipes:
             for p in c.pipes:
@@ -691,12 +737,18 @@ class Daemon:
             name = c.info.route
             if name and c.pipes:
                 self.peers.setdefault(name, {})["last_success"] = time.time()
-            log.info(
-                "conn=%d %s tls=%s cipher=%s peer=%s up=%d down=%d duration=%.3fs result=%s",
-                c.info.id, _desc(c), c.version or "-", c.cipher or "-", _q(c.peer), up, down,
-                dur, result,
-            )  # fmt: skip
+        level = logging.INFO if result == ev.RESULT_OK else logging.WARNING
+        if conn_log.isEnabledFor(level):
+            conn_log.log(level, "%s", self._conn_line(c, up, down, dur, result))
         self.events.connection_closed(c.info, up, down, dur, result)
+
+    def _conn_line(self, c: Conn, up: int, down: int, dur: float, result: str) -> str:
+        i = c.info
+        route = c.route
+        device_port = route.device_port if isinstance(route, InboundPort) else i.destination[1]
+        return connection_line(
+            i, device_port, c.peer, c.version, c.cipher, up, down, dur, result, c.detail
+        )
 
     # ------------------------------------------------------------------ state
 
@@ -750,12 +802,3 @@ class Daemon:
 
 def _fmt(addr) -> str:
     return f"{addr[0]}:{addr[1]}" if addr else "?"
-
-
-def _desc(c: Conn) -> str:
-    i = c.info
-    return f"{i.direction} {i.route or '-'} {_fmt(i.client)} -> {_fmt(i.destination)}"
-
-
-def _q(s: str) -> str:
-    return f'"{s}"' if s else "-"

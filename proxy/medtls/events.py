@@ -39,7 +39,7 @@ RESULT_IDLE = "idle_timeout"
 RESULT_SHUTDOWN = "shutdown"  # closed by drain timeout at daemon stop
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnInfo:
     """Identity of one relayed connection (client = initiator of the TCP connection)."""
 

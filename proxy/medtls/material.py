@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-
+from medtls.certparse import CertFacts, parse_der, pem_certificates
 from medtls.config import Config
 from medtls.tlsctx import TLSSetupError, build_context, read_passphrase
 
@@ -30,31 +29,26 @@ class Runtime:
     certificates: list[CertInfo] = field(default_factory=list)
 
 
-def _load_certs(path: Path) -> list[x509.Certificate]:
+def _load_certs(path: Path) -> list[CertFacts]:
     try:
-        return x509.load_pem_x509_certificates(path.read_bytes())
+        return [parse_der(der) for der in pem_certificates(path.read_bytes())]
     except (OSError, ValueError):
         return []  # unreadable material is reported by build_context with its own message
 
 
-def _cert_infos(
-    role: str, path: Path, certs: list[x509.Certificate] | None = None
-) -> list[CertInfo]:
+def _cert_infos(role: str, path: Path, certs: list[CertFacts] | None = None) -> list[CertInfo]:
     if certs is None:
         certs = _load_certs(path)
-    return [
-        CertInfo(role, str(path), c.subject.rfc4514_string(), c.not_valid_after_utc.isoformat())
-        for c in certs
-    ]
+    return [CertInfo(role, str(path), c.subject, c.not_after.isoformat()) for c in certs]
 
 
-def reject_expired_identity(path: Path, certs: list[x509.Certificate], now: datetime) -> None:
+def reject_expired_identity(path: Path, certs: list[CertFacts], now: datetime) -> None:
     """Refuse to present an expired leaf. A clock that lags (a Pi without RTC starts in 1970)
     never makes a valid certificate look expired, so this is safe before time sync."""
-    if certs and certs[0].not_valid_after_utc < now:
+    if certs and certs[0].not_after < now:
         raise TLSSetupError(
             f"identity.certificate: {path}: certificate expired on "
-            f"{certs[0].not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+            f"{certs[0].not_after:%Y-%m-%dT%H:%M:%SZ}"
         )
 
 

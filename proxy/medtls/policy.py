@@ -7,10 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-
+from medtls.certparse import parse_der, spki_of
 from medtls.config import AllowRule, Config, InboundPort, OutboundPeer, Verify, parse_dn
 
 
@@ -29,11 +26,7 @@ class CertIdentity:
     @cached_property
     def spki_sha256(self) -> str:
         """SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex (computed on first use)."""
-        cert = x509.load_der_x509_certificate(self.der)
-        spki = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return hashlib.sha256(spki).hexdigest()
+        return hashlib.sha256(spki_of(self.der)).hexdigest()
 
     def describe(self) -> str:
         extra = []
@@ -45,31 +38,16 @@ class CertIdentity:
 
 
 def cert_identity(der: bytes) -> CertIdentity:
-    cert = x509.load_der_x509_certificate(der)
-    return identity_of(cert)
-
-
-def identity_of(cert: x509.Certificate) -> CertIdentity:
-    subject = cert.subject.rfc4514_string()
-    cns = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
-    dns: tuple[str, ...] = ()
-    ips: tuple[str, ...] = ()
-    uris: tuple[str, ...] = ()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
-        ips = tuple(str(a) for a in san.get_values_for_type(x509.IPAddress))
-        uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
-    except x509.ExtensionNotFound:
-        pass
+    """Identity of a DER certificate (stdlib only: the serving process never loads cryptography)."""
+    facts = parse_der(der)
     return CertIdentity(
-        subject=subject,
-        subject_parts=parse_dn(subject) or (),
-        cns=cns,
-        dns=dns,
-        ips=ips,
-        uris=uris,
-        der=cert.public_bytes(serialization.Encoding.DER),
+        subject=facts.subject,
+        subject_parts=parse_dn(facts.subject) or (),
+        cns=facts.cns,
+        dns=tuple(n.lower() for n in facts.dns),
+        ips=facts.ips,
+        uris=facts.uris,
+        der=bytes(der),
     )
 
 

@@ -53,6 +53,7 @@ class Side:
         "registered",
         "shut_out",
         "sock",
+        "sslobj",
         "tls",
         "wblocked",
         "wbuf",
@@ -65,6 +66,7 @@ class Side:
         self.sock = sock
         self.fd = sock.fileno()
         self.tls: ssl.SSLObject | None = None
+        self.sslobj = None  # tls._sslobj: the C object, called directly on the hot path
         self.inc: ssl.MemoryBIO | None = None
         self.out: ssl.MemoryBIO | None = None
         self.wbuf: bytes = b""  # ciphertext not yet sent
@@ -82,6 +84,7 @@ class Side:
         self.inc = ssl.MemoryBIO()
         self.out = ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.inc, self.out, server_side=server, server_hostname=sni)
+        self.sslobj = self.tls._sslobj
 
     def recv_tls(self, scratch: memoryview) -> None:
         """Move ciphertext from the socket into the incoming BIO."""
@@ -148,15 +151,30 @@ class BufferPool:
     and a large buffer_size only costs memory for connections that are actually backlogged.
     """
 
-    __slots__ = ("free", "keep", "size")
+    __slots__ = ("free", "keep", "seen", "size", "takes")
 
     def __init__(self, size: int, keep_bytes: int = 4 << 20):
         self.size = size
         self.keep = max(2, keep_bytes // size)
         self.free: list[memoryview] = []
+        self.takes = 0
+        self.seen = 0
 
     def take(self) -> memoryview:
+        self.takes += 1
         return self.free.pop() if self.free else memoryview(bytearray(self.size))
+
+    def trim_if_idle(self) -> bool:
+        """Drop the free buffers when none was taken since the last call (True if any dropped).
+
+        Called every few seconds: a burst keeps its buffers for the next one, a quiet process
+        gives the memory back."""
+        idle = self.takes == self.seen
+        self.seen = self.takes
+        if idle and self.free:
+            self.free.clear()
+            return True
+        return False
 
     def give(self, mv: memoryview) -> None:
         if len(self.free) < self.keep:
@@ -212,7 +230,7 @@ def recv_plain(side: Side, pipe: Pipe) -> None:
 
 def _tls_read(src: Side, pipe: Pipe) -> bool:
     got = False
-    tls = src.tls
+    tls = src.sslobj
     inc = src.inc
     if pipe.mv is None:
         pipe.mv = pipe.pool.take()
@@ -247,14 +265,14 @@ def pump(pipes: tuple[Pipe, Pipe]) -> None:
                 src.tls is not None
                 and not src.eof_in
                 and p.end < p.size
-                and (src.inc.pending or src.raw_eof or src.tls.pending())
+                and (src.inc.pending or src.raw_eof or src.sslobj.pending())
             ):
                 progress |= _tls_read(src, p)
             if p.end > p.start:
                 if dst.tls is not None:
                     if not dst.pending_out:
                         try:
-                            dst.tls.write(p.mv[p.start : p.end])
+                            dst.sslobj.write(p.mv[p.start : p.end])
                         except ssl.SSLError as e:
                             raise RelayError(dst.name, f"TLS error: {e.reason or e}", e) from None
                         p.count += p.end - p.start

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def echo_once(sock: socket.socket, payload: bytes) -> bytes:
+    """Send `payload`; read until as many bytes came back or the peer closed."""
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> int:
+    """SIGTERM (after SIGCONT: a test may have stopped it); SIGKILL after `timeout` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -89,17 +116,25 @@ class Medtls:
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not in log:\n{self.log()}")
 
+    def conn_lines(self) -> list[str]:
+        return [x for x in self.log().splitlines() if "event=connection " in x]
+
+    def wait_conn(self, result: str, *parts: str, timeout: float = 10) -> str:
+        """The first one-per-connection log line with `result=<result>` and every part in it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.conn_lines():
+                if f" result={result} " in line and all(p in line for p in parts):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no connection line result={result} {parts}:\n{self.log()}")
+            time.sleep(0.05)
+
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._fh.close()
         return self.proc.returncode
 

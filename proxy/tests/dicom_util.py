@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from conftest import stop_process
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -55,12 +56,7 @@ class Storescp:
         return sorted(self.outdir.iterdir())
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 5)
         self._fh.close()
 
 

@@ -59,3 +59,15 @@ def test_pipe_holds_buffer_only_while_bytes_wait():
     assert pipes[0].mv is None
     for s in (src_peer, src_sock, dst_sock, dst_peer):
         s.close()
+
+
+def test_pool_gives_free_buffers_back_only_after_a_quiet_interval():
+    pool = relay.BufferPool(4096, keep_bytes=4 * 4096)
+    a, b = pool.take(), pool.take()
+    pool.give(a)
+    pool.give(b)
+    assert not pool.trim_if_idle()  # buffers were taken since the last check: keep them
+    assert len(pool.free) == 2
+    assert pool.trim_if_idle()  # nothing taken since: drop them
+    assert pool.free == []
+    assert not pool.trim_if_idle()  # nothing left to drop

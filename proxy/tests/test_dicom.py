@@ -60,7 +60,7 @@ def test_client_without_certificate_tls13_fails_dicom_result(pki, run_medtls, st
     r = storescu(b_port, "+tla", "+cf", str(pki.ca))  # anonymous TLS client, no certificate
     assert r.returncode != 0, r.stdout + r.stderr
     assert scp.files() == []
-    b.wait_log("refused: no_certificate")
+    b.wait_conn("no_certificate")
 
 
 def _pynetdicom_scp(port, handler_store=None, ssl_context=None):

@@ -59,7 +59,7 @@ def test_explicit_plaintext_pass_through_warns(pki, run_medtls):
     assert _roundtrip(a_port) == b"hi"
     log = a.wait_log("result=ok")
     assert "WARNING outbound[0] (printer): plaintext pass-through to 127.0.0.1:" in log
-    assert "tls=- cipher=-" in log
+    assert "tls=plaintext cipher=-" in a.wait_conn("ok")
     echo.close()
 
 
@@ -72,7 +72,7 @@ def test_max_connections(pki, run_medtls):
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     time.sleep(0.2)
     assert try_echo(pki, port, "box-a") == b""
-    b.wait_log("refused: max_connections: limits.max_connections (2) reached")
+    b.wait_conn("max_connections", 'detail="limits.max_connections (2) reached"')
     for s in held:
         s.close()
     time.sleep(0.3)

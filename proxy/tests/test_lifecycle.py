@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import EchoServer, box_config, free_port, write_yaml
+from conftest import box_config, echo_once, free_port, write_yaml
 from medtls import events as ev
 from medtls.daemon import Daemon
 
@@ -53,14 +53,7 @@ class TLSClient:
         self.s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
 
     def echo(self, data=b"ping"):
-        self.s.sendall(data)
-        got = b""
-        while len(got) < len(data):
-            b = self.s.recv(65536)
-            if not b:
-                break
-            got += b
-        return got
+        return echo_once(self.s, data)
 
     def close(self):
         self.s.close()
@@ -77,17 +70,20 @@ def try_echo(pki, port, cn):
         return b""
 
 
+def inbound_config(pki, port, echo_port, allow=({"cn": "box-a"},), **over) -> dict:
+    """box-b relaying TLS on `port` to the plain echo server, admitting `allow`."""
+    return box_config(pki, "box-b", inbound=[{
+        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo_port,
+        "allow": list(allow)}], **over)  # fmt: skip
+
+
 @pytest.fixture
-def daemon_env(pki, tmp_path):
-    echo = EchoServer()
+def daemon_env(pki, tmp_path, echo_server):
     port = free_port()
     path = tmp_path / "medtls.yaml"
 
     def cfg(allow, **over):
-        c = box_config(pki, "box-b", inbound=[{
-            "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
-            "allow": allow}], **over)  # fmt: skip
-        return write_yaml(path, c)
+        return write_yaml(path, inbound_config(pki, port, echo_server.port, allow, **over))
 
     cfg([{"cn": "box-a"}])
     rec = Recorder()
@@ -100,7 +96,6 @@ def daemon_env(pki, tmp_path):
     yield d, rec, port, cfg
     d.stop()
     t.join(10)
-    echo.close()
 
 
 def wait_for(pred, timeout=5):
@@ -179,16 +174,19 @@ def test_bad_reload_keeps_running_config(pki, daemon_env, tmp_path, caplog):
     assert try_echo(pki, port, "box-a") == b"ping"  # old material still serves
 
 
-def test_sighup_reload_and_sigterm_drain(pki, run_medtls, tmp_path):
-    echo = EchoServer()
+def run_with_held_client(pki, run_medtls, echo_port, drain_timeout):
+    """`medtls run` of inbound_config and one box-a client holding an echoing connection."""
     port = free_port()
-    cfg = box_config(pki, "box-b", inbound=[{
-        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
-        "allow": [{"cn": "box-a"}]}])  # fmt: skip
-    cfg["limits"]["drain_timeout"] = 20
+    cfg = inbound_config(pki, port, echo_port)
+    cfg["limits"]["drain_timeout"] = drain_timeout
     m = run_medtls(cfg, "b", [port])
     held = TLSClient(pki, port, "box-a")
     assert held.echo() == b"ping"
+    return cfg, port, m, held
+
+
+def test_sighup_reload_and_sigterm_drain(pki, run_medtls, echo_server):
+    cfg, port, m, held = run_with_held_client(pki, run_medtls, echo_server.port, 20)
 
     cfg["inbound"][0]["allow"] = [{"cn": "ris"}]
     write_yaml(m.config, cfg)
@@ -211,19 +209,10 @@ def test_sighup_reload_and_sigterm_drain(pki, run_medtls, tmp_path):
     m.proc.wait(10)
     assert m.proc.returncode == 0
     assert time.monotonic() - t0 < 5  # exits when the last connection ends, not at the timeout
-    echo.close()
 
 
-def test_sigterm_drain_timeout_closes_remaining(pki, run_medtls):
-    echo = EchoServer()
-    port = free_port()
-    cfg = box_config(pki, "box-b", inbound=[{
-        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
-        "allow": [{"cn": "box-a"}]}])  # fmt: skip
-    cfg["limits"]["drain_timeout"] = 1
-    m = run_medtls(cfg, "b", [port])
-    held = TLSClient(pki, port, "box-a")
-    assert held.echo() == b"ping"
+def test_sigterm_drain_timeout_closes_remaining(pki, run_medtls, echo_server):
+    _, _, m, held = run_with_held_client(pki, run_medtls, echo_server.port, 1)
     t0 = time.monotonic()
     m.signal(signal.SIGTERM)
     m.proc.wait(10)
@@ -231,15 +220,11 @@ def test_sigterm_drain_timeout_closes_remaining(pki, run_medtls):
     assert "result=shutdown" in m.log()
     assert held.s.recv(10) == b""  # closed cleanly (close_notify), not reset
     held.close()
-    echo.close()
 
 
-def test_workers_share_the_listener(pki, run_medtls):
-    echo = EchoServer()
+def test_workers_share_the_listener(pki, run_medtls, echo_server):
     port = free_port()
-    cfg = box_config(pki, "box-b", workers=2, inbound=[{
-        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
-        "allow": [{"cn": "box-a"}]}])  # fmt: skip
+    cfg = inbound_config(pki, port, echo_server.port, workers=2)
     m = run_medtls(cfg, "b", [port])
     for _ in range(20):
         assert try_echo(pki, port, "box-a") == b"ping"
@@ -251,4 +236,3 @@ def test_workers_share_the_listener(pki, run_medtls):
     m.signal(signal.SIGTERM)
     m.proc.wait(10)
     assert m.proc.returncode == 0
-    echo.close()

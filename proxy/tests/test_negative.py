@@ -8,25 +8,18 @@ import threading
 import time
 
 import pytest
-from conftest import EchoServer, box_config, free_port
+from conftest import box_config, echo_once, free_port
 from dicom_util import Storescp, storescu
 
 
 @pytest.fixture
-def echo():
-    s = EchoServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def box_b(pki, run_medtls, echo):
+def box_b(pki, run_medtls, echo_server):
     """Inbound-only medtls admitting cn=box-a; returns (proc, tls_port)."""
 
     def start(**over):
         port = free_port()
         cfg = box_config(pki, "box-b", inbound=[{
-            "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+            "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo_server.port,
             "allow": [{"cn": "box-a"}, {"cn": "ris", "ip": "127.0.0.1"}]}], **over)  # fmt: skip
         return run_medtls(cfg, "b", [port]), port
 
@@ -50,14 +43,7 @@ def tls_echo(pki, port, cn, payload=b"hello"):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         try:
             with ctx.wrap_socket(raw) as s:
-                s.sendall(payload)
-                got = b""
-                while len(got) < len(payload):
-                    b = s.recv(65536)
-                    if not b:
-                        break
-                    got += b
-                return got
+                return echo_once(s, payload)
         except (ssl.SSLError, ConnectionResetError):
             return b""
 
@@ -80,26 +66,26 @@ def test_s_client_acl_allows_second_identity(pki, box_b):
 def test_untrusted_ca_client(pki, box_b):
     b, port = box_b()
     assert tls_echo(pki, port, "rogue") == b""
-    b.wait_log("refused: unknown_ca: peer certificate not trusted")
+    b.wait_conn("unknown_ca", 'detail="peer certificate not trusted')
 
 
 def test_identity_not_in_acl(pki, box_b):
     b, port = box_b()
     assert tls_echo(pki, port, "his") == b""  # trusted CA, but cn=his not allowed
-    log = b.wait_log("refused: acl_denied")
-    assert "CN=his" in log
+    line = b.wait_conn("acl_denied", "direction=inbound")
+    assert 'detail="client O=Test Hospital,CN=his' in line and "not allowed on" in line
 
 
 def test_expired_client_certificate(pki, box_b):
     b, port = box_b()
     assert tls_echo(pki, port, "expired") == b""
-    b.wait_log("refused: cert_expired: peer certificate certificate has expired")
+    b.wait_conn("cert_expired", 'detail="peer certificate certificate has expired')
 
 
 def test_client_without_certificate(pki, box_b):
     b, port = box_b()
     assert tls_echo(pki, port, None) == b""
-    b.wait_log("refused: no_certificate")
+    b.wait_conn("no_certificate")
 
 
 def test_tls11_client_refused(pki, box_b):
@@ -108,7 +94,7 @@ def test_tls11_client_refused(pki, box_b):
                  str(pki.crt("box-a")), "-key", str(pki.key("box-a")))  # fmt: skip
     assert r.returncode != 0
     assert b"ping" not in r.stdout.split(b"---")[-1]
-    b.wait_log("refused: protocol_version")
+    b.wait_conn("protocol_version")
 
 
 def test_plaintext_to_tls_port(box_b):
@@ -121,7 +107,7 @@ def test_plaintext_to_tls_port(box_b):
         except ConnectionResetError:
             reply = b""
     assert not reply.startswith(b"\x02")  # never an A-ASSOCIATE-AC from the device
-    b.wait_log("refused: not_tls: peer did not speak TLS")
+    b.wait_conn("not_tls", 'detail="peer did not speak TLS')
 
 
 def test_server_identity_mismatch_outbound(pki, run_medtls, box_b):
@@ -134,7 +120,7 @@ def test_server_identity_mismatch_outbound(pki, run_medtls, box_b):
         s.sendall(b"secret")
         with contextlib.suppress(ConnectionResetError):
             assert s.recv(10) == b""
-    a.wait_log("refused: identity_mismatch: server O=Test Hospital,CN=box-b")
+    a.wait_conn("identity_mismatch", 'detail="server O=Test Hospital,CN=box-b')
 
 
 def test_server_from_untrusted_ca_outbound(pki, run_medtls, box_b, tmp_path):
@@ -148,7 +134,7 @@ def test_server_from_untrusted_ca_outbound(pki, run_medtls, box_b, tmp_path):
             "verify": {"cn": "box-b", "ca": str(pki.rogue_ca)}}]), "a", [a_port])  # fmt: skip
         r = storescu(a_port)
         assert r.returncode != 0  # the device's DICOM send fails visibly
-        a.wait_log("refused: unknown_ca")
+        a.wait_conn("unknown_ca")
     finally:
         scp.stop()
 
@@ -160,7 +146,7 @@ def test_peer_down(pki, run_medtls):
         "listen": f"127.0.0.1:{a_port}", "verify": {"cn": "box-b"}}]), "a", [a_port])  # fmt: skip
     r = storescu(a_port)
     assert r.returncode != 0
-    a.wait_log(f"refused: connect_failed: connect to 127.0.0.1:{dead}: Connection refused")
+    a.wait_conn("connect_failed", f'detail="connect to 127.0.0.1:{dead}: Connection refused"')
 
 
 def test_peer_resets_mid_transfer(make_pair):
@@ -189,7 +175,7 @@ def test_peer_resets_mid_transfer(make_pair):
         s.recv(1)
         raise AssertionError("a reset was reported as a clean end of stream")
     srv.close()
-    pair.b.wait_log("aborted")
+    pair.b.wait_conn("reset", 'detail="server: connection reset by peer"')
 
 
 def test_slow_loris_handshake_times_out_without_blocking_others(pki, box_b):
@@ -202,10 +188,10 @@ def test_slow_loris_handshake_times_out_without_blocking_others(pki, box_b):
         with contextlib.suppress(ConnectionResetError):
             assert slow.recv(100) == b""
         assert 0.5 < time.monotonic() - t0 < 4
-    b.wait_log("refused: timeout: TLS handshake timed out")
+    b.wait_conn("timeout", 'detail="TLS handshake timed out"')
 
 
-def test_unknown_destination_transparent_default_deny(pki, run_medtls, echo):
+def test_unknown_destination_transparent_default_deny(pki, run_medtls, echo_server):
     """Transparent listener on loopback: the original destination (getsockname) is the
     listener itself, which no peer entry lists -> refused and logged."""
     out_port, in_port = free_port(), free_port()
@@ -219,5 +205,9 @@ def test_unknown_destination_transparent_default_deny(pki, run_medtls, echo):
         s.sendall(b"hello")
         with contextlib.suppress(ConnectionResetError):
             assert s.recv(10) == b""
-    a.wait_log("outbound - 127.0.0.1:")
-    a.wait_log(f"-> 127.0.0.1:{out_port} refused: no_route: destination not in the outbound")
+    a.wait_conn(
+        "no_route",
+        "direction=outbound route=- client=127.0.0.1:",
+        f"destination=127.0.0.1:{out_port}",
+        'detail="destination not in the outbound',
+    )

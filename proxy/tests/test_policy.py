@@ -12,7 +12,6 @@ from medtls.policy import (
     allow_rule_matches,
     cert_identity,
     identity_from_peercert,
-    identity_of,
     route_inbound,
     route_outbound,
     verify_mismatches,
@@ -28,7 +27,9 @@ def ident():
     leaf = make_leaf(
         "pacs", root, ips=("198.18.0.20",), dns=("*.pacs.example",), uris=("urn:oid:1.2.3",)
     )
-    return identity_of(leaf.cert)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert_identity(leaf.cert.public_bytes(Encoding.DER))
 
 
 def test_identity_fields(ident):

@@ -55,13 +55,13 @@ def test_echo_and_log_line(make_pair, echo_server):
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
         assert recv_all(s) == payload
-    log = pair.a.wait_log("up=300000")
-    line = next(x for x in log.splitlines() if "up=300000" in x)
-    assert "outbound far" in line and "tls=TLSv1.3" in line and "cipher=TLS_" in line
-    assert 'peer="O=Test Hospital,CN=box-b' in line and "down=300000" in line
-    assert "result=ok" in line
-    blog = pair.b.wait_log("up=300000")
-    assert 'peer="O=Test Hospital,CN=box-a' in blog
+    line = pair.a.wait_conn("ok", "bytes_device_to_lan=300000")
+    assert "direction=outbound route=far" in line and "tls=TLSv1.3" in line
+    assert "cipher=TLS_" in line and 'peer="O=Test Hospital,CN=box-b' in line
+    assert "bytes_lan_to_device=300000" in line
+    assert len(pair.a.conn_lines()) == 1  # one line per connection, nothing else
+    bline = pair.b.wait_conn("ok", "direction=inbound route=svc", "bytes_lan_to_device=300000")
+    assert 'peer="O=Test Hospital,CN=box-a' in bline and f"device_port={echo_server.port}" in bline
 
 
 def test_client_half_close_then_server_replies(make_pair):

@@ -188,8 +188,12 @@ def test_tproxy_both_directions_keep_addresses(pki, lab):
     out = client(ns["dev"], lab["lan_ip"], "9999")
     assert "from" not in out
     log = (t / "box.log").read_text()
-    assert f"-> {lab['lan_ip']}:9999 refused: no_route" in log
-    assert f"outbound pacs {lab['dev_ip']}:" in log and "result=ok" in log
+    lines = [x for x in log.splitlines() if "event=connection " in x]
+    refused = f"destination={lab['lan_ip']}:9999 "
+    assert any(refused in x and " result=no_route " in x for x in lines), log
+    assert any(f"route=pacs client={lab['dev_ip']}:" in x and " result=ok " in x for x in lines), (
+        log
+    )
 
 
 def test_dnat_variant_uses_so_original_dst(pki, lab):
@@ -230,4 +234,5 @@ def test_dnat_variant_uses_so_original_dst(pki, lab):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     # the original destination came from conntrack; the box dials from its own address
     assert r.stdout.strip() == f"from {box_lan_ip}:hello", (t / "box.log").read_text()
-    assert f"outbound pacs {n_dev}:" in (t / "box.log").read_text()
+    log = (t / "box.log").read_text()
+    assert f"route=pacs client={n_dev}:" in log and " result=ok " in log, log

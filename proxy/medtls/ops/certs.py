@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from cryptography import x509
+from medtls.certparse import parse_der, pem_certificates, sha256_fingerprint
 
 
 @dataclass(frozen=True)
@@ -21,25 +21,22 @@ def load_infos(path: str, role: str) -> list[CertInfo]:
     """Every certificate in a PEM file (a bundle yields several); raises OSError/ValueError."""
     with open(path, "rb") as fh:
         data = fh.read()
-    certs = x509.load_pem_x509_certificates(data)
+    ders = pem_certificates(data)
+    if not ders:
+        raise ValueError("no certificate found")
     out = []
-    for cert in certs:
+    for der in ders:
+        facts = parse_der(der)
         out.append(
             CertInfo(
                 path=path,
                 role=role,
-                subject=cert.subject.rfc4514_string(),
-                not_after=cert.not_valid_after_utc.timestamp(),
-                fingerprint_sha256=cert.fingerprint(_sha256()).hex(),
+                subject=facts.subject,
+                not_after=facts.not_after.timestamp(),
+                fingerprint_sha256=sha256_fingerprint(der),
             )
         )
     return out
-
-
-def _sha256():
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA256()
 
 
 def paths_from_config(cfg, ops=None) -> list[tuple[str, str]]:

@@ -44,29 +44,18 @@ def connection_line(
     result: str,
     detail: str = "",
 ) -> str:
-    """Summary at close; `conn` is a medtls.events.ConnInfo."""
-    device_to_lan, lan_to_device = (
-        (bytes_from_client, bytes_from_server)
-        if conn.direction == "outbound"
-        else (bytes_from_server, bytes_from_client)
+    """The one line logged per connection, at close; `conn` is a medtls.events.ConnInfo."""
+    if conn.direction == "outbound":
+        device_to_lan, lan_to_device = bytes_from_client, bytes_from_server
+    else:
+        device_to_lan, lan_to_device = bytes_from_server, bytes_from_client
+    tls = tls_version or ("plaintext" if conn.plaintext else "-")
+    line = (
+        f"event=connection id={conn.id} direction={conn.direction} "
+        f"route={kv_value(conn.route or '-')} client={addr(conn.client)} "
+        f"destination={addr(conn.destination)} device_port={device_port} "
+        f"peer={kv_value(peer or '-')} tls={tls} cipher={cipher or '-'} "
+        f"bytes_device_to_lan={device_to_lan} bytes_lan_to_device={lan_to_device} "
+        f"duration={duration:.3f} result={result} opened={iso(conn.started)}"
     )
-    fields = {
-        "event": "connection",
-        "id": conn.id,
-        "direction": conn.direction,
-        "route": conn.route or "-",
-        "client": addr(conn.client),
-        "destination": addr(conn.destination),
-        "device_port": device_port,
-        "peer": peer or "-",
-        "tls": tls_version or ("plaintext" if conn.plaintext else "-"),
-        "cipher": cipher or "-",
-        "bytes_device_to_lan": device_to_lan,
-        "bytes_lan_to_device": lan_to_device,
-        "duration": float(duration),
-        "result": result,
-        "opened": iso(conn.started),
-    }
-    if detail:
-        fields["detail"] = detail
-    return kv_line(fields)
+    return line + f" detail={kv_value(detail)}" if detail else line

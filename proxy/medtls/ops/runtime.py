@@ -22,11 +22,9 @@ from .control import ControlServer
 from .filewatch import FileWatcher
 from .instruments import Instruments
 from .metrics import Registry
-from .metrics_http import MetricsServer
 from .sdnotify import Notifier
 
 log = logging.getLogger("medtls.ops")
-conn_log = logging.getLogger("medtls.conn")
 
 # handshake_failed reasons that are node-authentication failures (audited as ITI-19 failures);
 # routing, limits and connect errors are logged and counted but are not authentication events.
@@ -123,7 +121,6 @@ class OpsRuntime(Observer):
         self.conns: dict[int, _Conn] = {}
         self.total_connections = 0
         self.peers: dict[str, _Peer] = {}
-        self._device_ports: dict[str, int] = {}
         self._learn_routes(config)
         self.reloads = {
             "ok": 0,
@@ -149,7 +146,7 @@ class OpsRuntime(Observer):
         self.auditor = Auditor(
             self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or ""
         )
-        self.metrics_server: MetricsServer | None = None
+        self.metrics_server = None  # MetricsServer (http.server is imported only when enabled)
         self.control: ControlServer | None = None
         self._log_clock(initial=True)
 
@@ -184,6 +181,8 @@ class OpsRuntime(Observer):
         m = self.ops.metrics
         if m.enabled:
             try:
+                from .metrics_http import MetricsServer
+
                 self.metrics_server = MetricsServer(self.registry, m.host, m.port)
                 self.metrics_server.start()
                 log.info("metrics on http://%s:%d/metrics", m.host, m.port)
@@ -307,7 +306,6 @@ class OpsRuntime(Observer):
             self.peers.setdefault(peer.name, _Peer(peer.name, "outbound"))
         for port in getattr(config, "inbound", ()) or ():
             self.peers.setdefault(port.name, _Peer(port.name, "inbound"))
-            self._device_ports[port.name] = port.device_port
 
     def tls_established(self, conn, version, cipher, peer) -> None:
         with self._lock:
@@ -366,27 +364,7 @@ class OpsRuntime(Observer):
         self.m.bytes.inc(to_device, direction=conn.direction, peer=label, stream="lan_to_device")
         if state.version:
             self.m.tls_active.dec(version=state.version, cipher=state.cipher)
-        device_port = (
-            conn.destination[1]
-            if conn.direction == "outbound"
-            else self._device_ports.get(conn.route, conn.destination[1])
-        )
-        line = connlog.connection_line(
-            conn,
-            device_port,
-            state.peer,
-            state.version,
-            state.cipher,
-            bytes_from_client,
-            bytes_from_server,
-            duration,
-            result,
-            state.failed,
-        )
-        if result == "ok":
-            conn_log.info("%s", line)
-        else:
-            conn_log.warning("%s", line)
+        # The daemon logs the one line per connection (medtls.ops.connlog.connection_line).
 
     def reloading(self) -> None:
         self._reloading_sent = True

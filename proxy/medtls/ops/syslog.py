@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import os
 import select
 import socket
@@ -49,18 +50,22 @@ def format_message(
 ) -> bytes:
     """One RFC 5424 message; MSG is UTF-8 with BOM, no structured data."""
     pri = facility * 8 + severity
-    header = " ".join(
+    fields = _header_fields(hostname, app_name, os.getpid() if procid is None else procid, msgid)
+    return f"<{pri}>1 {timestamp(when)} {fields} {BOM}{msg}".encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _header_fields(hostname: str, app_name: str, procid, msgid: str) -> str:
+    """HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA (constant per process)."""
+    return " ".join(
         [
-            f"<{pri}>1",
-            timestamp(when),
             _field(hostname, 255),
             _field(app_name, 48),
-            _field(str(os.getpid() if procid is None else procid), 128),
+            _field(str(procid), 128),
             _field(msgid, 32),
             NILVALUE,
         ]
     )
-    return (header + " " + BOM + msg).encode("utf-8")
 
 
 def frame(message: bytes) -> bytes:
@@ -108,11 +113,25 @@ class AuditSender:
 
     def submit(self, message: bytes) -> None:
         with self._cond:
+            sock = self._sock
+            if not self._queue and not self._stream and sock is not None:
+                # A datagram to the local syslog socket goes out right here: waking the sender
+                # thread for every connection costs the daemon's loop a thread switch (and the
+                # GIL) per message. Anything unusual (full socket, error) takes the queue.
+                try:
+                    sock.send(message, socket.MSG_DONTWAIT)
+                except (OSError, ValueError):
+                    pass
+                else:
+                    self.sent += 1
+                    return
             if len(self._queue) >= self._limit:
                 self._queue.popleft()
                 self.dropped += 1
+            was_empty = not self._queue
             self._queue.append(message)
-            self._cond.notify()
+            if was_empty:  # the sender waits only on an empty queue
+                self._cond.notify()
 
     def queued(self) -> int:
         with self._cond:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from medtls_testpki import CA
 
-from .pki import CA
 from .rsyslog import Rsyslog, available
 
 

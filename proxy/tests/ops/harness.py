@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -16,12 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, stop_process
 
 
 class NotifySocket:
@@ -62,37 +55,6 @@ class NotifySocket:
 
     def close(self):
         self._stop = True
-        self.sock.close()
-
-
-class EchoServer:
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _echo(c):
-        with c:
-            try:
-                while data := c.recv(65536):
-                    c.sendall(data)
-                c.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def close(self):
         self.sock.close()
 
 
@@ -201,29 +163,10 @@ class Box:
         self.proc.send_signal(sig)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGCONT)
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         self._log.close()
         self.notify.close()
         return self.proc.returncode
-
-
-def echo_once(sock: ssl.SSLSocket, payload: bytes) -> bytes:
-    sock.sendall(payload)
-    got = b""
-    while len(got) < len(payload):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 def close_cleanly(sock: ssl.SSLSocket) -> bytes:

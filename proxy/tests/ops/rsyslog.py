@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from conftest import free_port, stop_process
 
 FIELD_SEP = "\x1f"
 TEMPLATE_FIELDS = (
@@ -22,12 +23,6 @@ TEMPLATE_FIELDS = (
     "structured-data",
     "msg",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def available() -> bool:
@@ -99,13 +94,8 @@ action(type="omfile" file="{self.out}" template="fields" flushOnTXEnd="on"
         raise RuntimeError("rsyslogd did not listen within 10 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 5)
         self.proc = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.dir / "rsyslogd.pid")

@@ -10,26 +10,20 @@ import threading
 import time
 
 import pytest
+from conftest import echo_once
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import promparse
 from .atna import summary, validate_event
-from .harness import Box, EchoServer, close_cleanly, echo_once
+from .harness import Box, close_cleanly
 
 
 @pytest.fixture
-def echo():
-    server = EchoServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def box_factory(tmp_path, ops_pki, echo):
+def box_factory(tmp_path, ops_pki, echo_server):
     boxes: list[Box] = []
 
     def make(**kw) -> Box:
-        box = Box(tmp_path, ops_pki, echo.port, **kw)
+        box = Box(tmp_path, ops_pki, echo_server.port, **kw)
         boxes.append(box)
         return box
 
