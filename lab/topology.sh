@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Build or destroy the lab wiring: modality -- box(eth0,eth1 in br0) -- mallory's wire -- pacs.
-# Usage: lab/topology.sh up|down [PREFIX]   (namespaces are named PREFIX{modality,box,pacs,mallory})
-# Addresses (198.18.0.0/24 only): modality .10, pacs .20 and .30 (HIS), mallory .66; box: none.
+# Build or destroy the lab wiring: modality -- box(eth0,eth1 in br0) -- mallory's wire -- pacs,
+# and on the same wire the hospital router to a second segment (the data centre, namespace dc).
+# Usage: lab/topology.sh up|down [PREFIX]
+#   (namespaces are named PREFIX{modality,box,pacs,mallory,router,dc})
+# Addresses: LAN 198.18.0.0/24: modality .10 (default via .1), pacs .20 and .30 (HIS), mallory .66,
+# router .1; data centre 198.18.5.0/24: router .1, dc .20 (default via .1); box: none.
 set -euo pipefail
 
 action=${1:?usage: topology.sh up|down [PREFIX]}
 prefix=${2:-}
 MOD=${prefix}modality BOX=${prefix}box PACS=${prefix}pacs MAL=${prefix}mallory
+ROUTER=${prefix}router DC=${prefix}dc
 DEVICE_MAC=${LAB_DEVICE_MAC:-02:00:5e:10:00:10}
 BOX_MAC=${LAB_BOX_MAC:-02:00:5e:10:00:b0}
+ROUTER_MAC=${LAB_ROUTER_MAC:-02:00:5e:10:00:01}
+ALL=("$MOD" "$BOX" "$PACS" "$MAL" "$ROUTER" "$DC")
 
 exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
 
 down() {
   local ns pid
-  for ns in "$MOD" "$BOX" "$PACS" "$MAL"; do
+  for ns in "${ALL[@]}"; do
     exists "$ns" || continue
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
     sleep 0.2
@@ -26,13 +32,13 @@ down() {
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 up() {
-  for ns in "$MOD" "$BOX" "$PACS" "$MAL"; do
+  for ns in "${ALL[@]}"; do
     if exists "$ns"; then
       echo "topology.sh: namespace $ns already exists (run: topology.sh down '$prefix')" >&2
       exit 1
     fi
   done
-  for ns in "$MOD" "$BOX" "$PACS" "$MAL"; do
+  for ns in "${ALL[@]}"; do
     ip netns add "$ns"
     nsx "$ns" ip link set lo up
     # Keep the lab IPv4-only unless a test adds documentation-prefix IPv6 itself.
@@ -43,9 +49,24 @@ up() {
   # Cable 2: box eth1 (LAN port) <-> mallory's wire; cable 3: mallory's wire <-> pacs eth0.
   ip -n "$BOX" link add eth1 type veth peer name box netns "$MAL"
   ip -n "$PACS" link add eth0 type veth peer name pacs netns "$MAL"
+  # Cable 4: router eth0 <-> mallory's wire; cable 5: router eth1 <-> dc eth0 (data centre).
+  ip -n "$ROUTER" link add eth0 address "$ROUTER_MAC" type veth peer name router netns "$MAL"
+  ip -n "$ROUTER" link add eth1 type veth peer name eth0 netns "$DC"
 
   nsx "$MOD" ip addr add 198.18.0.10/24 dev eth0
   nsx "$MOD" ip link set eth0 up
+  # Like a real modality: peers outside its subnet are reached through the hospital router.
+  nsx "$MOD" ip route add default via 198.18.0.1
+
+  nsx "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
+  nsx "$ROUTER" ip addr add 198.18.0.1/24 dev eth0
+  nsx "$ROUTER" ip addr add 198.18.5.1/24 dev eth1
+  nsx "$ROUTER" ip link set eth0 up
+  nsx "$ROUTER" ip link set eth1 up
+
+  nsx "$DC" ip addr add 198.18.5.20/24 dev eth0
+  nsx "$DC" ip link set eth0 up
+  nsx "$DC" ip route add default via 198.18.5.1
 
   nsx "$PACS" ip addr add 198.18.0.20/24 dev eth0
   nsx "$PACS" ip addr add 198.18.0.30/24 dev eth0
@@ -56,9 +77,11 @@ up() {
   nsx "$MAL" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0
   nsx "$MAL" ip link set box master wire
   nsx "$MAL" ip link set pacs master wire
+  nsx "$MAL" ip link set router master wire
   nsx "$MAL" ip addr add 198.18.0.66/24 dev wire
   nsx "$MAL" ip link set box up
   nsx "$MAL" ip link set pacs up
+  nsx "$MAL" ip link set router up
   nsx "$MAL" ip link set wire up
 
   # The box: two ports in a bridge, no IPv4 address anywhere.

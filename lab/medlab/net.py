@@ -11,7 +11,7 @@ from pathlib import Path
 
 LAB_DIR = Path(__file__).resolve().parent.parent
 TOPOLOGY = LAB_DIR / "topology.sh"
-NAMESPACES = ("modality", "box", "pacs", "mallory")
+NAMESPACES = ("modality", "box", "pacs", "mallory", "router", "dc")
 
 
 class LabError(Exception):
@@ -19,7 +19,7 @@ class LabError(Exception):
 
 
 class Lab:
-    """One lab instance: namespaces PREFIX{modality,box,pacs,mallory} and the processes in them."""
+    """One lab instance: namespaces PREFIX{modality,box,pacs,mallory,router,dc}, their processes."""
 
     def __init__(self, prefix: str, workdir: Path):
         self.prefix = prefix

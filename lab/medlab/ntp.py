@@ -43,27 +43,27 @@ def chronyd() -> str:
     return str(CHRONYD)
 
 
-def start_server(lab: Lab, ip: str = NTP_SERVER_IP):
-    """chronyd serving its local clock (stratum 8) on IP:123 in the pacs namespace."""
-    lab.run("pacs", ["ip", "addr", "replace", f"{ip}/{NTP_SERVER_PREFIX}", "dev", "eth0"])
-    conf = lab.workdir / "chrony-server.conf"
+def start_server(lab: Lab, ip: str = NTP_SERVER_IP, ns: str = "pacs"):
+    """chronyd serving its local clock (stratum 8) on IP:123 in namespace `ns` (eth0)."""
+    lab.run(ns, ["ip", "addr", "replace", f"{ip}/{NTP_SERVER_PREFIX}", "dev", "eth0"])
+    conf = lab.workdir / f"chrony-server-{ns}.conf"
     conf.write_text(
         "local stratum 8\n"
         f"bindaddress {ip}\n"
         "allow 198.18.0.0/15\n"
         "port 123\n"
         "cmdport 0\n"
-        f"pidfile {lab.workdir / 'chrony-server.pid'}\n"
+        f"pidfile {lab.workdir / f'chrony-server-{ns}.pid'}\n"
     )
-    proc = lab.spawn("pacs", [chronyd(), "-x", "-d", "-u", "root", "-f", str(conf)],
-                     "chrony-server.log")  # fmt: skip
-    lab.wait_listen("pacs", 123, proc=proc, log="chrony-server.log", udp=True)
+    log = f"chrony-server-{ns}.log"
+    proc = lab.spawn(ns, [chronyd(), "-x", "-d", "-u", "root", "-f", str(conf)], log)
+    lab.wait_listen(ns, 123, proc=proc, log=log, udp=True)
     return proc
 
 
-def stop_server(lab: Lab, proc, ip: str = NTP_SERVER_IP) -> None:
+def stop_server(lab: Lab, proc, ip: str = NTP_SERVER_IP, ns: str = "pacs") -> None:
     lab.stop(proc)
-    lab.run("pacs", ["ip", "addr", "del", f"{ip}/{NTP_SERVER_PREFIX}", "dev", "eth0"], check=False)
+    lab.run(ns, ["ip", "addr", "del", f"{ip}/{NTP_SERVER_PREFIX}", "dev", "eth0"], check=False)
 
 
 def query(lab: Lab, ns: str, server: str = NTP_SERVER_IP, timeout: int = 3):

@@ -11,6 +11,7 @@ NODES = {
     "device": ("ct-modality", "198.18.0.10"),
     "pacs": ("pacs", "198.18.0.20"),
     "his": ("his", "198.18.0.30"),
+    "dc-pacs": ("dc-pacs", "198.18.5.20"),  # the PACS behind the router (data centre)
     "mallory": ("mallory", "198.18.0.66"),
     "mallory-selfsigned": ("pacs", "198.18.0.20"),
 }

@@ -102,9 +102,11 @@ def start_modality(lab: Lab) -> Path:
     """The legacy device: plain DICOM on 104 and plain HL7 MLLP on 2575 (inbound targets)."""
     store = lab.workdir / "modality-store"
     store.mkdir(exist_ok=True)
+    # -dhl: the modality has a default route (via the lab router, which has no upstream); a
+    # reverse lookup of each peer would wait for DNS timeouts instead of failing at once.
     lab.spawn(
         "modality",
-        [dcmtk("storescp"), "-aet", DEVICE_AET, "-od", str(store), "104"],
+        [dcmtk("storescp"), "-dhl", "-aet", DEVICE_AET, "-od", str(store), "104"],
         "modality-storescp.log",
     )
     lab.wait_listen("modality", 104, log="modality-storescp.log")

@@ -212,15 +212,28 @@ def test_teardown_removes_exactly_what_apply_added(env, tmp_path):
 
         before = snapshot()
         ntp = _variant(env, "teardown-ntp", ntp={"servers": ["198.18.0.123"]})
-        for config, owned in ((env.config, "28020"), (ntp, "28022")):
+        device = yaml.safe_load(env.config.read_text())["device"]
+        gw = _variant(env, "teardown-gw", ntp={"servers": ["198.18.5.123"]},
+                      device={**device, "prefix": 24, "gateway": "198.18.0.1"})  # fmt: skip
+        gw_route = "default via 198.18.0.1 dev br0 table 28022 src 192.0.0.8 onlink"
+        for config, owned in ((env.config, "28020"), (ntp, "28022"), (gw, gw_route)):
             medtls = sv.medtls_argv("rules", "--config", str(config))
             nsrun(*medtls[:2], "apply", *medtls[2:])
             first = snapshot()
             nsrun(*medtls[:2], "apply", *medtls[2:])
             assert snapshot() == first, f"apply is not idempotent ({config.name})"
-            assert "table bridge medtls" in first[0] and owned in first[1]
+            assert "table bridge medtls" in first[0] and owned in first[1] + first[2]
             nsrun(*medtls[:2], "teardown", *medtls[2:])
             assert snapshot() == before, f"teardown left something ({config.name})"
+        # Dropping device.gateway removes its routes on the next apply (no stale subnet route).
+        nsrun(*sv.medtls_argv("rules", "apply", "--config", str(gw)))
+        assert "198.18.0.0/24 dev br0 table 28021 scope link" in snapshot()[2]
+        nsrun(*sv.medtls_argv("rules", "apply", "--config", str(ntp)))
+        routes = snapshot()[2]
+        assert "via" not in routes and "198.18.0.0/24" not in routes, routes
+        assert "default dev br0 table 28021 scope link" in routes, routes
+        nsrun(*sv.medtls_argv("rules", "teardown", "--config", str(ntp)))
+        assert snapshot() == before
         # Dropping ntp.servers from the configuration removes its routing on the next apply.
         nsrun(*medtls[:2], "apply", *medtls[2:])
         plain = sv.medtls_argv("rules", "apply", "--config", str(env.config))

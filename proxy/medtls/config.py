@@ -54,6 +54,10 @@ class Device:
 
     ip: str | None
     mac: str | None = None
+    # The device's subnet length and its router: the box's own traffic as the device to
+    # destinations outside ip/prefix goes via `gateway` (None: every peer is on-link).
+    prefix: int | None = None
+    gateway: str | None = None
 
 
 @dataclass(frozen=True)
@@ -426,11 +430,56 @@ def _endpoint(v: Any) -> Endpoint:
 # --------------------------------------------------------------------------- sections
 
 
+def _prefix_len(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 31:
+        raise _Invalid(f"must be the device's IPv4 prefix length 1-31 (e.g. 24), got {v!r}")
+    return v
+
+
+def _ipv4(v: Any) -> str:
+    try:
+        addr = ipaddress.IPv4Address(_str(v))
+    except (ValueError, _Invalid):
+        raise _Invalid(f"not an IPv4 address: {v!r}") from None
+    if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_reserved:
+        raise _Invalid(f"{addr}: not a unicast address of a router")
+    return str(addr)
+
+
+def gateway_problem(device_ip: str, prefix: int, gateway: str) -> str | None:
+    """Why `gateway` cannot be the router of `device_ip`/`prefix` (None: it can). Also used by
+    the rules generator for a learned `device.ip: auto`."""
+    ip = ipaddress.ip_address(device_ip)
+    if ip.version != 4:
+        return f"device.ip {ip} is not IPv4 (device.gateway is IPv4 only)"
+    net = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
+    gw = ipaddress.IPv4Address(gateway)
+    if gw not in net:
+        return f"{gw} is outside the device's subnet {net} (device {ip}/{prefix})"
+    if gw == ip:
+        return f"{gw} is the device's own address"
+    if prefix <= 30 and gw in (net.network_address, net.broadcast_address):
+        which = "network" if gw == net.network_address else "broadcast"
+        return f"{gw} is the {which} address of {net}"
+    return None
+
+
 def _device(r: _Reader, raw: Any) -> Device:
-    d = r.mapping(raw, "device", {"ip", "mac"}, {"ip"}) or {}
+    d = r.mapping(raw, "device", {"ip", "mac", "prefix", "gateway"}, {"ip"}) or {}
     ip = r.get(d, "ip", "device", lambda v: None if v == "auto" else _ip(v))
     mac = r.get(d, "mac", "device", _mac)
-    return Device(ip=ip, mac=mac)
+    prefix = r.get(d, "prefix", "device", _prefix_len)
+    gateway = r.get(d, "gateway", "device", _ipv4)
+    has_prefix, has_gateway = d.get("prefix") is not None, d.get("gateway") is not None
+    if has_gateway and not has_prefix:
+        r.err("device.prefix", "required with device.gateway (the device's subnet length, e.g. 24)")
+    elif has_prefix and not has_gateway:
+        r.err("device.gateway", "required with device.prefix (the device's router on its subnet)")
+    elif ip is not None and prefix is not None and gateway is not None:
+        problem = gateway_problem(ip, prefix, gateway)
+        if problem:
+            r.err("device.gateway", problem)
+    return Device(ip=ip, mac=mac, prefix=prefix, gateway=gateway)
 
 
 def _interfaces(r: _Reader, raw: Any) -> Interfaces:

@@ -73,8 +73,21 @@ def apply(spec: InterceptionSpec) -> list[str]:
         _remove_ntp_routing()
     for argv in ruleset.ip_rules(spec) + ruleset.ip_routes(spec):
         _run(["ip", *argv])
+    tables = [ruleset.ROUTE_TABLE_DEVICE] + ([ruleset.ROUTE_TABLE_NTP] if spec.ntp_servers else [])
+    for table in tables:
+        _prune_routes(table, ruleset.route_destinations(spec, table))
     done.append("policy routing")
     return done
+
+
+def _prune_routes(table: int, keep: set[str]) -> None:
+    """Delete routes of an owned table the plan no longer has (e.g. the device subnet route
+    after `device.gateway` was removed); replacing first leaves no window without a route."""
+    shown = _run(["ip", "-4", "-o", "route", "show", "table", str(table)], check=False)
+    for line in shown.stdout.splitlines():
+        dest = line.split()[0] if line.split() else ""
+        if dest and dest not in keep:
+            _run(["ip", "-4", "route", "del", dest, "table", str(table)], check=False)
 
 
 def _remove_ntp_routing() -> None:

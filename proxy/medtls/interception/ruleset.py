@@ -274,19 +274,36 @@ def ip_rules(spec: InterceptionSpec) -> list[list[str]]:
     ]  # fmt: skip
 
 
+def _bridge_routes(spec: InterceptionSpec, table: int, src: list[str]) -> list[list[str]]:
+    """The box's traffic as the device leaves on the bridge: on-link inside the device's subnet,
+    via `device.gateway` outside it (`onlink`: the bridge has no address the kernel could
+    validate the gateway against); without a gateway everything is on-link."""
+    tail = [*src, "table", str(table)]
+    if spec.gateway is None:
+        return [["-4", "route", "replace", "default", "dev", spec.bridge, "scope", "link", *tail]]
+    return [
+        ["-4", "route", "replace", spec.subnet, "dev", spec.bridge, "scope", "link", *tail],
+        ["-4", "route", "replace", "default", "via", spec.gateway, "dev", spec.bridge, "onlink",
+         *tail],
+    ]  # fmt: skip
+
+
+def route_destinations(spec: InterceptionSpec, table: int) -> set[str]:
+    """Destinations `ip_routes` installs in `table` (anything else there is stale)."""
+    return {argv[3] for argv in ip_routes(spec) if argv[1] == "route" and argv[-1] == str(table)}
+
+
 def ip_routes(spec: InterceptionSpec) -> list[list[str]]:
     out = [
         ["-4", "route", "replace", "local", "0.0.0.0/0", "dev", "lo",
          "table", str(ROUTE_TABLE_LOCAL)],
-        ["-4", "route", "replace", "default", "dev", spec.bridge, "scope", "link",
-         "table", str(ROUTE_TABLE_DEVICE)],
+        *_bridge_routes(spec, ROUTE_TABLE_DEVICE, []),
     ]  # fmt: skip
     if spec.ntp_servers:
         out += [
             ["-4", "addr", "replace", f"{NTP_SOURCE}/32", "dev", "lo", "scope", "host"],
-            ["-4", "route", "replace", "default", "dev", spec.bridge, "scope", "link",
-             "src", NTP_SOURCE, "table", str(ROUTE_TABLE_NTP)],
-        ]  # fmt: skip
+            *_bridge_routes(spec, ROUTE_TABLE_NTP, ["src", NTP_SOURCE]),
+        ]
     if spec.device_mac:
         out.append(
             ["-4", "neigh", "replace", spec.device_ip, "lladdr", spec.device_mac,

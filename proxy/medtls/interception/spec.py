@@ -6,7 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from medtls.config import Config
+from medtls.config import Config, gateway_problem
 
 # Fixed identifiers of everything the rules own, so teardown removes exactly these.
 TABLE_NAME = "medtls"
@@ -57,6 +57,10 @@ class InterceptionSpec:
     local_ports: tuple[int, int] = LOCAL_PORT_RANGE
     ntp_servers: tuple[str, ...] = ()
     ntp_ports: tuple[int, int] = NTP_PORT_RANGE
+    # `device.prefix`/`device.gateway`: the device's subnet (e.g. "198.18.0.0/24") and router;
+    # None: every destination is on-link (the routes of a configuration without the keys).
+    subnet: str | None = None
+    gateway: str | None = None
 
 
 def spec_from_config(
@@ -127,6 +131,13 @@ def spec_from_config(
         if server in (str(addr), NTP_SOURCE):
             what = "the device's own address" if server == str(addr) else "reserved by medtls"
             raise InterceptionError(f"ntp.servers[{i}]: {server} is {what}")
+    subnet = gateway = None
+    if cfg.device.gateway is not None and cfg.device.prefix is not None:
+        problem = gateway_problem(str(addr), cfg.device.prefix, cfg.device.gateway)
+        if problem:
+            raise InterceptionError(f"device.gateway: {problem}")
+        gateway = cfg.device.gateway
+        subnet = str(ipaddress.IPv4Network(f"{addr}/{cfg.device.prefix}", strict=False))
     return InterceptionSpec(
         device_ip=str(addr),
         device_mac=mac,
@@ -140,4 +151,6 @@ def spec_from_config(
         plain_outbound=tuple(sorted(set(plain), key=lambda p: (p.address, p.port))),
         passthrough_ports=passthrough,
         ntp_servers=cfg.ntp.servers,
+        subnet=subnet,
+        gateway=gateway,
     )
