@@ -53,6 +53,8 @@ _ERRHUP = select.EPOLLERR | select.EPOLLHUP
 # Give freed memory back to the kernel at most this often (seconds), and only after churn.
 TRIM_INTERVAL = 5.0
 TRIM_AFTER_CLOSED = 64
+# A connection quiet this long after traffic gets fresh TLS BIOs (a BIO never shrinks).
+BIO_RENEW_IDLE = 5.0
 
 
 def _malloc_trim():
@@ -154,8 +156,8 @@ class Conn:
     """State of one relayed connection."""
 
     __slots__ = (
-        "cipher", "client", "deadline", "detail", "failed", "first_tls_read", "info",
-        "last_activity", "peer", "pipes", "route", "rt", "server", "size", "state", "t0",
+        "bios_renewed", "cipher", "client", "deadline", "detail", "failed", "first_tls_read",
+        "info", "last_activity", "peer", "pipes", "route", "rt", "server", "size", "state", "t0",
         "tls_side", "upstream", "version",
     )  # fmt: skip
 
@@ -179,6 +181,7 @@ class Conn:
         self.failed = ""  # reason category once failed
         self.detail = ""  # why it failed or was closed early (for the connection line)
         self.first_tls_read = True
+        self.bios_renewed = 0.0  # time.monotonic() of the last BIO renewal
 
 
 class Daemon:
@@ -275,6 +278,8 @@ class Daemon:
         # GC's full collections, which otherwise walk every module object (a latency spike).
         gc.collect()
         gc.freeze()
+        if self._malloc_trim is not None:
+            self._malloc_trim(0)  # what start-up (YAML, certificates, contexts) left freed
         try:
             while True:
                 if self.stopping and (not self.conns or time.monotonic() >= self.drain_deadline):
@@ -437,6 +442,13 @@ class Daemon:
             elif c.state == RELAY and idle and now - c.last_activity >= idle:
                 c.detail = f"idle for {idle:g}s"
                 self._finish(c, ev.RESULT_IDLE, graceful=True)
+            elif (
+                c.state == RELAY
+                and c.bios_renewed < c.last_activity
+                and now - c.last_activity >= BIO_RENEW_IDLE
+                and c.tls_side is not None
+            ):
+                self._renew_bios(c, now)
 
     # ------------------------------------------------------------------ accept
 
@@ -649,15 +661,34 @@ class Daemon:
             self._relay_failed(c, e)
             return
         c.last_activity = time.monotonic()
+        t = c.tls_side
+        if t is not None and t.handshake_bios and not t.inc.pending and not t.pending_out:
+            t.handshake_bios = False
+            self._renew_bios(c, c.last_activity)
         if c.first_tls_read and c.tls_side is not None:
             p = pipes[1 if c.tls_side is c.server else 0]
             if p.count or p.end:
                 c.first_tls_read = False
-        if relay.finished(pipes):
+        a, b = pipes
+        if a.src.eof_in and b.src.eof_in and relay.finished(pipes):
             self._finish(c, ev.RESULT_OK)
             return
-        self._set_mask(c.client, relay.interest(c.client, pipes[0]))
-        self._set_mask(c.server, relay.interest(c.server, pipes[1]))
+        # Interest rarely changes (only on backpressure or EOF): skip the call when it does not.
+        side = c.client
+        mask = relay.interest(side, a)
+        if mask != side.mask:
+            self._set_mask(side, mask)
+        side = c.server
+        mask = relay.interest(side, b)
+        if mask != side.mask:
+            self._set_mask(side, mask)
+
+    def _renew_bios(self, c: Conn, now: float) -> None:
+        c.bios_renewed = now
+        t = c.tls_side
+        if t.tls is not None and not t.shut_out and not t.pending_out:
+            with contextlib.suppress(TLSSetupError):  # self_test() already proved the hooks
+                t.renew_bios()
 
     def _relay_failed(self, c: Conn, e: RelayError) -> None:
         if e.tls_error is not None and c.state == RELAY and c.first_tls_read:

@@ -16,7 +16,7 @@ import select
 import socket
 import ssl
 
-from medtls.tlsctx import send_close_notify
+from medtls.tlsctx import renew_bios, send_close_notify
 
 READ = select.EPOLLIN
 WRITE = select.EPOLLOUT
@@ -44,6 +44,7 @@ class Side:
         "eof_in",
         "fd",
         "fin_after_flush",
+        "handshake_bios",
         "inc",
         "mask",
         "name",
@@ -79,12 +80,18 @@ class Side:
         self.only_close = False  # nothing but close_notify is queued
         self.mask = 0
         self.registered = False
+        self.handshake_bios = False  # BIOs still sized for the handshake flight
 
     def start_tls(self, ctx: ssl.SSLContext, server: bool, sni: str | None = None) -> None:
         self.inc = ssl.MemoryBIO()
         self.out = ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.inc, self.out, server_side=server, server_hostname=sni)
         self.sslobj = self.tls._sslobj
+        self.handshake_bios = True
+
+    def renew_bios(self) -> None:
+        """Swap empty BIOs for new ones: gives back what a handshake or a burst made them keep."""
+        self.inc, self.out = renew_bios(self.tls, self.inc, self.out)
 
     def recv_tls(self, scratch: memoryview) -> None:
         """Move ciphertext from the socket into the incoming BIO."""

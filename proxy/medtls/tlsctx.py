@@ -47,6 +47,15 @@ def _libssl() -> ctypes.CDLL | None:
                 lib.SSL_shutdown.restype = ctypes.c_int
                 lib.ERR_clear_error.argtypes = []
                 lib.ERR_clear_error.restype = None
+                for name in ("SSL_get_rbio", "SSL_get_wbio"):
+                    getattr(lib, name).argtypes = [ctypes.c_void_p]
+                    getattr(lib, name).restype = ctypes.c_void_p
+                for name in ("SSL_set0_rbio", "SSL_set0_wbio"):
+                    getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+                    getattr(lib, name).restype = None
+                # libssl links libcrypto: BIO_up_ref resolves through it.
+                lib.BIO_up_ref.argtypes = [ctypes.c_void_p]
+                lib.BIO_up_ref.restype = ctypes.c_int
                 return lib
     return None
 
@@ -201,6 +210,38 @@ def _ssl_ptr(sslobj: ssl.SSLObject) -> int:
     return ptr
 
 
+def _bio_ptr(bio: ssl.MemoryBIO) -> int:
+    # PySSLMemoryBIO starts with PyObject_HEAD followed by `BIO *bio`.
+    return ctypes.c_void_p.from_address(id(bio) + ctypes.sizeof(ctypes.c_ssize_t) * 2).value or 0
+
+
+def renew_bios(
+    sslobj: ssl.SSLObject, inc: ssl.MemoryBIO, out: ssl.MemoryBIO
+) -> tuple[ssl.MemoryBIO, ssl.MemoryBIO]:
+    """Give the SSL object fresh, empty memory BIOs; returns the pair now in use.
+
+    A memory BIO keeps the capacity of the most it ever held (the whole handshake flight, or
+    a burst) until it is freed; swapping an empty BIO for a new one gives that memory back.
+    A BIO that still holds bytes is kept. Python's ssl has no call for SSL_set0_[rw]bio.
+    """
+    lib = _libssl()
+    ssl_ptr = _ssl_ptr(sslobj)
+    new = []
+    for old, pending, get, set0 in (
+        (inc, inc.pending or inc.eof, lib.SSL_get_rbio, lib.SSL_set0_rbio),
+        (out, out.pending, lib.SSL_get_wbio, lib.SSL_set0_wbio),
+    ):
+        ptr = _bio_ptr(old)
+        if pending or not ptr or get(ssl_ptr) != ptr:
+            new.append(old)
+            continue
+        bio = ssl.MemoryBIO()
+        lib.BIO_up_ref(_bio_ptr(bio))  # the SSL object's reference; `bio` keeps its own
+        set0(ssl_ptr, _bio_ptr(bio))  # drops the SSL object's reference to `old`
+        new.append(bio)
+    return new[0], new[1]
+
+
 def send_close_notify(sslobj: ssl.SSLObject) -> int:
     """Queue a close_notify in the outgoing BIO without trying to read the peer's one.
 
@@ -220,5 +261,9 @@ def self_test() -> None:
     """Fail early (at start/check) if the ctypes hooks do not fit this Python/OpenSSL."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     set_tls13_suites(ctx, ["TLS_AES_128_GCM_SHA256"])
-    obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
-    _ssl_ptr(obj)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out)
+    ptr = _ssl_ptr(obj)
+    lib = _libssl()
+    if lib.SSL_get_rbio(ptr) != _bio_ptr(inc) or lib.SSL_get_wbio(ptr) != _bio_ptr(out):
+        raise TLSSetupError("cannot reach the OpenSSL BIO objects of this Python build")

@@ -7,7 +7,7 @@ notBefore/notAfter check is meaningless. The decision is a plain function of the
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -90,12 +90,16 @@ def validation_allowed(state: ClockState, require_sync: bool) -> tuple[bool, str
     return False, f"clock not synchronised ({state.detail}); refusing certificate validation"
 
 
+@functools.cache
+def _libc():
+    # The C library this process already runs on; ctypes.util.find_library("c") would spawn
+    # `ldconfig -p` on every clock check (a fork of the serving process every few seconds).
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _adjtimex() -> tuple[int | None, int | None]:
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return None, None
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc = _libc()
         tx = _Timex()
         ret = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
