@@ -26,6 +26,7 @@ class Report:
     index: int
     warnings: dict[str, str] = field(default_factory=dict)  # test id -> text
     suggestions: list[tuple[str, str]] = field(default_factory=list)
+    details: dict[str, list[str]] = field(default_factory=dict)  # test id -> suggestion details
     tests_done: int = 0
     version: str = "?"
     host: str = "?"
@@ -55,11 +56,13 @@ def parse_report(text: str) -> Report:
             rep.date = value
         elif key in ("warning[]", "suggestion[]"):
             test_id, _, rest = value.partition("|")
-            text_ = rest.split("|")[0]
+            fields = rest.split("|")
+            text_ = fields[0]
             if key == "warning[]":
                 rep.warnings[test_id] = text_
             else:
                 rep.suggestions.append((test_id, text_))
+                rep.details.setdefault(test_id, []).append(fields[1] if len(fields) > 1 else "-")
     if rep.index < 0:
         raise ValueError("no hardening_index in the Lynis report")
     return rep
@@ -89,6 +92,50 @@ def render_baseline(rep: Report, note: str) -> str:
     lines += [f"hardening_index: {rep.index}", f"goal: {GOAL}"]
     lines += [f"warning: {tid} {text}" for tid, text in sorted(rep.warnings.items())]
     return "\n".join(lines) + "\n"
+
+
+# Suggestions the hardening role closed (roles/hardening, docs/security.md): each may not come
+# back. An entry with details closes only suggestions whose details start with one of them.
+CLOSED: dict[str, tuple[str, ...]] = {
+    "AUTH-9230": (),  # password hashing rounds (login.defs)
+    "AUTH-9262": (),  # PAM password strength (libpam-passwdqc)
+    "AUTH-9286": (),  # password aging (login.defs)
+    "AUTH-9328": (),  # umask 027
+    "BANN-7126": (),  # /etc/issue banner
+    "BANN-7130": (),  # /etc/issue.net banner
+    "DEB-0280": (),  # libpam-tmpdir
+    "DEB-0811": (),  # apt-listchanges
+    "DEB-0831": (),  # needrestart
+    "DEB-0880": (),  # fail2ban
+    "PKGS-7370": (),  # debsums
+    "USB-1000": (),  # usb-storage blocked
+    "STRG-1846": (),  # firewire blocked
+    "SSH-7408": (
+        "MaxSessions",
+        "TCPKeepAlive",
+        "AllowAgentForwarding",
+        "X11Forwarding",
+        "MaxAuthTries",
+        "ClientAlive",
+        "LogLevel",
+    ),
+    "SHLL-6220": (),  # idle shell timeout
+    "KRNL-5820": (),  # core dumps
+    "ACCT-9622": (),  # process accounting
+    "FINT-4350": (),  # file integrity tool (AIDE)
+    "FINT-4402": (),  # AIDE checksums
+    "FILE-7524": (),  # file permissions (sshd_config, cron)
+}
+
+
+def reopened(rep: Report) -> list[str]:
+    """Suggestions of CLOSED that are back in the report."""
+    back = []
+    for tid, prefixes in CLOSED.items():
+        for detail in rep.details.get(tid, []):
+            if not prefixes or detail.startswith(prefixes):
+                back.append(f"{tid} {detail}".rstrip(" -"))
+    return back
 
 
 def regressions(rep: Report, base: Baseline) -> list[str]:
@@ -121,8 +168,10 @@ def copy_into_container(deb: Path, container: str) -> None:
 # CRYP-7902 would run openssl on every file of the CA bundle (half of the run time); the box's own
 # certificates are under /etc/medtls.
 CUSTOM_PROFILE = "ssl-certificate-paths=/etc/medtls:/etc/ssl/private"
+# --keep-directory-symlink: the package ships /lib/systemd/system/lynis.*; a plain `dpkg-deb -x`
+# replaces the merged-/usr symlink /lib with a directory and breaks the system being audited.
 UNPACK_CMD = (
-    f"dpkg-deb -x {REMOTE_DIR}/lynis.deb / && "
+    f"dpkg-deb --fsys-tarfile {REMOTE_DIR}/lynis.deb | tar -x --keep-directory-symlink -C / && "
     f"echo '{CUSTOM_PROFILE}' > /etc/lynis/custom.prf && lynis --version"
 )
 

@@ -64,3 +64,14 @@ def test_exposure_parsed():
     score, unmet = unit.parse(text)
     assert score == 1.8
     assert unmet == ["PrivateNetwork=  Service has access to the host's network  0.5"]
+
+
+def test_closed_suggestion_reopened_only_for_its_details():
+    rep = lynis.parse_report(
+        REPORT.replace("AllowTcpForwarding (set YES to NO)", "MaxSessions (set 4 to 2)")
+    )
+    assert lynis.reopened(rep) == ["SSH-7408 MaxSessions (set 4 to 2)"]
+    port = lynis.parse_report(
+        REPORT.replace("AllowTcpForwarding (set YES to NO)", "Port (set 22 to )")
+    )
+    assert lynis.reopened(port) == []

@@ -45,3 +45,16 @@ def test_lynis_index_not_below_baseline(report, baseline):
 def test_lynis_no_new_warnings(report, baseline):
     new = sorted(set(report.warnings) - baseline.warnings)
     assert not new, lynis.regressions(report, baseline)
+
+
+def test_lynis_closed_suggestions_stay_closed(report):
+    # Each measure of the hardening role that Lynis checks: removing one brings its suggestion back.
+    assert lynis.reopened(report) == []
+
+
+def test_medtls_service_account_cannot_log_in_but_runs(host):
+    # Hardening must not lock out the service user: no password, no shell, no expiry, running.
+    entry = host.check_output("getent shadow medtls").split(":")
+    assert entry[1].startswith(("!", "*")) and entry[4] in ("", "-1", "99999")
+    assert host.user("medtls").shell in ("/usr/sbin/nologin", "/bin/false")
+    assert host.service("medtls.service").is_running
