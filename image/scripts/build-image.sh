@@ -3,14 +3,18 @@
 # playbook through the chroot connection, then a partitioned disk image.
 # Usage: build-image.sh ARCH OUT_DIR
 #   Writes OUT_DIR/disk.img, OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/timings.txt.
-# Environment: MEDTLS_CACHE_DIR (.deb cache), MEDTLS_PLAYBOOK_ARGS (extra ansible-playbook args), MEDTLS_TEST_GUEST=1 adds the boot test's report unit
-#   (test builds only), plus what configure-rootfs.sh and apply-playbook.sh read.
+# Environment: MEDTLS_CACHE_DIR (.deb cache), MEDTLS_PLAYBOOK_ARGS (extra ansible-playbook args),
+#   MEDTLS_TEST_GUEST=1 adds the boot test's report unit (test builds only),
+#   MEDTLS_NATIVE_PYTHON=0 runs the play's modules with the image's python3 under qemu-user even
+#   for a foreign architecture (default: the build host's python3, see build-native-python.sh),
+#   plus what configure-rootfs.sh and apply-playbook.sh read.
 set -euo pipefail
 
 arch=${1:?usage: build-image.sh ARCH OUT_DIR}
 out=${2:?usage: build-image.sh ARCH OUT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${MEDTLS_CACHE_DIR:-$(dirname "$out")/cache/$arch}
+host_arch=$(dpkg --print-architecture)
 rootfs="$out/rootfs"
 mkdir -p "$out"
 # A failed build must not leave an older image behind for a test to boot.
@@ -31,6 +35,13 @@ add_test_guest() {
   install -m 0644 "$here/../tests/guest/medtls-boot-report.service" "$rootfs/etc/systemd/system/"
   chroot "$rootfs" systemctl enable medtls-boot-report.service
 }
+
+# A foreign-architecture build runs Python natively (maintainer scripts, Ansible modules).
+if [ "$arch" != "$host_arch" ] && [ "${MEDTLS_NATIVE_PYTHON:-1}" = 1 ]; then
+  native="$(dirname "$out")/native-$host_arch"
+  step native-python "$here/build-native-python.sh" "$native" "${MEDTLS_NATIVE_CACHE_DIR:-$(dirname "$out")/cache/$host_arch}"
+  export MEDTLS_NATIVE_ROOT=$native
+fi
 
 # MEDTLS_REUSE_ROOTFS=1 (development only) keeps an existing root filesystem instead of rebuilding.
 if [ "${MEDTLS_REUSE_ROOTFS:-0}" = 1 ] && [ -x "$rootfs/usr/bin/systemctl" ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a Debian trixie root filesystem directory for the appliance with mmdebstrap.
-# Usage: build-rootfs.sh ARCH ROOTFS_DIR CACHE_DIR
+# Usage: build-rootfs.sh ARCH ROOTFS_DIR CACHE_DIR   (environment: MEDTLS_NATIVE_ROOT, see below)
 #   ARCH: arm64 (Raspberry Pi 3/4 image: raspi-firmware + linux-image-arm64) or amd64 (boot test).
 # Downloaded .debs are kept in CACHE_DIR so rebuilds fetch only the index files.
 # mmdebstrap expands "$1" in hooks itself, so they are single-quoted on purpose.
@@ -36,24 +36,64 @@ if [ "$arch" != "$(dpkg --print-architecture)" ]; then
   "$here/binfmt.sh" "$arch"
 fi
 
+# MEDTLS_NATIVE_ROOT (build-native-python.sh): packages' maintainer scripts byte-compile Python
+# (the stdlib, py3compile for every python3-* package): minutes under qemu-user, seconds natively.
+# While packages install, the image's python3.X is diverted to a wrapper that runs the build
+# host's python3 of the same version (identical .pyc files: byte code is architecture-free).
+native_hooks=()
+native_mnt=/var/lib/medtls-native
+umount_native() { if mountpoint -q "$rootfs$native_mnt"; then umount -l "$rootfs$native_mnt"; fi; }
+if [ -n "${MEDTLS_NATIVE_ROOT:-}" ]; then
+  native=$(realpath "$MEDTLS_NATIVE_ROOT")
+  py=$(basename "$(readlink -f "$native/usr/bin/python3")")
+  case "$py" in python3.[0-9]*) ;; *) echo "build-rootfs.sh: no python3.X in $native" >&2; exit 2 ;; esac
+  wrapper=$(mktemp)
+  NATIVE_PYTHON_IMAGE_SITE=1 "$here/native-python.sh" "$native_mnt" > "$wrapper"
+  trap 'umount_native; rm -f "$wrapper"' EXIT
+  native_hooks=(
+    --essential-hook="mkdir -p \"\$1$native_mnt\" && mount --bind '$native' \"\$1$native_mnt\" && mount -o remount,bind,ro \"\$1$native_mnt\""
+    --essential-hook="chroot \"\$1\" dpkg-divert --quiet --local --rename --divert /usr/bin/$py.medtls-build --add /usr/bin/$py"
+    --essential-hook="install -m 0755 '$wrapper' \"\$1/usr/bin/$py\""
+    --customize-hook="rm \"\$1/usr/bin/$py\" && chroot \"\$1\" dpkg-divert --quiet --local --rename --remove /usr/bin/$py"
+    --customize-hook="umount \"\$1$native_mnt\" && rmdir \"\$1$native_mnt\""
+  )
+fi
+
 mkdir -p "$cache" "$(dirname "$rootfs")"
+umount_native
 rm -rf "$rootfs"
 include=$(IFS=,; echo "${packages[*]}")
 
 # mmdebstrap keeps daemons from starting with its own policy-rc.d while it installs.
 # raspi-firmware's hooks write the boot files to /boot/firmware and refuse to run without it;
 # /etc/default/raspi-firmware must exist before the package is configured.
+# Work that is slow under qemu-user and would be thrown away is skipped:
+# - the initramfs: every package that touches it (kernel, udev, kmod, busybox, ...) would rebuild
+#   it; update-initramfs is diverted to a no-op while packages are installed, then run once.
+# - SSH host keys: an image ships none (configure-rootfs.sh, made per box at first boot); empty
+#   placeholders keep openssh-server's postinst from generating RSA/ECDSA/Ed25519 keys.
+# - fsync: dpkg's force-unsafe-io during the build only (the image keeps dpkg's safe default).
 mmdebstrap --variant=minbase --arch="$arch" \
   --components=main,non-free-firmware \
   --include="$include" \
   --aptopt='APT::Install-Recommends "false"' \
-  --dpkgopt=force-confold --dpkgopt=force-confdef \
+  --dpkgopt=force-confold --dpkgopt=force-confdef --dpkgopt=force-unsafe-io \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --skip=download/empty --skip=essential/unlink \
-  --setup-hook='mkdir -p "$1/var/cache/apt/archives" "$1/boot/firmware" "$1/etc/default"' \
+  --setup-hook='mkdir -p "$1/var/cache/apt/archives" "$1/boot/firmware" "$1/etc/default" "$1/etc/ssh"' \
+  --setup-hook='for t in rsa ecdsa ed25519; do : > "$1/etc/ssh/ssh_host_${t}_key"; done' \
   --setup-hook="sync-in '$cache' /var/cache/apt/archives/" \
   --setup-hook="upload '$here/../files/raspi-firmware.default' /etc/default/raspi-firmware" \
+  "${native_hooks[@]}" \
+  --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.medtls-build --add /usr/sbin/update-initramfs' \
+  --essential-hook='printf "#!/bin/sh\nexit 0\n" > "$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \
+  --customize-hook='rm "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
+  --customize-hook='if [ -x "$1/usr/sbin/update-initramfs" ]; then chroot "$1" update-initramfs -c -k all; fi' \
+  --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*_key' \
+  --customize-hook='sed -i "/^force-unsafe-io$/d" "$1/etc/dpkg/dpkg.cfg.d/99mmdebstrap"' \
   --customize-hook="sync-out /var/cache/apt/archives '$cache'" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages' \
   "$suite" "$rootfs" "$mirror"
+[ -n "$(find "$rootfs/boot" -maxdepth 1 -name 'initrd.img-*' -print -quit)" ] ||
+  { echo "build-rootfs.sh: no initramfs in $rootfs/boot" >&2; exit 1; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Image-only settings on a root filesystem directory (everything else comes from the playbook):
 # hostname, fstab, first user with an SSH key and no password, SSH key-only, per-box SSH host keys,
-# and the first-boot import of the configuration from the FAT partition.
+# the first-boot import of the configuration from the FAT partition, and growing the root
+# partition to the card.
 # Usage: configure-rootfs.sh ROOTFS_DIR
 # Environment: FIRST_USER_NAME (default: medtls), FIRST_USER_SSH_KEY (public key line or file),
 #              MEDTLS_HOSTNAME (default: medtls), MEDTLS_KEEP_FSTAB=1 (pi-gen).
@@ -70,6 +71,13 @@ for unit in medtls medtls-interception; do
   install -m 0644 "$files/medtls-firstboot.conf" "$rootfs/etc/systemd/system/$unit.service.d/10-firstboot.conf"
 done
 chroot "$rootfs" systemctl enable medtls-firstboot.service ssh.service
+# Our own layout (root partition last, sized to its content) grows to the card at boot;
+# Raspberry Pi OS (pi-gen, MEDTLS_KEEP_FSTAB=1) grows its root partition itself.
+if [ "${MEDTLS_KEEP_FSTAB:-0}" != 1 ]; then
+  install -m 0755 "$files/medtls-growroot" "$rootfs/usr/local/sbin/medtls-growroot"
+  install -m 0644 "$files/medtls-growroot.service" "$rootfs/etc/systemd/system/"
+  chroot "$rootfs" systemctl enable medtls-growroot.service
+fi
 
 # Each box gets its own machine-id at first boot.
 : > "$rootfs/etc/machine-id"

@@ -46,7 +46,7 @@ def technician_files(pki: Path, config: Path) -> dict[str, Path]:
 
 
 def boot(tmp: Path, image_dir: Path, arch: str, files: dict[str, Path]):
-    disk = vmlab.copy_disk(image_dir / "disk.img", tmp / "disk.img")
+    disk = vmlab.copy_disk(image_dir / "disk.img", tmp / "disk.img", vmlab.GROW_MIB)
     vmlab.fat_put(disk, files)
     lab = vmlab.Lab(workdir=tmp, arch=arch)
     try:

@@ -7,7 +7,7 @@ import re
 import peers
 import pytest
 from pydicom.data import get_testdata_file
-from vmlab import MODALITY_IP, PACS_IP, fat_list, report_values
+from vmlab import GROW_MIB, MODALITY_IP, PACS_IP, fat_list, partitions, report_values
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -29,6 +29,24 @@ def test_interception_ruleset_is_loaded(appliance):
     ruleset = report["ruleset"]
     assert re.search(r"^table \w+ medtls", ruleset, re.M), ruleset
     assert "tproxy" in ruleset, ruleset
+
+
+def test_root_partition_grew_to_the_end_of_the_disk(appliance, image_dir):
+    _, disk, report = appliance
+    values = report_values(report["rootfs"])
+    built_root = partitions(image_dir / "disk.img")[-1]
+    mib = 1024 * 1024
+    # The partition reaches the end of the larger disk; the filesystem grew with it (ext4
+    # metadata keeps statvfs below the partition size, so half the growth is the bar).
+    assert int(values["disk_bytes"]) == disk.stat().st_size, values
+    assert int(values["part_bytes"]) >= disk.stat().st_size - built_root["start"] * 512 - mib, (
+        values,
+        report["growroot-journal"],
+    )
+    assert int(values["fs_bytes"]) >= built_root["size"] * 512 + GROW_MIB * mib // 2, (
+        values,
+        report["growroot-journal"],
+    )
 
 
 def test_first_boot_config_moved_off_the_fat_partition(appliance):

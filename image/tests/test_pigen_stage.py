@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 PIGEN = HERE.parent / "pi-gen"
 STAGE = PIGEN / "stage-medtls"
+IMAGE_MK = HERE.parents[1] / "mk/image.mk"
 FETCHED_PIGEN = HERE.parents[1] / "build/image/pi-gen/pi-gen"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7dXJmVqPH0wR8s8C0VSi3o0HkrH0sV1GZbZQm7r8jq test"
 
@@ -106,3 +108,13 @@ def test_stage_runs_the_shared_scripts_on_rootfs_dir(tmp_path):
 def test_rules_match_the_fetched_pigen_source():
     found = pigen_rules.rules_in_pigen_source((FETCHED_PIGEN / "build.sh").read_text())
     assert found == set(pigen_rules.SUB_STAGE_SUFFIXES)
+
+
+def _pinned_commit() -> str:
+    m = re.search(r"^PIGEN_COMMIT \?= *(\S*)$", IMAGE_MK.read_text(), re.M)
+    assert m, "mk/image.mk sets no PIGEN_COMMIT default"
+    return m.group(1)
+
+
+def test_pigen_is_pinned_to_a_full_commit():
+    assert re.fullmatch(r"[0-9a-f]{40}", _pinned_commit()), _pinned_commit()

@@ -8,6 +8,7 @@ or address in the host's namespace. Everything is named with a per-run prefix an
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -21,6 +22,8 @@ MODALITY_MAC = "02:00:5e:10:00:10"  # examples/ct-modality.yaml device.mac
 PACS_IP = "198.18.0.20"
 PREFIX_LEN = 24
 FAT_OFFSET = "4M"  # make-disk.sh: the FAT partition starts at 4 MiB
+# The VM's disk is this much larger than the image, like a larger card: the root must grow into it.
+GROW_MIB = 1024
 
 QEMU = {
     "amd64": (
@@ -184,7 +187,15 @@ class Lab:
             run(["ip", "link", "del", tap], check=False)
 
 
-def copy_disk(src: Path, dst: Path) -> Path:
-    """A private sparse copy, so every boot starts from the built image."""
+def copy_disk(src: Path, dst: Path, grow_mib: int = 0) -> Path:
+    """A private sparse copy, so every boot starts from the built image; `grow_mib` makes the
+    disk larger than the image, like a card larger than the image flashed onto it."""
     run(["cp", "--sparse=always", str(src), str(dst)])
+    if grow_mib:
+        os.truncate(dst, dst.stat().st_size + grow_mib * 1024 * 1024)
     return dst
+
+
+def partitions(disk: Path) -> list[dict]:
+    """The disk image's partition table (sfdisk --json): start and size in 512-byte sectors."""
+    return json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]["partitions"]
