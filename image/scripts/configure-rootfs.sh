@@ -71,6 +71,10 @@ for unit in medtls medtls-interception; do
   install -m 0644 "$files/medtls-firstboot.conf" "$rootfs/etc/systemd/system/$unit.service.d/10-firstboot.conf"
 done
 chroot "$rootfs" systemctl enable medtls-firstboot.service ssh.service
+# The template a technician copies to medtls/ on the FAT partition and edits (docs/flashing.md).
+install -d "$rootfs/boot/firmware/medtls-example"
+install -m 0644 "$files/../../examples/ct-modality.yaml" "$rootfs/boot/firmware/medtls-example/medtls.yaml"
+install -m 0644 "$files/medtls-example-README.txt" "$rootfs/boot/firmware/medtls-example/README.txt"
 # Our own layout (root partition last, sized to its content) grows to the card at boot;
 # Raspberry Pi OS (pi-gen, MEDTLS_KEEP_FSTAB=1) grows its root partition itself.
 if [ "${MEDTLS_KEEP_FSTAB:-0}" != 1 ]; then

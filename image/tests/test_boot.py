@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import peers
 import pytest
 from pydicom.data import get_testdata_file
-from vmlab import GROW_MIB, MODALITY_IP, PACS_IP, fat_list, partitions, report_values
+from vmlab import GROW_MIB, MODALITY_IP, PACS_IP, fat_list, fat_read, partitions, report_values
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -56,6 +57,13 @@ def test_first_boot_config_moved_off_the_fat_partition(appliance):
     assert re.search(r"^-rw-r----- .* root medtls .* device\.key$", listing, re.M), listing
     assert "medtls" not in fat_list(disk).lower().replace("medtls-", "")
     assert "installed /etc/medtls/medtls.yaml" in report["firstboot-journal"]
+
+
+def test_fat_partition_carries_the_configuration_template(appliance):
+    _, disk, _ = appliance
+    example = (Path(__file__).resolve().parents[2] / "examples/ct-modality.yaml").read_text()
+    assert fat_read(disk, "::/medtls-example/medtls.yaml") == example
+    assert "medtls check" in fat_read(disk, "::/medtls-example/README.txt")
 
 
 def test_cstore_from_modality_reaches_tls_pacs_through_the_vm(appliance, pki, tmp_path):

@@ -22,7 +22,7 @@ INSTALL_MODULES = {"ansible.builtin.apt", "ansible.builtin.package", "apt", "pac
 # an image build adds them to its own image/packages/<site>.list (docs/image.md). The role's own
 # image-context check names them if they are missing.
 OPT_IN = {
-    "hardening: medtls_hardening_remote_syslog_packages": "remote syslog (medtls_hardening_remote_syslog_host)",
+    "hardening: medtls_hardening_remote_syslog_packages": "remote syslog (hardening role)",
 }
 
 
