@@ -30,7 +30,7 @@ lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
 	shellcheck -x image/pi-gen/build.sh image/pi-gen/stage-medtls/prerun.sh image/pi-gen/stage-medtls/*/*.sh
 	shellcheck -s bash image/pi-gen/config image/pi-gen/stage-medtls/EXPORT_IMAGE
 
-image-debian: ## offline arm64 SD-card image from Debian's archive -> deploy/*.img.xz + .sha256
+image-debian: setup ## offline arm64 SD-card image from Debian's archive -> deploy/*.img.xz + .sha256
 	FIRST_USER_NAME='$(FIRST_USER_NAME)' FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' \
 	MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' \
 		image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/arm64
@@ -48,7 +48,7 @@ test-image: setup-venv $(IMAGE_BUILD)/test-key.pub ## pi-gen stage layout, packa
 		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-amd64 \
 		image/tests/test_boot.py image/tests/test_boot_invalid.py
 
-test-image-arm64: setup-venv $(IMAGE_BUILD)/test-key.pub ## arm64 image build + boot test in qemu-system-aarch64 (slow)
+test-image-arm64: setup $(IMAGE_BUILD)/test-key.pub ## arm64 image build + boot test in qemu-system-aarch64 (slow)
 	$(IMAGE_TEST_ENV) image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/test-arm64
 	rm -rf $(IMAGE_BUILD)/pytest-arm64
 	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/test-arm64 MEDTLS_IMAGE_ARCH=arm64 \
@@ -67,7 +67,7 @@ test-image-deploy: setup-venv ## boot the published arm64 image (IMAGE=deploy/..
 		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-deploy \
 		image/tests/test_boot.py image/tests/test_boot_invalid.py
 
-image: ## Raspberry Pi OS Lite 64-bit image with pi-gen + the medtls stage -> deploy/
+image: setup ## Raspberry Pi OS Lite 64-bit image with pi-gen + the medtls stage -> deploy/
 	PIGEN_REPO='$(PIGEN_REPO)' PIGEN_BRANCH='$(PIGEN_BRANCH)' PIGEN_COMMIT='$(PIGEN_COMMIT)' \
 	PIGEN_DOCKER='$(PIGEN_DOCKER)' FIRST_USER_NAME='$(FIRST_USER_NAME)' \
 	FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' \
