@@ -7,7 +7,7 @@ not pull their modules in, and nothing may spawn helpers (ctypes.util runs `ldco
 import socket
 
 import pytest
-from conftest import free_port
+from conftest import echo_once, free_port
 
 # Never needed while serving: cryptography (item 19 of docs/performance.md), ctypes.util +
 # tempfile (libc lookup; a subprocess per clock check), http.server/email (metrics endpoint, off
@@ -31,12 +31,7 @@ def _forbidden(mods: set[str], names=NEVER) -> list[str]:
 
 def _echo(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
+        return echo_once(s, payload)
 
 
 def test_imports_parser():

@@ -10,7 +10,7 @@ import signal
 import socket
 from pathlib import Path
 
-from conftest import free_port
+from conftest import echo_once, free_port
 from cryptography.hazmat.primitives import serialization
 
 
@@ -28,12 +28,7 @@ def _mapped_cryptography(pid: int) -> list[str]:
 
 def _echo(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
+        return echo_once(s, payload)
 
 
 def test_serving_process_does_not_load_cryptography(pki, make_pair, echo_server):
