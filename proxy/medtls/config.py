@@ -16,9 +16,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
+import yaml  # (no `typing`: 0.5 MiB in each serving process, docs/performance.md item 43)
 
 from medtls.ops.config import OPS_SECTIONS, OpsConfig, parse_ops_sections
 from medtls.profiles import LEGACY_PROFILES, PROFILES
@@ -269,7 +268,7 @@ class _Reader:
     def err(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
 
-    def mapping(self, raw: Any, path: str, allowed: set[str], required: set[str] = frozenset()):
+    def mapping(self, raw: object, path: str, allowed: set[str], required: set[str] = frozenset()):
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -284,7 +283,7 @@ class _Reader:
                 self.err(f"{path}.{k}" if path else k, "required key missing")
         return raw
 
-    def get(self, raw: dict, key: str, path: str, conv: Callable, default: Any = _MISSING):
+    def get(self, raw: dict, key: str, path: str, conv: Callable, default: object = _MISSING):
         where = f"{path}.{key}" if path else key
         if key not in raw or raw[key] is None:
             return None if default is _MISSING else default
@@ -294,7 +293,7 @@ class _Reader:
             self.err(where, str(e))
             return None if default is _MISSING else default
 
-    def file(self, value: Any) -> Path:
+    def file(self, value: object) -> Path:
         s = _str(value)
         p = Path(s)
         if not p.is_absolute():
@@ -313,51 +312,51 @@ class _Invalid(Exception):
     pass
 
 
-def _kind(v: Any) -> str:
+def _kind(v: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(v), type(v).__name__
     )
 
 
-def _str(v: Any) -> str:
+def _str(v: object) -> str:
     if not isinstance(v, str) or not v.strip():
         raise _Invalid(f"must be a non-empty string, got {_kind(v)} {v!r}")
     return v.strip()
 
 
-def _bool(v: Any) -> bool:
+def _bool(v: object) -> bool:
     if not isinstance(v, bool):
         raise _Invalid(f"must be true or false, got {v!r}")
     return v
 
 
-def _port(v: Any) -> int:
+def _port(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
         raise _Invalid(f"must be a port number 1-65535, got {v!r}")
     return v
 
 
-def _pos_int(v: Any) -> int:
+def _pos_int(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise _Invalid(f"must be a positive integer, got {v!r}")
     return v
 
 
-def _seconds(v: Any) -> float:
+def _seconds(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
         raise _Invalid(f"must be a number of seconds >= 0, got {v!r}")
     return float(v)
 
 
-def _ip(v: Any) -> str:
+def _ip(v: object) -> str:
     try:
         return str(ipaddress.ip_address(_str(v) if not isinstance(v, int) else v))
     except ValueError:
         raise _Invalid(f"not an IP address: {v!r}") from None
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def conv(v: Any) -> str:
+def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
+    def conv(v: object) -> str:
         if v not in options:
             raise _Invalid(f"must be one of {', '.join(options)}, got {v!r}")
         return v
@@ -365,7 +364,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return conv
 
 
-def _profile(v: Any) -> str:
+def _profile(v: object) -> str:
     if v not in PROFILES:
         raise _Invalid(f"unknown TLS profile {v!r} (known: {', '.join(PROFILES)})")
     return v
@@ -374,21 +373,21 @@ def _profile(v: Any) -> str:
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def _mac(v: Any) -> str:
+def _mac(v: object) -> str:
     s = _str(v).lower()
     if not _MAC.match(s):
         raise _Invalid(f"not a MAC address (aa:bb:cc:dd:ee:ff): {v!r}")
     return s
 
 
-def _spki(v: Any) -> str:
+def _spki(v: object) -> str:
     s = _str(v).lower().replace(":", "")
     if not re.fullmatch(r"[0-9a-f]{64}", s):
         raise _Invalid("must be 64 hex digits (SHA-256 of the DER SubjectPublicKeyInfo)")
     return s
 
 
-def _subject(v: Any) -> str:
+def _subject(v: object) -> str:
     s = _str(v)
     if parse_dn(s) is None:
         raise _Invalid(f"not a distinguished name like 'CN=pacs,O=Hospital': {v!r}")
@@ -410,7 +409,7 @@ def parse_dn(text: str) -> tuple[tuple[str, str], ...] | None:
     return tuple(sorted(out))
 
 
-def _endpoint(v: Any) -> Endpoint:
+def _endpoint(v: object) -> Endpoint:
     s = _str(v)
     m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", s)
     if not m:
@@ -430,13 +429,13 @@ def _endpoint(v: Any) -> Endpoint:
 # --------------------------------------------------------------------------- sections
 
 
-def _prefix_len(v: Any) -> int:
+def _prefix_len(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 31:
         raise _Invalid(f"must be the device's IPv4 prefix length 1-31 (e.g. 24), got {v!r}")
     return v
 
 
-def _ipv4(v: Any) -> str:
+def _ipv4(v: object) -> str:
     try:
         addr = ipaddress.IPv4Address(_str(v))
     except (ValueError, _Invalid):
@@ -464,7 +463,7 @@ def gateway_problem(device_ip: str, prefix: int, gateway: str) -> str | None:
     return None
 
 
-def _device(r: _Reader, raw: Any) -> Device:
+def _device(r: _Reader, raw: object) -> Device:
     d = r.mapping(raw, "device", {"ip", "mac", "prefix", "gateway"}, {"ip"}) or {}
     ip = r.get(d, "ip", "device", lambda v: None if v == "auto" else _ip(v))
     mac = r.get(d, "mac", "device", _mac)
@@ -482,7 +481,7 @@ def _device(r: _Reader, raw: Any) -> Device:
     return Device(ip=ip, mac=mac, prefix=prefix, gateway=gateway)
 
 
-def _interfaces(r: _Reader, raw: Any) -> Interfaces:
+def _interfaces(r: _Reader, raw: object) -> Interfaces:
     d = r.mapping(raw, "interfaces", {"device", "lan", "bridge"}) or {}
     return Interfaces(
         device=r.get(d, "device", "interfaces", _str, "eth0"),
@@ -491,7 +490,7 @@ def _interfaces(r: _Reader, raw: Any) -> Interfaces:
     )
 
 
-def _listeners(r: _Reader, raw: Any) -> Listeners:
+def _listeners(r: _Reader, raw: object) -> Listeners:
     d = r.mapping(raw, "listeners", {"outbound", "inbound", "address"}) or {}
     lis = Listeners(
         outbound=r.get(d, "outbound", "listeners", _port, 15001),
@@ -503,7 +502,7 @@ def _listeners(r: _Reader, raw: Any) -> Listeners:
     return lis
 
 
-def _identity(r: _Reader, raw: Any) -> Identity | None:
+def _identity(r: _Reader, raw: object) -> Identity | None:
     d = r.mapping(
         raw,
         "identity",
@@ -525,7 +524,7 @@ def _identity(r: _Reader, raw: Any) -> Identity | None:
 _VERIFY_IDS = ("ip", "dns", "cn", "subject", "spki_sha256")
 
 
-def _verify(r: _Reader, raw: Any, path: str) -> Verify | None:
+def _verify(r: _Reader, raw: object, path: str) -> Verify | None:
     d = r.mapping(raw, path, {*_VERIFY_IDS, "ca"})
     if d is None:
         return None
@@ -546,7 +545,7 @@ _OUT_KEYS = {"name", "address", "port", "tls_port", "sni", "verify", "plaintext"
              "listen"}  # fmt: skip
 
 
-def _outbound(r: _Reader, raw: Any, mode: str) -> tuple[OutboundPeer, ...]:
+def _outbound(r: _Reader, raw: object, mode: str) -> tuple[OutboundPeer, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -611,7 +610,7 @@ def _outbound(r: _Reader, raw: Any, mode: str) -> tuple[OutboundPeer, ...]:
 _ALLOW_IDS = ("cn", "dns", "uri", "ip_san", "subject", "spki_sha256")
 
 
-def _allow(r: _Reader, raw: Any, path: str) -> tuple[AllowRule, ...]:
+def _allow(r: _Reader, raw: object, path: str) -> tuple[AllowRule, ...]:
     if not isinstance(raw, list) or not raw:
         r.err(path, "must be a non-empty list of allowed identities")
         return ()
@@ -640,7 +639,7 @@ def _allow(r: _Reader, raw: Any, path: str) -> tuple[AllowRule, ...]:
 _IN_KEYS = {"name", "port", "device_port", "allow", "ca", "profile", "listen"}
 
 
-def _inbound(r: _Reader, raw: Any, mode: str) -> tuple[InboundPort, ...]:
+def _inbound(r: _Reader, raw: object, mode: str) -> tuple[InboundPort, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -684,7 +683,7 @@ def _inbound(r: _Reader, raw: Any, mode: str) -> tuple[InboundPort, ...]:
     return tuple(out)
 
 
-def _passthrough(r: _Reader, raw: Any) -> Passthrough:
+def _passthrough(r: _Reader, raw: object) -> Passthrough:
     d = r.mapping(raw, "passthrough", {"inbound_ports"}) or {}
     ports = d.get("inbound_ports") or []
     if not isinstance(ports, list):
@@ -699,7 +698,7 @@ def _passthrough(r: _Reader, raw: Any) -> Passthrough:
     return Passthrough(tuple(good))
 
 
-def _ntp(r: _Reader, raw: Any) -> Ntp:
+def _ntp(r: _Reader, raw: object) -> Ntp:
     d = r.mapping(raw, "ntp", {"servers"}) or {}
     servers = d.get("servers")
     if servers is None:
@@ -729,7 +728,7 @@ def _ntp(r: _Reader, raw: Any) -> Ntp:
     return Ntp(tuple(good))
 
 
-def _limits(r: _Reader, raw: Any) -> Limits:
+def _limits(r: _Reader, raw: object) -> Limits:
     keys = {"max_connections", "handshake_timeout", "connect_timeout", "idle_timeout",
             "buffer_size", "drain_timeout", "keepalive"}  # fmt: skip
     d = r.mapping(raw, "limits", keys) or {}
@@ -756,7 +755,7 @@ _TOP_KEYS = {"device", "interfaces", "mode", "interception", "listeners", "ident
              "workers", *OPS_SECTIONS}  # fmt: skip
 
 
-def parse_config(raw: Any, path: Path, check_files: bool = True) -> Config:
+def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
     """Validate an already-parsed YAML document (see `load_config`)."""
     r = _Reader(path.parent, check_files)
     top = r.mapping(raw, "", _TOP_KEYS, {"device", "identity", "trust"})

@@ -161,7 +161,40 @@ def build_context(
         raise TLSSetupError(_load_error(e, certificate, key, passphrase)) from None
     except OSError as e:
         raise TLSSetupError(f"identity: {certificate} / {key}: {e.strerror or e}") from None
+    build_own_chain(ctx, certificate)
     return ctx
+
+
+_SSL_CTRL_GET_CHAIN_CERTS = 115
+_SSL_CTRL_BUILD_CERT_CHAIN = 105
+# NO_ROOT: a self-signed trust anchor is not sent (the peer must hold it anyway, RFC 8446
+# 4.4.2); IGNORE_ERROR | CLEAR_ERROR: a chain that does not reach trust.ca is sent as far as it
+# goes, exactly as OpenSSL's per-handshake chain building does.
+_BUILD_CHAIN_FLAGS = 0x2 | 0x8 | 0x10
+
+
+def build_own_chain(ctx: ssl.SSLContext, certificate: Path) -> None:
+    """Build the chain we send once, now, instead of in every handshake.
+
+    With only a leaf in identity.certificate, OpenSSL builds the chain to send from the CA
+    store with a full X509_verify_cert() at every handshake, and sends the root as well, which
+    the peer then parses and decodes again: together ~27 % of a handshake pair's CPU
+    (docs/performance.md, item 44). A certificate file that carries its own chain is left as is.
+    """
+    lib = _libssl()
+    if lib is None:
+        raise TLSSetupError("libssl not found in process; cannot build the certificate chain")
+    ptr = _ssl_ctx_ptr(ctx)
+    chain = ctypes.c_void_p()
+    lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_GET_CHAIN_CERTS, 0, ctypes.addressof(chain))
+    if chain.value:
+        return
+    if lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_BUILD_CERT_CHAIN, _BUILD_CHAIN_FLAGS, None) <= 0:
+        lib.ERR_clear_error()
+        raise TLSSetupError(
+            f"identity.certificate: {certificate}: OpenSSL refuses the chain built from trust.ca"
+            " (a CA certificate below the profile's security level?)"
+        )
 
 
 def _load_error(e: ssl.SSLError, certificate: Path, key: Path, passphrase: bytes | None) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MEDTLS, box_config, write_yaml
-from medtls import __version__
+from medtls import __version__, cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
 
@@ -137,3 +137,76 @@ def test_run_refuses_bad_material_with_one_line(pki, tmp_path, identity, expecte
     r = medtls("run", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
     assert r.returncode == 1
     assert r.stderr.strip() == expected.format(d=pki.dir)
+
+
+# --- lazy subcommands and the argparse-free `run` (docs/performance.md, items 41-42) ---
+
+
+def _registered(module: str) -> set[str]:
+    import argparse
+    import importlib
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(module).register(sub)
+    return set(sub.choices)
+
+
+def test_subcommand_table_names_what_each_module_registers():
+    by_module: dict[str, set[str]] = {}
+    for name, module in cli.SUBCOMMANDS.items():
+        by_module.setdefault(module, set()).add(name)
+    assert by_module == {m: _registered(m) for m in by_module}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--config", "a.yaml"],
+        ["run", "-c", "a.yaml"],
+        ["run", "--config=a.yaml"],
+        ["run", "--config", "a.yaml", "--log-level", "debug"],
+        ["run", "--log-level=error", "-c", "dir/x y.yaml"],
+        ["run", "--config", ""],
+    ],
+)
+def test_plain_run_arguments_parse_as_argparse_parses_them(argv):
+    fast = cli.fast_run_args(argv)
+    assert fast is not None and "argparse" not in type(fast).__module__
+    assert vars(fast) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["run"],
+        ["run", "--help"],
+        ["run", "-h"],
+        ["run", "--conf", "a.yaml"],  # abbreviation: argparse's business
+        ["run", "-ca.yaml"],
+        ["run", "--config", "a.yaml", "--config", "b.yaml"],
+        ["run", "--config", "-a.yaml"],
+        ["run", "--config", "a.yaml", "--log-level", "verbose"],
+        ["run", "--config", "a.yaml", "--extra"],
+        ["run", "--log-level", "info"],
+        ["run", "--", "a.yaml"],
+        ["check", "--config", "a.yaml"],
+        ["--version"],
+    ],
+)
+def test_anything_else_goes_through_argparse(argv):
+    assert cli.fast_run_args(argv) is None
+
+
+def test_run_errors_come_from_argparse(tmp_path):
+    r = medtls("run", "--config", "a.yaml", "--log-level", "verbose")
+    assert r.returncode == 2 and "invalid choice: 'verbose'" in r.stderr
+    r = medtls("run", "--conf", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 1 and r.stderr.strip().endswith("configuration file not found")
+
+
+def test_help_lists_every_subcommand_also_before_a_command():
+    for args in (("--help",), ("-h", "run")):
+        r = medtls(*args)
+        assert r.returncode == 0
+        assert set(cli.SUBCOMMANDS) <= set(r.stdout.split())

@@ -11,8 +11,14 @@ from conftest import echo_once, free_port
 
 # Never needed while serving: cryptography (item 19 of docs/performance.md), ctypes.util +
 # tempfile (libc lookup; a subprocess per clock check), http.server/email (metrics endpoint, off
-# here), xml (audit messages are built as text).
-NEVER = ("cryptography", "ctypes.util", "tempfile", "http.server", "email", "xml")
+# here), xml (audit messages are built as text); argparse with gettext and shutil (`run` is
+# parsed without it), the other subcommands' modules (interception, subprocess), typing, and json
+# (control socket, imported at the first request) — items 41-43.
+NEVER = (
+    "cryptography", "ctypes.util", "tempfile", "http.server", "email", "xml",
+    "argparse", "gettext", "shutil", "medtls.interception", "medtls.ops.cli", "subprocess",
+    "typing", "json",
+)  # fmt: skip
 
 
 def _imported(log: str) -> set[str]:
@@ -37,7 +43,7 @@ def _echo(port: int, payload: bytes) -> bytes:
 def test_imports_parser():
     log = "import time: self [us] | cumulative | imported package\nimport time: 5 | 9 |   a.b\n"
     assert _imported(log) == {"a.b"}
-    assert _forbidden({"xml.dom", "xmlrpc", "json"}) == ["xml.dom"]
+    assert _forbidden({"xml.dom", "xmlrpc", "jsonx", "pickle"}) == ["xml.dom"]
 
 
 def test_serving_process_imports_no_optional_modules(make_pair, echo_server, tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ Used by `medtls status` and `medtls reload`. Access is limited by the socket's f
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import socketserver
@@ -22,11 +21,19 @@ class ControlError(Exception):
     pass
 
 
+# json is imported at the first request: a serving process that is never asked costs 0.15 MiB
+# less (docs/performance.md, item 43).
+
+
 def encode(obj: dict) -> bytes:
+    import json
+
     return json.dumps(obj, sort_keys=True).encode() + b"\n"
 
 
 def decode(line: bytes) -> dict:
+    import json
+
     try:
         obj = json.loads(line.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
