@@ -28,14 +28,14 @@ from medtls.netutil import (
     abort,
     listen_socket,
     original_dst_nat,
-    tune,
+    set_options,
     upstream_socket,
 )
 from medtls.ops.connlog import connection_line
 from medtls.policy import (
     CertIdentity,
     acl_allows,
-    identity_from_peercert,
+    peer_identity,
     route_inbound,
     route_outbound,
     unmap_v4,
@@ -244,7 +244,11 @@ class Daemon:
                 if spec not in self.listeners:
                     try:
                         opened[spec] = listen_socket(
-                            spec.host, spec.port, spec.transparent, reuseport=reuse
+                            spec.host,
+                            spec.port,
+                            spec.transparent,
+                            reuseport=reuse,
+                            keepalive=config.limits.keepalive,
                         )
                     except OSError as e:
                         raise OSError(
@@ -260,6 +264,11 @@ class Daemon:
                 s = self.listeners.pop(spec)
                 self._poll_del(s.fileno())
                 s.close()
+            else:
+                # Accepted sockets inherit these options from their listener (a reload may
+                # change limits.keepalive).
+                with contextlib.suppress(OSError):
+                    set_options(self.listeners[spec], config.limits.keepalive)
         for spec, s in opened.items():
             self.listeners[spec] = s
             self._poll_add(s.fileno(), READ, (spec, s))
@@ -471,7 +480,8 @@ class Daemon:
     def _new_conn(self, sock: socket.socket, addr, spec: ListenerSpec) -> None:
         rt = self.rt
         cfg = rt.config
-        tune(sock, cfg.limits.keepalive)
+        # TCP_NODELAY and keepalive came with the socket from its listener (`_sync_listeners`).
+        sock.setblocking(False)
         client = (unmap_v4(addr[0]), addr[1])
         if cfg.mode == "explicit":
             dst = sock.getsockname()[:2]
@@ -526,7 +536,7 @@ class Daemon:
         else:
             c.tls_side = c.client
             c.client.start_tls(rt.inbound_ctx[route.name], server=True)
-            self._enter_handshake(c)
+            self._enter_handshake(c, wait_for_hello=True)
 
     # ------------------------------------------------------------------ setup
 
@@ -560,12 +570,24 @@ class Daemon:
         else:
             self._start_relay(c)
 
-    def _enter_handshake(self, c: Conn) -> None:
+    def _enter_handshake(self, c: Conn, wait_for_hello: bool = False) -> None:
         c.state = HANDSHAKE
         c.deadline = time.monotonic() + c.rt.config.limits.handshake_timeout
         if c.tls_side is not c.client:
             self._set_mask(c.client, 0)
-        self._handshake_step(c)
+        try:
+            if wait_for_hello:
+                # A TLS server speaks only after the ClientHello, which has usually arrived by
+                # the time the connection is accepted: read it now; if not, wait for it without
+                # a do_handshake() that could only ask for more input.
+                t = c.tls_side
+                t.recv_tls(self.scratch)
+                if not t.inc.pending and not t.raw_eof:
+                    self._set_mask(t, READ)
+                    return
+            self._handshake_step(c)
+        except RelayError as e:
+            self._relay_failed(c, e)
 
     def _handshake_step(self, c: Conn) -> None:
         t = c.tls_side
@@ -583,7 +605,10 @@ class Daemon:
                 t.flush()  # deliver our alert
             self._fail(c, reason, detail)
             return
-        t.flush()
+        if t is c.client:
+            t.flush()  # a server's last flight (none in TLS 1.3 without tickets)
+        # A client's last flight (Certificate/Finished) is sent by the first relay step, in one
+        # segment with the first application data that is already waiting.
         self._handshake_done(c)
 
     def _handshake_done(self, c: Conn) -> None:
@@ -592,22 +617,26 @@ class Daemon:
         c.cipher = (t.tls.cipher() or ("",))[0]
         der = t.tls.getpeercert(binary_form=True)
         if der is None:
-            self._fail(c, ev.NO_CERTIFICATE, "peer sent no certificate")
+            self._fail_after_handshake(c, ev.NO_CERTIFICATE, "peer sent no certificate")
             return
-        ident: CertIdentity = identity_from_peercert(t.tls.getpeercert(), der)
+        ident: CertIdentity = peer_identity(der, t.tls.getpeercert)
         c.peer = ident.describe()
         route = c.route
         if isinstance(route, OutboundPeer):
             bad = verify_mismatches(route.verify, ident)
             if bad:
-                self._fail(c, ev.IDENTITY_MISMATCH, f"server {c.peer}: " + "; ".join(bad))
+                self._fail_after_handshake(
+                    c, ev.IDENTITY_MISMATCH, f"server {c.peer}: " + "; ".join(bad)
+                )
                 return
             self._tls_ok(c)
             self._start_relay(c)
         else:
             idx = acl_allows(route, ident, c.info.client[0])
             if idx is None:
-                self._fail(c, ev.ACL_DENIED, f"client {c.peer} not allowed on {route.name}")
+                self._fail_after_handshake(
+                    c, ev.ACL_DENIED, f"client {c.peer} not allowed on {route.name}"
+                )
                 return
             self._tls_ok(c)
             cfg = c.rt.config
@@ -619,6 +648,11 @@ class Daemon:
                 spoof = c.info.client[0] if cfg.interception == "tproxy" else None
             self._connect(c, spoof)
 
+    def _fail_after_handshake(self, c: Conn, reason: str, detail: str) -> None:
+        with contextlib.suppress(RelayError):
+            c.tls_side.flush()  # a client's last flight, sent as before a policy failure
+        self._fail(c, reason, detail)
+
     def _tls_ok(self, c: Conn) -> None:
         self.events.tls_established(c.info, c.version, c.cipher, c.peer)
 
@@ -629,6 +663,14 @@ class Daemon:
             pool = self.pools[c.size] = BufferPool(c.size)
         c.pipes = (Pipe(c.client, c.server, pool), Pipe(c.server, c.client, pool))
         c.last_activity = time.monotonic()
+        if c.client.tls is None and c.tls_side is not None:
+            # Outbound: the device usually sent its first bytes while we shook hands; read them
+            # now, so they leave with our Finished instead of one event loop turn later.
+            try:
+                relay.recv_plain(c.client, c.pipes[0])
+            except RelayError as e:
+                self._relay_failed(c, e)
+                return
         self._relay(c)
 
     # ------------------------------------------------------------------ io
@@ -736,10 +778,13 @@ class Daemon:
     def _finish(self, c: Conn, result: str, graceful: bool = False) -> None:
         if c.state == CLOSED:
             return
+        fdmap = self.fdmap
         for side in (c.client, c.server):
             if side is None:
                 continue
-            self._set_mask(side, 0)
+            # close() takes the socket out of the epoll set: no epoll_ctl(DEL) needed.
+            fdmap.pop(side.fd, None)
+            side.mask = 0
             if result == ev.RESULT_OK or (graceful and c.state == RELAY):
                 if graceful and side.tls is not None and not side.shut_out:
                     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import struct
@@ -12,13 +13,22 @@ IPV6_TRANSPARENT = 75
 SO_ORIGINAL_DST = 80
 
 
+@functools.lru_cache(maxsize=256)
 def family_of(host: str) -> socket.AddressFamily:
+    # Cached: the upstream of every connection is one of a few configured addresses.
     return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
 
 def listen_socket(
-    host: str, port: int, transparent: bool = False, reuseport: bool = False, backlog: int = 1024
+    host: str,
+    port: int,
+    transparent: bool = False,
+    reuseport: bool = False,
+    backlog: int = 1024,
+    keepalive: bool | None = None,
 ) -> socket.socket:
+    """A non-blocking listener; with `keepalive` given, it also carries the per-connection
+    options (`set_options`), which Linux copies to every accepted socket."""
     fam = family_of(host)
     s = socket.socket(fam, socket.SOCK_STREAM)
     try:
@@ -27,6 +37,8 @@ def listen_socket(
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if transparent:
             set_transparent(s, fam)
+        if keepalive is not None:
+            set_options(s, keepalive)
         s.bind((host, port))
         s.listen(backlog)
         s.setblocking(False)
@@ -43,15 +55,21 @@ def set_transparent(s: socket.socket, fam: socket.AddressFamily) -> None:
         s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
 
 
-def tune(s: socket.socket, keepalive: bool) -> None:
+def set_options(s: socket.socket, keepalive: bool) -> None:
     """Per-connection options: no Nagle delay; keepalive to notice dead idle peers."""
-    s.setblocking(False)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1 if keepalive else 0)
     if keepalive:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
+
+
+def tune(s: socket.socket, keepalive: bool) -> None:
+    """Non-blocking, with the per-connection options (an accepted socket already has them
+    when its listener was made with `listen_socket(..., keepalive=...)`)."""
+    s.setblocking(False)
+    set_options(s, keepalive)
 
 
 def upstream_socket(
@@ -59,9 +77,10 @@ def upstream_socket(
 ) -> socket.socket:
     """A non-blocking socket for the far side; with `spoof_source` it binds to that foreign IP."""
     fam = family_of(dst_host)
-    s = socket.socket(fam, socket.SOCK_STREAM)
+    # SOCK_NONBLOCK: non-blocking from socket(), without the extra ioctl of setblocking().
+    s = socket.socket(fam, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
-        tune(s, keepalive)
+        set_options(s, keepalive)
         if spoof_source is not None:
             set_transparent(s, fam)
             s.bind((spoof_source, 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from medtls.certparse import parse_der, spki_of
 from medtls.config import AllowRule, Config, InboundPort, OutboundPeer, Verify, parse_dn
@@ -85,7 +85,7 @@ def identity_from_peercert(info: dict, der: bytes) -> CertIdentity:
         if kind == "DNS":
             dns.append(value.lower())
         elif kind == "IP Address":
-            ips.append(str(ipaddress.ip_address(value.strip())))
+            ips.append(_norm_ip(value.strip()))
         elif kind == "URI":
             uris.append(value)
     return CertIdentity(
@@ -97,6 +97,24 @@ def identity_from_peercert(info: dict, der: bytes) -> CertIdentity:
         uris=tuple(uris),
         der=der,
     )
+
+
+# Peer identities by certificate (DER): the same few peers reconnect all day, and the identity
+# is a function of the certificate alone. The chain and validity are still verified by OpenSSL
+# in every handshake; only the parsing of subject and SANs is skipped.
+IDENTITY_CACHE_SIZE = 128
+_identities: dict[bytes, CertIdentity] = {}
+
+
+def peer_identity(der: bytes, peercert) -> CertIdentity:
+    """`identity_from_peercert(peercert(), der)`, remembered per certificate (loop thread only)."""
+    ident = _identities.get(der)
+    if ident is None:
+        ident = identity_from_peercert(peercert(), der)
+        if len(_identities) >= IDENTITY_CACHE_SIZE:
+            del _identities[next(iter(_identities))]  # the oldest entry
+        _identities[der] = ident
+    return ident
 
 
 def _dns_match(pattern: str, names: tuple[str, ...]) -> bool:
@@ -111,7 +129,9 @@ def _dns_match(pattern: str, names: tuple[str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=1024)
 def _norm_ip(text: str) -> str:
+    # Cached: rules, peers' IP SANs and client addresses repeat from connection to connection.
     return str(ipaddress.ip_address(text))
 
 

@@ -277,7 +277,10 @@ def pump(pipes: tuple[Pipe, Pipe]) -> None:
                 progress |= _tls_read(src, p)
             if p.end > p.start:
                 if dst.tls is not None:
-                    if not dst.pending_out:
+                    # Backpressure: no new records while ciphertext handed to send() waits.
+                    # Records still in the BIO (a client's last handshake flight) leave in the
+                    # same send() as these.
+                    if dst.woff >= len(dst.wbuf):
                         try:
                             dst.sslobj.write(p.mv[p.start : p.end])
                         except ssl.SSLError as e:

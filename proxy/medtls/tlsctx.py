@@ -60,9 +60,16 @@ def _libssl() -> ctypes.CDLL | None:
     return None
 
 
-def _ssl_ctx_ptr(ctx: ssl.SSLContext) -> int:
+_WORD = ctypes.sizeof(ctypes.c_ssize_t)
+
+
+def _ssl_ctx_raw(ctx: ssl.SSLContext) -> int:
     # PySSLContext starts with PyObject_HEAD followed by `SSL_CTX *ctx`.
-    ptr = ctypes.c_void_p.from_address(id(ctx) + ctypes.sizeof(ctypes.c_ssize_t) * 2).value
+    return ctypes.c_void_p.from_address(id(ctx) + _WORD * 2).value or 0
+
+
+def _ssl_ctx_ptr(ctx: ssl.SSLContext) -> int:
+    ptr = _ssl_ctx_raw(ctx)
     lib = _libssl()
     if not ptr or lib is None or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
         raise TLSSetupError("cannot reach the OpenSSL SSL_CTX of this Python build")
@@ -235,17 +242,19 @@ def _ssl_msg(e: Exception) -> str:
 def _ssl_ptr(sslobj: ssl.SSLObject) -> int:
     # _ssl._SSLSocket starts with PyObject_HEAD, `PyObject *Socket`, `SSL *ssl`.
     inner = sslobj._sslobj
-    word = ctypes.sizeof(ctypes.c_ssize_t)
-    ptr = ctypes.c_void_p.from_address(id(inner) + word * 3).value
+    ptr = ctypes.c_void_p.from_address(id(inner) + _WORD * 3).value
     lib = _libssl()
-    if not ptr or lib is None or lib.SSL_get_SSL_CTX(ptr) != _ssl_ctx_ptr(sslobj.context):
+    # Two pointers read independently must agree. The context's options are not compared
+    # here (as in `_ssl_ctx_ptr`): that builds an enum per call, twice per connection, and
+    # `self_test()` has proved the layout at start.
+    if not ptr or lib is None or lib.SSL_get_SSL_CTX(ptr) != _ssl_ctx_raw(sslobj.context):
         raise TLSSetupError("cannot reach the OpenSSL SSL object of this Python build")
     return ptr
 
 
 def _bio_ptr(bio: ssl.MemoryBIO) -> int:
     # PySSLMemoryBIO starts with PyObject_HEAD followed by `BIO *bio`.
-    return ctypes.c_void_p.from_address(id(bio) + ctypes.sizeof(ctypes.c_ssize_t) * 2).value or 0
+    return ctypes.c_void_p.from_address(id(bio) + _WORD * 2).value or 0
 
 
 def renew_bios(

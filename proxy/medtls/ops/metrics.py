@@ -65,6 +65,17 @@ class Metric:
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) - amount
 
+    def labels(self, **labels: str) -> tuple[str, ...]:
+        """The key of one label set, for `add` (validated once, reused per event)."""
+        return self._key(labels)
+
+    def add(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        """`inc`/`dec` by a key from `labels` (hot path: no keyword dict per event)."""
+        if amount < 0 and self.kind == "counter":
+            raise ValueError(f"{self.name}: counters only go up")
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
     def set(self, value: float, **labels: str) -> None:
         key = self._key(labels)
         with self._lock:

@@ -140,6 +140,7 @@ class OpsRuntime(Observer):
 
         self.registry = Registry()
         self.m = Instruments(self.registry)
+        self._keys: dict[tuple, tuple[str, ...]] = {}  # metric label keys, built once each
         self.m.start_time.set(self.started)
         self.m.generation.set(self.generation)
         self.registry.on_collect(self._collect)
@@ -290,7 +291,26 @@ class OpsRuntime(Observer):
             peer = self._peer(conn)
             peer.active += 1
             peer.total += 1
-        self.m.active.inc(direction=conn.direction, peer=_label(conn.route))
+        self.m.active.add(self._key("active", conn.direction, conn.route))
+
+    def _key(self, kind: str, *values: str) -> tuple[str, ...]:
+        """Label key of a per-connection metric; routes, results, versions and ciphers are few,
+        so each key is validated once instead of per event."""
+        ck = (kind, *values)
+        key = self._keys.get(ck)
+        if key is None:
+            m = self.m
+            if kind == "active":
+                key = m.active.labels(direction=values[0], peer=_label(values[1]))
+            elif kind == "total":
+                key = m.total.labels(direction=values[0], peer=_label(values[1]), result=values[2])
+            elif kind == "bytes":
+                key = m.bytes.labels(direction=values[0], peer=_label(values[1]), stream=values[2])
+            else:  # tls
+                key = m.tls_total.labels(version=values[0], cipher=values[1])
+            if len(self._keys) < 4096:
+                self._keys[ck] = key
+        return key
 
     def _peer(self, conn) -> _Peer:
         """State of the configured route; unrouted (default-deny) connections are no peer."""
@@ -315,8 +335,9 @@ class OpsRuntime(Observer):
             p = self._peer(conn)
             p.last_success = time.time()
             p.last_success_identity = peer
-        self.m.tls_total.inc(version=version, cipher=cipher)
-        self.m.tls_active.inc(version=version, cipher=cipher)
+        key = self._key("tls", version, cipher)
+        self.m.tls_total.add(key)
+        self.m.tls_active.add(key)
         self.auditor.node_authentication(
             True,
             peer_address=self._remote(conn)[0],
@@ -352,18 +373,18 @@ class OpsRuntime(Observer):
             state = self.conns.pop(conn.id, None) or _Conn(conn)
             p = self._peer(conn)
             p.active = max(0, p.active - 1)
-        label = _label(conn.route)
-        self.m.active.dec(direction=conn.direction, peer=label)
-        self.m.total.inc(direction=conn.direction, peer=label, result=result)
+        d, route, m = conn.direction, conn.route, self.m
+        m.active.add(self._key("active", d, route), -1)
+        m.total.add(self._key("total", d, route, result))
         to_lan, to_device = (
             (bytes_from_client, bytes_from_server)
-            if conn.direction == "outbound"
+            if d == "outbound"
             else (bytes_from_server, bytes_from_client)
         )
-        self.m.bytes.inc(to_lan, direction=conn.direction, peer=label, stream="device_to_lan")
-        self.m.bytes.inc(to_device, direction=conn.direction, peer=label, stream="lan_to_device")
+        m.bytes.add(self._key("bytes", d, route, "device_to_lan"), to_lan)
+        m.bytes.add(self._key("bytes", d, route, "lan_to_device"), to_device)
         if state.version:
-            self.m.tls_active.dec(version=state.version, cipher=state.cipher)
+            m.tls_active.add(self._key("tls", state.version, state.cipher), -1)
         # The daemon logs the one line per connection (medtls.ops.connlog.connection_line).
 
     def reloading(self) -> None:
