@@ -39,8 +39,12 @@ fi
 # MEDTLS_NATIVE_ROOT (build-native-python.sh): packages' maintainer scripts byte-compile Python
 # (the stdlib, py3compile for every python3-* package): minutes under qemu-user, seconds natively.
 # While packages install, the image's python3.X is diverted to a wrapper that runs the build
-# host's python3 of the same version (identical .pyc files: byte code is architecture-free).
-native_hooks=()
+# host's python3 of the same version (identical .pyc files: byte code is architecture-free), and
+# ucf's scripts run with the host's shell and tools (native-tools.sh: aide-common's ~240 snippets).
+native_setup=()
+native_teardown=()
+native_before_initramfs=()
+initramfs_env=""
 native_mnt=/var/lib/medtls-native
 umount_native() { if mountpoint -q "$rootfs$native_mnt"; then umount -l "$rootfs$native_mnt"; fi; }
 if [ -n "${MEDTLS_NATIVE_ROOT:-}" ]; then
@@ -50,13 +54,20 @@ if [ -n "${MEDTLS_NATIVE_ROOT:-}" ]; then
   wrapper=$(mktemp)
   NATIVE_PYTHON_IMAGE_SITE=1 "$here/native-python.sh" "$native_mnt" > "$wrapper"
   trap 'umount_native; rm -f "$wrapper"' EXIT
-  native_hooks=(
+  native_setup=(
     --essential-hook="mkdir -p \"\$1$native_mnt\" && mount --bind '$native' \"\$1$native_mnt\" && mount -o remount,bind,ro \"\$1$native_mnt\""
     --essential-hook="chroot \"\$1\" dpkg-divert --quiet --local --rename --divert /usr/bin/$py.medtls-build --add /usr/bin/$py"
     --essential-hook="install -m 0755 '$wrapper' \"\$1/usr/bin/$py\""
+    --essential-hook="'$here/native-tools.sh' add \"\$1\" $native_mnt"
+  )
+  # after the initramfs (customize hooks run in order)
+  native_teardown=(
+    --customize-hook="'$here/native-tools.sh' remove \"\$1\" $native_mnt"
     --customize-hook="rm \"\$1/usr/bin/$py\" && chroot \"\$1\" dpkg-divert --quiet --local --rename --remove /usr/bin/$py"
     --customize-hook="umount \"\$1$native_mnt\" && rmdir \"\$1$native_mnt\""
   )
+  initramfs_env="env PATH=/var/lib/medtls-native-bin:/usr/sbin:/usr/bin LD_LIBRARY_PATH=$("$here/native-tools.sh" libdir "$native_mnt")"
+  native_before_initramfs=(--customize-hook="'$here/native-tools.sh' unlink-libs \"\$1\" $native_mnt")
 fi
 
 mkdir -p "$cache" "$(dirname "$rootfs")"
@@ -85,15 +96,19 @@ mmdebstrap --variant=minbase --arch="$arch" \
   --setup-hook='for t in rsa ecdsa ed25519; do : > "$1/etc/ssh/ssh_host_${t}_key"; done' \
   --setup-hook="sync-in '$cache' /var/cache/apt/archives/" \
   --setup-hook="upload '$here/../files/raspi-firmware.default' /etc/default/raspi-firmware" \
-  "${native_hooks[@]}" \
+  "${native_setup[@]}" \
   --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.medtls-build --add /usr/sbin/update-initramfs' \
   --essential-hook='printf "#!/bin/sh\nexit 0\n" > "$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \
   --customize-hook='rm "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
-  --customize-hook='if [ -x "$1/usr/sbin/update-initramfs" ]; then chroot "$1" update-initramfs -c -k all; fi' \
+  "${native_before_initramfs[@]}" \
+  --customize-hook="if [ -x \"\$1/usr/sbin/update-initramfs\" ]; then chroot \"\$1\" $initramfs_env update-initramfs -c -k all; fi" \
+  "${native_teardown[@]}" \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*_key' \
   --customize-hook='sed -i "/^force-unsafe-io$/d" "$1/etc/dpkg/dpkg.cfg.d/99mmdebstrap"' \
   --customize-hook="sync-out /var/cache/apt/archives '$cache'" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages' \
   "$suite" "$rootfs" "$mirror"
+leftover=$(find "$rootfs" -xdev \( -lname '*medtls-native*' -o -name 'medtls-native*' \) -print -quit)
+[ -z "$leftover" ] || { echo "build-rootfs.sh: build-only native tools left in the image: $leftover" >&2; exit 1; }
 [ -n "$(find "$rootfs/boot" -maxdepth 1 -name 'initrd.img-*' -print -quit)" ] ||
   { echo "build-rootfs.sh: no initramfs in $rootfs/boot" >&2; exit 1; }
