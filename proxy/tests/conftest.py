@@ -4,6 +4,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,6 +30,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def memory_handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext):
+    """A TLS handshake between two SSLObjects over memory BIOs; returns (server, client)."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    cli = client_ctx.wrap_bio(c_in, c_out, server_side=False)
+    for _ in range(10):
+        for obj in (cli, srv):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                obj.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    return srv, cli
 
 
 def echo_once(sock: socket.socket, payload: bytes) -> bytes:

@@ -1,8 +1,6 @@
 """ChaCha20-Poly1305 preference for CPUs without AES instructions (the Raspberry Pi 4 case)."""
 
-import contextlib
-import ssl
-
+from conftest import memory_handshake
 from medtls.profiles import (
     CHACHA20_TLS13,
     PROFILES,
@@ -50,15 +48,7 @@ def _ctx(pki, server, has_aes, monkeypatch):
 
 
 def _handshake(server_ctx, client_ctx) -> str:
-    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
-    srv = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    cli = client_ctx.wrap_bio(c_in, c_out, server_side=False)
-    for _ in range(10):
-        for obj in (cli, srv):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                obj.do_handshake()
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
+    _, cli = memory_handshake(server_ctx, client_ctx)
     return cli.cipher()[0]
 
 

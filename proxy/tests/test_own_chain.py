@@ -5,26 +5,17 @@ self-signed root too, which the peer parses and decodes for nothing (docs/perfor
 item 44). What the peer needs to verify (leaf and intermediates) is still sent.
 """
 
-import contextlib
 import ctypes
 import ssl
 import subprocess
 
 import pytest
-from conftest import box_config, free_port
+from conftest import box_config, free_port, memory_handshake
 from medtls.tlsctx import _libssl, _ssl_ptr, build_context
 
 
 def _handshake(server_ctx, client_ctx):
-    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
-    srv = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    cli = client_ctx.wrap_bio(c_in, c_out, server_side=False)
-    for _ in range(10):
-        for obj in (cli, srv):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                obj.do_handshake()
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
+    srv, cli = memory_handshake(server_ctx, client_ctx)
     assert cli.version() == "TLSv1.3" and srv.getpeercert()
     return srv, cli
 
