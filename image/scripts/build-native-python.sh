@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A small root filesystem of the build host's architecture with Debian's python3 and python3-apt
-# (and cpio, zstd, kmod for native-tools.sh), from the same suite as the image. apply-playbook.sh mounts it read-only inside a
+# (and cpio, zstd for native-tools.sh), from the same suite as the image. apply-playbook.sh mounts it read-only inside a
 # foreign-architecture image root and runs Ansible's modules with it: a module call then costs a
 # fraction of a second instead of ~10 s of Python under qemu-user. Commands the modules start
 # (systemctl, useradd, sshd -G, validate:) are still the image's own binaries.
@@ -13,7 +13,7 @@ cache=${2:?usage: build-native-python.sh DIR CACHE_DIR}
 mirror=${MEDTLS_MIRROR:-http://deb.debian.org/debian}
 suite=${MEDTLS_SUITE:-trixie}
 arch=$(dpkg --print-architecture)
-stamp="$suite $arch $mirror python3 python3-apt cpio zstd kmod"
+stamp="$suite $arch $mirror python3 python3-apt cpio zstd"
 
 if [ -f "$dir/.medtls-native" ] && [ "$(cat "$dir/.medtls-native")" = "$stamp" ]; then
   echo "build-native-python.sh: reusing $dir"
@@ -21,7 +21,7 @@ if [ -f "$dir/.medtls-native" ] && [ "$(cat "$dir/.medtls-native")" = "$stamp" ]
 fi
 mkdir -p "$cache" "$(dirname "$dir")"
 rm -rf "$dir"
-mmdebstrap --variant=minbase --arch="$arch" --include=python3,python3-apt,cpio,zstd,kmod \
+mmdebstrap --variant=minbase --arch="$arch" --include=python3,python3-apt,cpio,zstd \
   --aptopt='APT::Install-Recommends "false"' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
