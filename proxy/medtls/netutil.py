@@ -65,13 +65,6 @@ def set_options(s: socket.socket, keepalive: bool) -> None:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
 
 
-def tune(s: socket.socket, keepalive: bool) -> None:
-    """Non-blocking, with the per-connection options (an accepted socket already has them
-    when its listener was made with `listen_socket(..., keepalive=...)`)."""
-    s.setblocking(False)
-    set_options(s, keepalive)
-
-
 def upstream_socket(
     dst_host: str, keepalive: bool, spoof_source: str | None = None
 ) -> socket.socket:
