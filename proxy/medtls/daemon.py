@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from medtls import events as ev
-from medtls import relay
+from medtls import relay, sessions
 from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
 from medtls.material import Runtime, build_runtime
 from medtls.netutil import (
@@ -42,7 +42,7 @@ from medtls.policy import (
     verify_mismatches,
 )
 from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side
-from medtls.tlsctx import TLSSetupError, self_test
+from medtls.tlsctx import TLSSetupError, rotate_ticket_keys, self_test
 
 log = logging.getLogger("medtls")
 conn_log = logging.getLogger("medtls.conn")
@@ -157,8 +157,8 @@ class Conn:
 
     __slots__ = (
         "bios_renewed", "cipher", "client", "deadline", "detail", "failed", "first_tls_read",
-        "info", "last_activity", "peer", "pipes", "route", "rt", "server", "size", "state", "t0",
-        "tls_side", "upstream", "version",
+        "info", "last_activity", "peer", "pipes", "resumed", "route", "rt", "server", "size",
+        "state", "steady", "t0", "tls_side", "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Runtime, client: socket.socket, size: int):
@@ -181,6 +181,8 @@ class Conn:
         self.failed = ""  # reason category once failed
         self.detail = ""  # why it failed or was closed early (for the connection line)
         self.first_tls_read = True
+        self.steady = False  # relaying, past the first TLS read and the handshake BIOs
+        self.resumed = False  # the TLS session was resumed from a ticket
         self.bios_renewed = 0.0  # time.monotonic() of the last BIO renewal
 
 
@@ -216,6 +218,7 @@ class Daemon:
         self._malloc_trim = _malloc_trim()
         self._closed_since_trim = 0
         self._next_trim = 0.0
+        self._next_ticket_keys = time.monotonic() + config.session_lifetime
         # set by medtls.ops: callable -> reason string while certificates must not be validated
         self.validation_gate = None
 
@@ -367,6 +370,7 @@ class Daemon:
         except (TLSSetupError, OSError) as e:
             return self._reload_failed(str(e))
         self.rt = rt
+        self._next_ticket_keys = time.monotonic() + config.session_lifetime  # new contexts
         for w in config.warnings():
             log.warning("%s", w)
         log.info("reload: configuration generation %d active (%s)", rt.generation, path)
@@ -441,6 +445,12 @@ class Daemon:
         if now >= self._next_trim:
             self._next_trim = now + TRIM_INTERVAL
             self._trim_memory()
+        lifetime = self.config.session_lifetime
+        if lifetime and now >= self._next_ticket_keys:
+            self._next_ticket_keys = now + lifetime
+            for ctx in self.rt.server_contexts():
+                with contextlib.suppress(TLSSetupError):  # self_test() already proved the hooks
+                    rotate_ticket_keys(ctx)
         idle = self.config.limits.idle_timeout
         for c in list(self.conns.values()):
             if c.state in (CONNECTING, HANDSHAKE) and now >= c.deadline:
@@ -565,7 +575,12 @@ class Daemon:
         route = c.route
         if isinstance(route, OutboundPeer) and not route.plaintext:
             c.tls_side = c.server
-            c.server.start_tls(c.rt.outbound_ctx[route.name], server=False, sni=route.sni)
+            c.server.start_tls(
+                c.rt.outbound_ctx[route.name],
+                server=False,
+                sni=route.sni,
+                session=sessions.offer(c.rt, route.name, time.monotonic()),
+            )
             self._enter_handshake(c)
         else:
             self._start_relay(c)
@@ -621,6 +636,12 @@ class Daemon:
             return
         ident: CertIdentity = peer_identity(der, t.tls.getpeercert)
         c.peer = ident.describe()
+        if t.tls.session_reused:
+            c.resumed = True
+            expired = sessions.expired_peer(t.tls, time.time())
+            if expired:
+                self._fail_after_handshake(c, ev.CERT_EXPIRED, expired)
+                return
         route = c.route
         if isinstance(route, OutboundPeer):
             bad = verify_mismatches(route.verify, ident)
@@ -676,6 +697,19 @@ class Daemon:
     # ------------------------------------------------------------------ io
 
     def _on_io(self, c: Conn, side: Side, mask: int) -> None:
+        if mask == READ and c.steady:
+            pipe = c.pipes[0] if side is c.client else c.pipes[1]
+            dst = pipe.dst
+            if not pipe.end and not dst.wblocked and not dst.pending_out:
+                try:
+                    if relay.forward(side, pipe, self.scratch):
+                        c.last_activity = time.monotonic()
+                        return
+                except RelayError as e:
+                    self._relay_failed(c, e)
+                    return
+                self._relay(c)
+                return
         try:
             if mask & WRITE:
                 side.wblocked = False
@@ -711,6 +745,10 @@ class Daemon:
             p = pipes[1 if c.tls_side is c.server else 0]
             if p.count or p.end:
                 c.first_tls_read = False
+                if t is c.server:  # outbound: a TLS 1.3 ticket arrives with the first data
+                    sessions.keep(c.rt, c.route.name, t.tls, c.last_activity)
+        elif not c.steady and (t is None or not t.handshake_bios):
+            c.steady = not c.first_tls_read
         a, b = pipes
         if a.src.eof_in and b.src.eof_in and relay.finished(pipes):
             self._finish(c, ev.RESULT_OK)
@@ -813,6 +851,9 @@ class Daemon:
             name = c.info.route
             if name and c.pipes:
                 self.peers.setdefault(name, {})["last_success"] = time.time()
+                t = c.tls_side
+                if result == ev.RESULT_OK and t is not None and t is c.server:
+                    sessions.keep(c.rt, name, t.tls, time.monotonic())  # a ticket sent late
         level = logging.INFO if result == ev.RESULT_OK else logging.WARNING
         if conn_log.isEnabledFor(level):
             conn_log.log(level, "%s", self._conn_line(c, up, down, dur, result))
@@ -823,8 +864,9 @@ class Daemon:
         route = c.route
         device_port = route.device_port if isinstance(route, InboundPort) else i.destination[1]
         return connection_line(
-            i, device_port, c.peer, c.version, c.cipher, up, down, dur, result, c.detail
-        )
+            i, device_port, c.peer, c.version, c.cipher, up, down, dur, result, c.detail,
+            c.resumed,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ state
 

@@ -82,10 +82,18 @@ class Side:
         self.registered = False
         self.handshake_bios = False  # BIOs still sized for the handshake flight
 
-    def start_tls(self, ctx: ssl.SSLContext, server: bool, sni: str | None = None) -> None:
+    def start_tls(
+        self,
+        ctx: ssl.SSLContext,
+        server: bool,
+        sni: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
         self.inc = ssl.MemoryBIO()
         self.out = ssl.MemoryBIO()
-        self.tls = ctx.wrap_bio(self.inc, self.out, server_side=server, server_hostname=sni)
+        self.tls = ctx.wrap_bio(
+            self.inc, self.out, server_side=server, server_hostname=sni, session=session
+        )
         self.sslobj = self.tls._sslobj
         self.handshake_bios = True
 
@@ -259,6 +267,59 @@ def _tls_read(src: Side, pipe: Pipe) -> bool:
         pipe.end += n
         got = True
     return got
+
+
+def forward(src: Side, p: Pipe, scratch: memoryview) -> bool:
+    """The steady-state read event, in one pass: read what `src` has and deliver it to `p.dst`.
+
+    The caller only uses it while `p` is empty and `p.dst` can take bytes. True means every byte
+    read was delivered and nothing waits anywhere (so the connection's interest is unchanged);
+    False leaves the rest (end of stream, a full socket, records OpenSSL wants to send, input
+    left in the BIO) to pump(), which carries on from whatever state this left.
+    """
+    dst = p.dst
+    if src.sslobj is not None:
+        src.recv_tls(scratch)
+        if src.raw_eof:
+            return False
+        if not src.inc.pending:
+            return True
+        _tls_read(src, p)
+        if src.eof_in:
+            return False
+    else:
+        recv_plain(src, p)
+        if src.eof_in:
+            return False
+    end = p.end
+    if not end:
+        p.release()
+    elif dst.sslobj is None:
+        try:
+            n = dst.sock.send(p.mv[:end])
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            raise RelayError(dst.name, _oserr(e)) from None
+        p.count += n
+        if n < end:
+            p.start = n
+            return False
+        p.end = 0
+        p.release()
+    else:
+        try:
+            dst.sslobj.write(p.mv[:end])
+        except ssl.SSLError as e:
+            raise RelayError(dst.name, f"TLS error: {e.reason or e}", e) from None
+        p.count += end
+        p.end = 0
+        p.release()
+        dst.flush()
+        if dst.pending_out:
+            return False
+    # More input than one buffer, or records OpenSSL wants to send back (a KeyUpdate): pump().
+    return src.sslobj is None or not (src.inc.pending or src.out.pending or src.sslobj.pending())
 
 
 def pump(pipes: tuple[Pipe, Pipe]) -> None:
