@@ -23,6 +23,9 @@ from medtls.ops.config import OPS_SECTIONS, OpsConfig, parse_ops_sections
 from medtls.profiles import LEGACY_PROFILES, PROFILES
 
 DEFAULT_PROFILE = "bcp195"
+# TLS session tickets: how long a peer may resume without a full handshake (0: never).
+DEFAULT_SESSION_LIFETIME = 3600
+MAX_SESSION_LIFETIME = 604800
 MODES = ("transparent", "explicit")
 INTERCEPTIONS = ("tproxy", "dnat")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -205,6 +208,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     logging: Logging = field(default_factory=Logging)
     workers: int = 1
+    session_lifetime: int = DEFAULT_SESSION_LIFETIME
     ops: OpsConfig = field(default_factory=OpsConfig)
 
     def outbound_profile(self, peer: OutboundPeer) -> str:
@@ -346,6 +350,15 @@ def _seconds(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
         raise _Invalid(f"must be a number of seconds >= 0, got {v!r}")
     return float(v)
+
+
+def _session_lifetime(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SESSION_LIFETIME:
+        raise _Invalid(
+            f"must be whole seconds from 0 (no resumption) to {MAX_SESSION_LIFETIME} "
+            f"(7 days, RFC 8446), got {v!r}"
+        )
+    return v
 
 
 def _ip(v: object) -> str:
@@ -764,7 +777,7 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
     mode = r.get(top, "mode", "", _choice(MODES), "transparent")
     device = _device(r, top.get("device"))
     trust = r.mapping(top.get("trust"), "trust", {"ca"}, {"ca"}) or {}
-    tls = r.mapping(top.get("tls"), "tls", {"profile"}) or {}
+    tls = r.mapping(top.get("tls"), "tls", {"profile", "session_lifetime"}) or {}
     log = r.mapping(top.get("logging"), "logging", {"level"}) or {}
     cfg_kwargs = dict(
         path=path,
@@ -783,6 +796,9 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         limits=_limits(r, top.get("limits")),
         logging=Logging(level=r.get(log, "level", "logging", _choice(LOG_LEVELS), "info")),
         workers=r.get(top, "workers", "", _pos_int, 1),
+        session_lifetime=r.get(
+            tls, "session_lifetime", "tls", _session_lifetime, DEFAULT_SESSION_LIFETIME
+        ),
     )
     cfg_kwargs["ops"], ops_problems = parse_ops_sections(top)
     for ops_path, ops_message in ops_problems:

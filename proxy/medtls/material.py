@@ -27,6 +27,11 @@ class Runtime:
     outbound_ctx: dict[str, ssl.SSLContext] = field(default_factory=dict)
     inbound_ctx: dict[str, ssl.SSLContext] = field(default_factory=dict)
     certificates: list[CertInfo] = field(default_factory=list)
+    # outbound route name -> (newest session with a ticket, time.monotonic() when stored)
+    sessions: dict[str, tuple[ssl.SSLSession, float]] = field(default_factory=dict)
+
+    def server_contexts(self) -> list[ssl.SSLContext]:
+        return list({id(c): c for c in self.inbound_ctx.values()}.values())
 
 
 def _load_certs(path: Path) -> list[CertFacts]:
@@ -64,8 +69,9 @@ def build_runtime(config: Config, generation: int) -> Runtime:
         key = (server, profile, ca)
         if key not in cache:
             cache[key] = build_context(
-                server, profile, ca, ident.certificate, ident.key, passphrase
-            )
+                server, profile, ca, ident.certificate, ident.key, passphrase,
+                config.session_lifetime,
+            )  # fmt: skip
         return cache[key]
 
     rt = Runtime(config=config, generation=generation)

@@ -9,6 +9,7 @@ through `SSLContext.get_ciphers()` (which lists TLS 1.3 suites too), refusing to
 from __future__ import annotations
 
 import ctypes
+import os
 import ssl
 import warnings
 from functools import cache
@@ -41,6 +42,8 @@ def _libssl() -> ctypes.CDLL | None:
                     ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p,
                 ]  # fmt: skip
                 lib.SSL_CTX_ctrl.restype = ctypes.c_long
+                lib.SSL_CTX_set_timeout.argtypes = [ctypes.c_void_p, ctypes.c_long]
+                lib.SSL_CTX_set_timeout.restype = ctypes.c_long
                 lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
                 lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
                 lib.SSL_shutdown.argtypes = [ctypes.c_void_p]
@@ -109,6 +112,42 @@ def _enable_dh_auto(ctx: ssl.SSLContext) -> None:
         lib.SSL_CTX_ctrl(_ssl_ctx_ptr(ctx), _SSL_CTRL_SET_DH_AUTO, 1, None)
 
 
+_SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+_TICKET_KEYS_LEN = 80  # key name 16, HMAC key 32, AES key 32 (OpenSSL 3)
+
+
+def configure_tickets(ctx: ssl.SSLContext, lifetime: int) -> None:
+    """Server side: stateless session tickets valid for `lifetime` seconds, or none (0).
+
+    No server-side session cache either way (no session-ID resumption): a ticket carries the
+    session, so memory stays bounded by open connections, not by peers seen in the last hour.
+    A resumed peer is still checked against the ACL and its certificate's expiry by the daemon.
+    """
+    lib = _libssl()
+    if lib is None:
+        raise TLSSetupError("libssl not found in process; cannot configure session tickets")
+    ptr = _ssl_ctx_ptr(ctx)
+    lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, 0, None)
+    if lifetime:
+        ctx.num_tickets = 1
+        lib.SSL_CTX_set_timeout(ptr, lifetime)
+    else:
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
+
+
+def rotate_ticket_keys(ctx: ssl.SSLContext) -> None:
+    """New random ticket keys: tickets issued before no longer resume (a full handshake instead)."""
+    lib = _libssl()
+    if lib is None:
+        raise TLSSetupError("libssl not found in process; cannot rotate session ticket keys")
+    keys = ctypes.create_string_buffer(os.urandom(_TICKET_KEYS_LEN), _TICKET_KEYS_LEN)
+    if lib.SSL_CTX_ctrl(_ssl_ctx_ptr(ctx), _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, _TICKET_KEYS_LEN,
+                        ctypes.addressof(keys)) != 1:  # fmt: skip
+        raise TLSSetupError("OpenSSL refused new session ticket keys")
+
+
 def read_passphrase(path: Path | None) -> bytes | None:
     if path is None:
         return None
@@ -144,6 +183,7 @@ def build_context(
     certificate: Path,
     key: Path,
     passphrase: bytes | None,
+    session_lifetime: int = 0,
 ) -> ssl.SSLContext:
     """A context that always requires and verifies the peer certificate against `ca`.
 
@@ -157,7 +197,7 @@ def build_context(
     apply_profile(ctx, profile, has_aes=True if server else local_cpu_has_aes())
     if server:
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA
-        ctx.num_tickets = 0
+        configure_tickets(ctx, session_lifetime)
     try:
         ctx.load_verify_locations(cafile=str(ca))
     except (ssl.SSLError, OSError) as e:

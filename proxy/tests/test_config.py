@@ -36,6 +36,7 @@ def test_example_parses_without_files():
     assert dicom.allow[1].dns == "ris.hospital.example"
     assert cfg.limits.idle_timeout == 0 and cfg.limits.drain_timeout == 30
     assert cfg.profile == "bcp195" and cfg.workers == 1
+    assert cfg.session_lifetime == 3600
 
 
 def test_example_missing_files_are_named_with_key_path():
@@ -100,6 +101,12 @@ def test_relative_paths_resolve_against_config_dir(tmp_path):
             "inbound[0].allow[2]: at least one of",
         ),
         (lambda r: r["tls"].update(profile="tls10"), "tls.profile: unknown TLS profile 'tls10'"),
+        (lambda r: r["tls"].update(session_lifetime=-1), "tls.session_lifetime: must be whole"),
+        (
+            lambda r: r["tls"].update(session_lifetime=604801),
+            "tls.session_lifetime: must be whole seconds from 0 (no resumption) to 604800",
+        ),
+        (lambda r: r["tls"].update(session_lifetime="1h"), "tls.session_lifetime: must be whole"),
         (lambda r: r.update(mode="magic"), "mode: must be one of transparent, explicit"),
         (lambda r: r["device"].update(mac="zz"), "device.mac: not a MAC address"),
         (lambda r: r["limits"].update(handshake_timeout=-1), "limits.handshake_timeout: must be"),

@@ -43,6 +43,7 @@ def connection_line(
     duration: float,
     result: str,
     detail: str = "",
+    resumed: bool = False,
 ) -> str:
     """The one line logged per connection, at close; `conn` is a medtls.events.ConnInfo."""
     if conn.direction == "outbound":
@@ -55,6 +56,7 @@ def connection_line(
         f"route={kv_value(conn.route or '-')} client={addr(conn.client)} "
         f"destination={addr(conn.destination)} device_port={device_port} "
         f"peer={kv_value(peer or '-')} tls={tls} cipher={cipher or '-'} "
+        f"{'session=resumed ' if resumed else ''}"
         f"bytes_device_to_lan={device_to_lan} bytes_lan_to_device={lan_to_device} "
         f"duration={duration:.3f} result={result} opened={iso(conn.started)}"
     )
