@@ -7,7 +7,7 @@ import ssl
 import time
 
 import pytest
-from conftest import box_config, free_port, write_yaml
+from conftest import box_config, free_port, memory_handshake, write_yaml
 from medtls import tlsctx
 from medtls_testpki import CA
 
@@ -131,15 +131,7 @@ def test_outbound_offers_the_servers_ticket(make_pair, echo_server):
 
 def _memory_session(srv_ctx, cli_ctx, session=None):
     """One in-memory handshake (ticket included); returns (client session, resumed?)."""
-    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
-    srv = srv_ctx.wrap_bio(s_in, s_out, server_side=True)
-    cli = cli_ctx.wrap_bio(c_in, c_out, server_side=False, session=session)
-    for _ in range(10):
-        for obj in (cli, srv):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                obj.do_handshake()
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
+    _, cli = memory_handshake(srv_ctx, cli_ctx, session)
     with contextlib.suppress(ssl.SSLWantReadError):
         cli.read(1)  # processes the NewSessionTicket
     return cli.session, cli.session_reused
