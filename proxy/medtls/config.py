@@ -23,8 +23,9 @@ from medtls.ops.config import OPS_SECTIONS, OpsConfig, parse_ops_sections
 from medtls.profiles import LEGACY_PROFILES, PROFILES
 
 DEFAULT_PROFILE = "bcp195"
-# TLS session tickets: how long a peer may resume without a full handshake (0: never).
-DEFAULT_SESSION_LIFETIME = 3600
+# TLS session tickets: how long a peer may resume without a full handshake (0: never, the
+# default: no CPU saving was measurable in the relays, docs/performance.md item 60).
+DEFAULT_SESSION_LIFETIME = 0
 MAX_SESSION_LIFETIME = 604800
 MODES = ("transparent", "explicit")
 INTERCEPTIONS = ("tproxy", "dnat")

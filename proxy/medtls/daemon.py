@@ -746,7 +746,7 @@ class Daemon:
             if p.count or p.end:
                 c.first_tls_read = False
                 if t is c.server:  # outbound: a TLS 1.3 ticket arrives with the first data
-                    sessions.keep(c.rt, c.route.name, t.tls, c.last_activity)
+                    sessions.keep(c.rt, c.route.name, t.tls, c.last_activity, c.resumed)
         elif not c.steady and (t is None or not t.handshake_bios):
             c.steady = not c.first_tls_read
         a, b = pipes
@@ -852,8 +852,9 @@ class Daemon:
             if name and c.pipes:
                 self.peers.setdefault(name, {})["last_success"] = time.time()
                 t = c.tls_side
-                if result == ev.RESULT_OK and t is not None and t is c.server:
-                    sessions.keep(c.rt, name, t.tls, time.monotonic())  # a ticket sent late
+                if result == ev.RESULT_OK and c.first_tls_read and t is not None and t is c.server:
+                    # No data ever came back: a ticket, if any, was read with the close.
+                    sessions.keep(c.rt, name, t.tls, time.monotonic(), c.resumed)
         level = logging.INFO if result == ev.RESULT_OK else logging.WARNING
         if conn_log.isEnabledFor(level):
             conn_log.log(level, "%s", self._conn_line(c, up, down, dur, result))

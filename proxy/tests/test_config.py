@@ -36,7 +36,7 @@ def test_example_parses_without_files():
     assert dicom.allow[1].dns == "ris.hospital.example"
     assert cfg.limits.idle_timeout == 0 and cfg.limits.drain_timeout == 30
     assert cfg.profile == "bcp195" and cfg.workers == 1
-    assert cfg.session_lifetime == 3600
+    assert cfg.session_lifetime == 0  # resumption is opt-in
 
 
 def test_example_missing_files_are_named_with_key_path():

@@ -11,6 +11,8 @@ from conftest import box_config, free_port, memory_handshake, write_yaml
 from medtls import tlsctx
 from medtls_testpki import CA
 
+RESUME = {"profile": "bcp195", "session_lifetime": 3600}
+
 
 class Client:
     """A TLS client that keeps one context, so a session from one connection fits the next."""
@@ -55,11 +57,11 @@ def client(pki):
 
 def test_resumed_session_is_checked_against_the_acl(pki, run_medtls, echo_server, client):
     port = free_port()
-    b = run_medtls(inbound(pki, port, echo_server.port, [{"cn": "box-a", "ip": "127.0.0.1"}]),
-                   ready=[port])  # fmt: skip
+    b = run_medtls(inbound(pki, port, echo_server.port, [{"cn": "box-a", "ip": "127.0.0.1"}],
+                           tls=RESUME), ready=[port])  # fmt: skip
     reply, first, reused = client.echo(port)
     assert (reply, reused) == (b"ping", False)
-    assert first.has_ticket  # the default session_lifetime issues a ticket
+    assert first.has_ticket
     reply, second, reused = client.echo(port, session=first)
     assert (reply, reused) == (b"ping", True)
     b.wait_conn("ok", "session=resumed")
@@ -70,12 +72,9 @@ def test_resumed_session_is_checked_against_the_acl(pki, run_medtls, echo_server
     assert "session=resumed" in line
 
 
-def test_session_lifetime_zero_issues_no_ticket(pki, run_medtls, echo_server, client):
+def test_by_default_no_ticket_is_issued(pki, run_medtls, echo_server, client):
     port = free_port()
-    b = run_medtls(
-        inbound(pki, port, echo_server.port, [{"cn": "box-a"}], tls={"session_lifetime": 0}),
-        ready=[port],
-    )
+    b = run_medtls(inbound(pki, port, echo_server.port, [{"cn": "box-a"}]), ready=[port])
     reply, first, _ = client.echo(port)
     assert reply == b"ping" and not first.has_ticket
     reply, _, reused = client.echo(port, session=first)
@@ -86,7 +85,7 @@ def test_session_lifetime_zero_issues_no_ticket(pki, run_medtls, echo_server, cl
 
 def test_reload_invalidates_issued_tickets(pki, run_medtls, echo_server, client, tmp_path):
     port = free_port()
-    cfg = inbound(pki, port, echo_server.port, [{"cn": "box-a"}])
+    cfg = inbound(pki, port, echo_server.port, [{"cn": "box-a"}], tls=RESUME)
     b = run_medtls(cfg, ready=[port])
     _, first, _ = client.echo(port)
     assert first.has_ticket
@@ -103,7 +102,7 @@ def test_peer_certificate_expired_since_the_ticket_is_refused(pki, run_medtls, e
     ca = CA(tmp_path / "short", "Short-lived CA", days=30)
     cert, key = ca.issue("lab-analyzer", days=4 / 86400)  # valid for 4 seconds
     port = free_port()
-    cfg = inbound(pki, port, echo_server.port, [{"cn": "lab-analyzer"}])
+    cfg = inbound(pki, port, echo_server.port, [{"cn": "lab-analyzer"}], tls=RESUME)
     cfg["inbound"][0]["ca"] = str(ca.path)
     b = run_medtls(cfg, ready=[port])
     short = Client(pki.ca, cert, key)
@@ -118,7 +117,7 @@ def test_peer_certificate_expired_since_the_ticket_is_refused(pki, run_medtls, e
 
 
 def test_outbound_offers_the_servers_ticket(make_pair, echo_server):
-    pair = make_pair(echo_server.port)
+    pair = make_pair(echo_server.port, a_over={"tls": RESUME}, b_over={"tls": RESUME})
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", pair.a_port), timeout=10) as s:
             s.sendall(b"MSH|")
