@@ -1,6 +1,11 @@
 """The relay pairs under test. Each renders its config from bench/templates and starts two
-processes: a client-side relay (plain in, TLS out) and a server-side relay (TLS in, plain out)."""
+processes: a client-side relay (plain in, TLS out) and a server-side relay (TLS in, plain out).
 
+Every contender has two configurations: full handshakes only (no tickets issued, no session
+offered: what every metric group but `resume` measures) and session resumption on both sides
+(Setup.resume, the `resume` group). bench/checks.py proves which one is in effect."""
+
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -8,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import ClassVar
 
 from . import procs
 from .certs import CLIENT_NAME, SERVER_NAME, Pki
@@ -21,10 +27,16 @@ class Setup:
     workdir: Path
     pki: Pki
     cipher: str  # key of CIPHERS
+    resume: bool = False  # session resumption on both sides
 
     @property
     def suite(self) -> str:
         return CIPHERS[self.cipher]
+
+    @property
+    def suffix(self) -> str:
+        """Keeps the two configurations' files apart in the workdir."""
+        return "-resume" if self.resume else ""
 
 
 @dataclass
@@ -59,11 +71,25 @@ class Contender:
             return f"{self.executable} not found on PATH"
         return None
 
-    def start_client(self, s: Setup, listen: int, upstream: int, tag: str = "client") -> Side:
+    def client_config(self, s: Setup, listen: int, upstream: int, tag: str = "client") -> Path:
         raise NotImplementedError
 
-    def start_server(self, s: Setup, listen: int, upstream: int) -> Side:
+    def server_config(self, s: Setup, listen: int, upstream: int) -> Path:
         raise NotImplementedError
+
+    def command(self, cfg: Path) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self, s: Setup) -> dict | None:
+        return None
+
+    def start_client(self, s: Setup, listen: int, upstream: int, tag: str = "client") -> Side:
+        cfg = self.client_config(s, listen, upstream, tag)
+        return self._run(Side(tag), s, self.command(cfg), listen, self._env(s))
+
+    def start_server(self, s: Setup, listen: int, upstream: int) -> Side:
+        cfg = self.server_config(s, listen, upstream)
+        return self._run(Side("server"), s, self.command(cfg), listen, self._env(s))
 
     def _run(self, side: Side, s: Setup, cmd, port: int, env=None) -> Side:
         log = s.workdir / f"{self.name}-{side.name}.log"
@@ -83,31 +109,39 @@ class Contender:
 class Stunnel(Contender):
     name = "stunnel"
     executable = "stunnel4"
+    # the section's session cache (client: the last session, offered again) and tickets
+    SESSIONS: ClassVar = {
+        False: "sessionResume = no\noptions = NO_TICKET",
+        True: "sessionResume = yes",
+    }
 
-    def _start(self, s: Setup, tag: str, template: str, listen: int, upstream: int, **kw) -> Side:
-        cfg = render(
+    def _render(self, s: Setup, tag: str, template: str, listen: int, upstream: int, **kw) -> Path:
+        return render(
             template,
-            s.workdir / f"stunnel-{tag}.conf",
+            s.workdir / f"stunnel-{tag}{s.suffix}.conf",
             listen=f"127.0.0.1:{listen}",
             upstream=f"127.0.0.1:{upstream}",
-            log=s.workdir / f"stunnel-{tag}.out",
+            log=s.workdir / f"stunnel-{tag}{s.suffix}.out",
+            session_options=self.SESSIONS[s.resume],
             ca=s.pki.ca,
             ciphersuite=s.suite,
             server_name=SERVER_NAME,
             client_name=CLIENT_NAME,
             **kw,
         )
-        return self._run(Side(tag), s, [self.executable, str(cfg)], listen)
 
-    def start_client(self, s, listen, upstream, tag="client"):
+    def command(self, cfg):
+        return [self.executable, str(cfg)]
+
+    def client_config(self, s, listen, upstream, tag="client"):
         pki = s.pki
-        return self._start(
+        return self._render(
             s, tag, "stunnel-client.conf", listen, upstream, cert=pki.client_crt, key=pki.client_key
         )
 
-    def start_server(self, s, listen, upstream):
+    def server_config(self, s, listen, upstream):
         pki = s.pki
-        return self._start(
+        return self._render(
             s, "server", "stunnel-server.conf", listen, upstream, cert=pki.server_crt,
             key=pki.server_key,
         )  # fmt: skip
@@ -121,25 +155,28 @@ class Haproxy(Contender):
     name = "haproxy"
     executable = "haproxy"
 
-    def _start(self, s: Setup, tag: str, template: str, listen: int, upstream: int, pem) -> Side:
-        cfg = render(
+    def _render(self, s: Setup, tag: str, template: str, listen: int, upstream: int, pem) -> Path:
+        return render(
             template,
-            s.workdir / f"haproxy-{tag}.cfg",
+            s.workdir / f"haproxy-{tag}{s.suffix}.cfg",
             listen=f"127.0.0.1:{listen}",
             upstream=f"127.0.0.1:{upstream}",
             ca=s.pki.ca,
             pem=pem,
             ciphersuite=s.suite,
             server_name=SERVER_NAME,
+            **haproxy_sessions(s.resume),
         )
+
+    def command(self, cfg):
         # -db: stay in the foreground as one process (no master), so its PID is the relay's
-        return self._run(Side(tag), s, [self.executable, "-db", "-q", "-f", str(cfg)], listen)
+        return [self.executable, "-db", "-q", "-f", str(cfg)]
 
-    def start_client(self, s, listen, upstream, tag="client"):
-        return self._start(s, tag, "haproxy-client.cfg", listen, upstream, s.pki.client_pem)
+    def client_config(self, s, listen, upstream, tag="client"):
+        return self._render(s, tag, "haproxy-client.cfg", listen, upstream, s.pki.client_pem)
 
-    def start_server(self, s, listen, upstream):
-        return self._start(s, "server", "haproxy-server.cfg", listen, upstream, s.pki.server_pem)
+    def server_config(self, s, listen, upstream):
+        return self._render(s, "server", "haproxy-server.cfg", listen, upstream, s.pki.server_pem)
 
     def version(self):
         out = subprocess.run([self.executable, "-v"], capture_output=True, text=True)
@@ -166,28 +203,34 @@ class Medtls(Contender):
         path = os.pathsep.join(p for p in (hooks, os.environ.get("PYTHONPATH")) if p)
         return {**os.environ, "PYTHONPATH": path, "MEDTLS_BENCH_TLS13_SUITES": s.suite}
 
-    def _start(self, s: Setup, tag: str, template: str, listen: int, **values) -> Side:
+    def _render(self, s: Setup, tag: str, template: str, listen: int, **values) -> Path:
         cfg = render(
             template,
-            s.workdir / f"medtls-{tag}.yaml",
+            s.workdir / f"medtls-{tag}{s.suffix}.yaml",
             listen=f"127.0.0.1:{listen}",
             ca=s.pki.ca,
             workers=os.environ.get("MEDTLS_BENCH_WORKERS", "1"),
             buffer_size=os.environ.get("MEDTLS_BENCH_BUFFER_SIZE", _default_buffer()),
             audit_socket=audit_socket(s.workdir),
+            session_lifetime=SESSION_LIFETIME if s.resume else 0,
             **values,
         )
-        cmd = [self.executable, "run", "--config", str(cfg)]
-        return self._run(Side(tag), s, cmd, listen, env=self._env(s))
+        if not s.resume and not self._knows_session_lifetime():
+            # a medtls from before resumption existed: no tickets is all it can do
+            cfg.write_text(drop_key(cfg.read_text(), "session_lifetime"))
+        return cfg
 
-    def start_client(self, s, listen, upstream, tag="client"):
-        return self._start(
+    def command(self, cfg):
+        return [self.executable, "run", "--config", str(cfg)]
+
+    def client_config(self, s, listen, upstream, tag="client"):
+        return self._render(
             s, tag, "medtls-client.yaml", listen, upstream=upstream, cert=s.pki.client_crt,
             key=s.pki.client_key, server_name=SERVER_NAME,
         )  # fmt: skip
 
-    def start_server(self, s, listen, upstream):
-        return self._start(
+    def server_config(self, s, listen, upstream):
+        return self._render(
             s, "server", "medtls-server.yaml", listen, upstream=upstream,
             cert=s.pki.server_crt, key=s.pki.server_key,
         )  # fmt: skip
@@ -195,6 +238,17 @@ class Medtls(Contender):
     def version(self):
         out = subprocess.run([self.executable, "--version"], capture_output=True, text=True)
         return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else ""
+
+    def _config_source(self) -> Path | None:
+        spec = importlib.util.find_spec("medtls.config")
+        return Path(spec.origin) if spec and spec.origin else None
+
+    def _knows_session_lifetime(self) -> bool:
+        src = self._config_source()
+        try:
+            return src is not None and "session_lifetime" in src.read_text()
+        except OSError:
+            return False
 
 
 def audit_socket(workdir: Path) -> Path:
@@ -220,6 +274,32 @@ class MedtlsBaseline(Medtls):
         base = os.environ["MEDTLS_BENCH_BASELINE"]
         env["PYTHONPATH"] = os.pathsep.join(p for p in (hooks, base, rest) if p)
         return env
+
+    def _config_source(self):
+        return Path(os.environ["MEDTLS_BENCH_BASELINE"]) / "medtls" / "config.py"
+
+
+SESSION_LIFETIME = 3600  # medtls' shipped default
+
+
+def haproxy_sessions(resume: bool) -> dict[str, str]:
+    """Template values: tickets on the bind side, session reuse on the server line. Off also
+    means no session-ID cache: without tickets OpenSSL's TLS 1.3 falls back to stateful
+    session IDs, which haproxy's shared cache would resume."""
+    if resume:
+        return {"session_options": "", "server_reuse": "", "session_global": ""}
+    return {
+        "session_options": " no-tls-tickets",
+        "server_reuse": " no-ssl-reuse",
+        "session_global": "    tune.ssl.cachesize 0",
+    }
+
+
+def drop_key(yaml_text: str, key: str) -> str:
+    """The YAML text without the lines setting `key` (any indentation)."""
+    return "".join(
+        ln for ln in yaml_text.splitlines(keepends=True) if not ln.lstrip().startswith(f"{key}:")
+    )
 
 
 def _default_buffer() -> str:

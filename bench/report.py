@@ -16,7 +16,12 @@ METRICS = {
     "rss_idle_MiB": ("RSS, both sides, idle conns (MiB)", False),
     "rss_per_conn_KiB": ("RSS per idle connection (KiB)", False),
     "cpu_s_per_GB": ("CPU s per GB, both sides", False),
+    "conn_per_s_resumed": ("connections/s, resumed sessions", True),
+    "cpu_ms_per_conn_resumed": ("CPU ms per connection, resumed", False),
 }
+RESUMED = ("conn_per_s_resumed", "cpu_ms_per_conn_resumed")
+# marks a resumed-session figure whose client side was not shown to resume (see the notes)
+UNPROVEN = "*"
 CONTENDER_ORDER = ("direct", "stunnel", "haproxy", "medtls", "medtls-base")
 RATIOS = (("medtls", "stunnel"), ("medtls", "haproxy"), ("medtls", "medtls-base"))
 
@@ -75,21 +80,81 @@ def markdown(result: dict) -> str:
         lines.append("")
         lines.append("| metric | better | " + " | ".join(present + ratio_cols) + " |")
         lines.append("|---|---|" + "---:|" * (len(present) + len(ratio_cols)))
+        checked = result["checks"].get(name, {})
+        unproven = unproven_resumption(checked, present)
         for metric, (label, higher) in METRICS.items():
             per = scen["metrics"].get(metric)
             if not per:
                 continue
-            cells = [_fmt(per[c]["median"]) if c in per else "-" for c in present]
+            cells = [
+                _fmt(per[c]["median"]) + (UNPROVEN if metric in RESUMED and c in unproven else "")
+                if c in per
+                else "-"
+                for c in present
+            ]
             ratios = scen["ratios"].get(metric, {})
             cells += [_fmt(ratios.get(col)) for col in ratio_cols]
             arrow = "higher" if higher else "lower"
             lines.append(f"| {label} | {arrow} | " + " | ".join(cells) + " |")
         lines.append("")
+        if any(m in scen["metrics"] for m in RESUMED):
+            lines += resumption_notes(checked, present)
     if result["skipped"]:
         lines.append("skipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()))
     for err in result["errors"]:
         lines.append(f"error: {err}")
     return "\n".join(lines) + "\n"
+
+
+def _resumption(entry: dict) -> dict:
+    return entry.get("resume_config", {}).get("resumption", {})
+
+
+def unproven_resumption(checked: dict, present: list[str]) -> list[str]:
+    """Contenders whose resumption configuration's client side or pair was not seen resuming."""
+    return [
+        c
+        for c in present
+        if (found := _resumption(checked.get(c, {})))
+        and (found.get("client_side") != "Reused" or found.get("pair") != "Reused")
+    ]
+
+
+def resumption_notes(checked: dict, present: list[str]) -> list[str]:
+    """What the probes showed about each contender's two configurations."""
+    parts = []
+    for c in present:
+        found = _resumption(checked.get(c, {}))
+        if found:
+            parts.append(
+                f"{c}: server side {found['server_side']}, client side {found['client_side']} "
+                f"({found.get('client_side_connections', '?')}), "
+                f"pair {found.get('pair', '?')} ({found.get('pair_connections', '?')})"
+            )
+    if not parts:
+        return []
+    lines = [
+        "Resumption, probed on the resume configuration (bench/checks.py): server side = "
+        "`openssl s_client -sess_out`, then `-sess_in`; client side = 3 connections to "
+        "`openssl s_server -www`; pair = pre_shared_key in both TLS hellos between the two "
+        "sides, per connection. " + "; ".join(parts) + "."
+    ]
+    full = [c for c in present if checked.get(c, {}).get("resumption")]
+    if full and all(
+        checked[c]["resumption"]["server_side"] == checked[c]["resumption"]["client_side"] == "New"
+        for c in full
+    ):
+        lines.append(
+            f"Full-handshake configuration (every other metric): New on the server and the "
+            f"client side ({', '.join(full)})."
+        )
+    unproven = unproven_resumption(checked, present)
+    if unproven:
+        lines.append(
+            f"{UNPROVEN} client side or pair not seen resuming ({', '.join(unproven)}): "
+            "those resumed figures may be full handshakes."
+        )
+    return [*lines, ""]
 
 
 def validate(result: dict, scenarios: list[str], contenders: list[str]) -> list[str]:
@@ -104,12 +169,17 @@ def validate(result: dict, scenarios: list[str], contenders: list[str]) -> list[
             if metric.endswith("_over_direct_us"):
                 continue
             for c in contenders:
-                if c == "direct" and metric.startswith(("rss_", "cpu_")):
+                if c == "direct" and (metric.startswith(("rss_", "cpu_")) or metric in RESUMED):
                     continue
                 v = per.get(c, {}).get("median")
                 if v is None or (v <= 0 and metric != "rss_per_conn_KiB"):
                     bad.append(f"{scen}/{c}: {metric} missing or not positive ({v})")
+        checked = result["checks"].get(scen, {})
         for c in contenders:
-            if c != "direct" and c not in result["checks"].get(scen, {}):
+            if c == "direct":
+                continue
+            if c not in checked:
                 bad.append(f"{scen}/{c}: security checks did not run")
+            elif c in metrics.get(RESUMED[0], {}) and "resume_config" not in checked[c]:
+                bad.append(f"{scen}/{c}: resumption checks did not run")
     return bad

@@ -7,6 +7,7 @@ Usage: python -m bench.run [--mode full|smoke] [--runs N] [--contenders a,b] [--
 """
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -43,17 +44,21 @@ MODES = {
     "smoke": Sizes(32 << 20, 8, 4 << 20, 1.0, 8, 200, 50, 1),
 }
 
+GROUPS = ("bulk", "parallel", "conn", "rtt", "idle", "resume")
+# groups measured on the configuration with session resumption on (every other: full handshakes)
+RESUME_GROUPS = frozenset({"resume"})
+# groups that measure connection setup: where session resumption is probed (bench/checks.py)
+HANDSHAKE_GROUPS = frozenset({"conn", "resume"})
 # (name, key kind, cipher, metric groups). Handshake cost depends on the key kind, bulk cost on
 # the cipher; the full cross product would triple the run time without adding information.
 SCENARIOS = {
-    "ecdsa-aes256gcm": ("ecdsa", "aes256gcm", ("bulk", "parallel", "conn", "rtt", "idle")),
+    "ecdsa-aes256gcm": ("ecdsa", "aes256gcm", GROUPS),
     "rsa-aes256gcm": ("rsa", "aes256gcm", ("conn",)),
     "ecdsa-chacha20": ("ecdsa", "chacha20", ("bulk", "parallel")),
 }
 CONTENDERS = ("direct", "stunnel", "haproxy", "medtls", "medtls-base")
 # medtls-base (a second medtls from MEDTLS_BENCH_BASELINE) runs by default only when that is set.
 DEFAULT_CONTENDERS = CONTENDERS if os.environ.get("MEDTLS_BENCH_BASELINE") else CONTENDERS[:-1]
-GROUPS = ("bulk", "parallel", "conn", "rtt", "idle")
 
 
 class Direct(Contender):
@@ -65,6 +70,7 @@ class Chain:
     entry: int
     tls_port: int | None
     sides: list
+    resume: bool = False
 
     @property
     def pids(self) -> list[int]:
@@ -77,7 +83,7 @@ class Chain:
 
 def start_chain(contender: Contender, setup: Setup, sink_port: int) -> Chain:
     if contender.name == "direct":
-        return Chain(sink_port, None, [])
+        return Chain(sink_port, None, [], setup.resume)
     tls_port, entry = procs.free_port(), procs.free_port()
     server = contender.start_server(setup, tls_port, sink_port)
     try:
@@ -85,7 +91,7 @@ def start_chain(contender: Contender, setup: Setup, sink_port: int) -> Chain:
     except Exception:
         server.stop()
         raise
-    chain = Chain(entry, tls_port, [server, client])
+    chain = Chain(entry, tls_port, [server, client], setup.resume)
     try:
         load.echo_check(entry)
     except Exception:
@@ -109,13 +115,16 @@ def measure(group: str, chain: Chain, sizes: Sizes) -> dict[str, float]:
         total = sizes.parallel_conns * sizes.parallel_bytes_each
         secs = load.parallel(chain.entry, sizes.parallel_conns, sizes.parallel_bytes_each)
         out["parallel_MBps"] = total / secs / 1e6
-    if group == "conn":
+    if group == "conn" or (group == "resume" and pids):
+        # the same workload; "resume" runs on the configuration with session resumption on
+        # (direct has no TLS: its conn figure is the ceiling for both)
+        suffix = "_resumed" if group == "resume" else ""
         cpu0 = procs.cpu_seconds(pids)
         done, secs = load.conn_rate(chain.entry, sizes.conn_seconds, sizes.conn_concurrency)
         cpu = procs.cpu_seconds(pids) - cpu0
-        out["conn_per_s"] = done / secs
+        out["conn_per_s" + suffix] = done / secs
         if pids:
-            out["cpu_ms_per_conn"] = cpu * 1e3 / done
+            out["cpu_ms_per_conn" + suffix] = cpu * 1e3 / done
     if group == "rtt":
         cpu0 = procs.cpu_seconds(pids)
         samples = sorted(load.rtt(chain.entry, sizes.rtt_count))
@@ -141,33 +150,46 @@ def measure(group: str, chain: Chain, sizes: Sizes) -> dict[str, float]:
 def run_contender(c, setup, sink_port, groups, sizes, r, scen, result, broken) -> dict:
     """Every metric group of one run of one contender. A group that failed once (error, stall)
     is not retried in later runs; the chain is restarted after a failure so the next group
-    starts clean. Errors go to result["errors"]."""
+    starts clean, and when the next group needs the other configuration (RESUME_GROUPS).
+    Errors go to result["errors"]."""
     values: dict[str, float] = {}
     todo = [g for g in groups if g not in broken and "start" not in broken]
     chain = None
     try:
         while todo:
+            resume = todo[0] in RESUME_GROUPS
+            if chain is not None and chain.resume != resume:
+                chain.stop()
+                chain = None
             if chain is None:
+                variant = dataclasses.replace(setup, resume=resume)
+                # a failure of the resumption configuration costs only its own groups
+                lost = set(RESUME_GROUPS) if resume else {"start"}
+                what = "resumption configuration " if resume else ""
                 try:
                     try:
-                        chain = start_chain(c, setup, sink_port)
+                        chain = start_chain(c, variant, sink_port)
                     except Exception:
                         # a free port can be taken by another job between probe and bind
                         time.sleep(0.5)
-                        chain = start_chain(c, setup, sink_port)
+                        chain = start_chain(c, variant, sink_port)
                 except Exception as exc:
-                    broken.add("start")
-                    _error(result, f"{scen}/{c.name}: start: {exc}")
-                    return values
-                if r == 0 and chain.tls_port and c.name not in result["checks"].get(scen, {}):
+                    _give_up(result, broken, lost, todo, f"{scen}/{c.name}: {what}start: {exc}")
+                    continue
+                checked = result["checks"].setdefault(scen, {})
+                if r == 0 and chain.tls_port and not _checked(checked, c.name, resume):
                     try:
-                        result["checks"].setdefault(scen, {})[c.name] = checks.run_all(
-                            c, setup, chain.tls_port, procs.free_port()
-                        )
+                        probe = bool(HANDSHAKE_GROUPS & set(groups))
+                        spare = procs.free_port()
+                        found = checks.run_all(c, variant, chain.tls_port, spare, probe)
                     except Exception as exc:
-                        broken.add("start")
-                        _error(result, f"{scen}/{c.name}: security check: {exc}")
-                        return values
+                        chain.stop()
+                        chain = None
+                        why = exc if isinstance(exc, checks.CheckFailed) else repr(exc)
+                        text = f"{scen}/{c.name}: {what}security check: {why}"
+                        _give_up(result, broken, lost, todo, text)
+                        continue
+                    _record(checked, c.name, resume, found)
             group = todo.pop(0)
             try:
                 values.update(measure(group, chain, sizes))
@@ -180,6 +202,27 @@ def run_contender(c, setup, sink_port, groups, sizes, r, scen, result, broken) -
         if chain is not None:
             chain.stop()
     return values
+
+
+def _checked(checked: dict, name: str, resume: bool) -> bool:
+    return ("resume_config" if resume else "protocol") in checked.get(name, {})
+
+
+def _record(checked: dict, name: str, resume: bool, found: dict) -> None:
+    """The full-handshake configuration's results at the top of the contender's entry (as
+    before resumption was measured), the resumption configuration's under resume_config."""
+    entry = checked.setdefault(name, {})
+    if resume:
+        entry["resume_config"] = found
+    else:
+        entry.update(found)
+
+
+def _give_up(result: dict, broken: set, lost: set, todo: list, text: str) -> None:
+    """Mark `lost` broken ("start": every group) and drop those groups from `todo`."""
+    broken.update(lost)
+    todo[:] = [g for g in todo if "start" not in broken and g not in broken]
+    _error(result, text)
 
 
 def _error(result: dict, text: str) -> None:

@@ -55,3 +55,55 @@ def test_table_has_a_row_per_metric_and_ratio_columns():
     assert header.endswith("| medtls/stunnel | medtls/haproxy |")
     bulk = next(line for line in text.splitlines() if line.startswith("| bulk"))
     assert bulk.split("|")[-3:-1] == [" 2.00 ", " 1.50 "]
+
+
+def _resumed_result(client_side="Reused"):
+    runs = _runs()
+    for c, cps in (("stunnel", 500.0), ("haproxy", 800.0), ("medtls", 600.0)):
+        runs[c]["conn_per_s_resumed"] = [cps]
+        runs[c]["cpu_ms_per_conn_resumed"] = [2.0]
+    res = _result(report.summarize(runs, "ecdsa", "aes256gcm"))
+    for c in ("stunnel", "haproxy", "medtls"):
+        found = {
+            "server_side": "Reused",
+            "client_side": "Reused",
+            "pair": "Reused",
+            "client_side_connections": "New,Reused",
+            "pair_connections": "New,Reused",
+        }
+        if c == "haproxy":
+            found = {**found, "client_side": client_side}
+        new = {k: "New" for k in ("server_side", "client_side", "pair")}
+        res["checks"]["s"][c] = {"resumption": new, "resume_config": {"resumption": found}}
+    return res
+
+
+def test_resumed_rows_and_how_resumption_was_proven():
+    lines = report.markdown(_resumed_result()).splitlines()
+    row = next(line for line in lines if line.startswith("| connections/s, resumed"))
+    assert row.split("|")[3:7] == [" - ", " 500 ", " 800 ", " 600 "]
+    assert row.split("|")[-3:-1] == [" 1.20 ", " 0.75 "]
+    assert any(line.startswith("| CPU ms per connection, resumed | lower |") for line in lines)
+    notes = "\n".join(lines)
+    assert "haproxy: server side Reused, client side Reused (New,Reused), pair Reused" in notes
+    assert (
+        "(every other metric): New on the server and the client side (stunnel, haproxy, medtls)"
+        in notes
+    )
+    assert "not seen resuming" not in notes
+
+
+def test_unproven_client_side_is_marked_not_hidden():
+    lines = report.markdown(_resumed_result(client_side="New")).splitlines()
+    row = next(line for line in lines if line.startswith("| connections/s, resumed"))
+    assert row.split("|")[5] == " 800* "
+    assert row.split("|")[4] == " 500 "
+    assert any("* client side or pair not seen resuming (haproxy)" in line for line in lines)
+
+
+def test_validate_wants_the_resumption_checks():
+    res = _resumed_result()
+    names = ["direct", "stunnel", "haproxy", "medtls"]
+    assert report.validate(res, ["s"], names) == []
+    del res["checks"]["s"]["medtls"]["resume_config"]
+    assert report.validate(res, ["s"], names) == ["s/medtls: resumption checks did not run"]

@@ -1,0 +1,68 @@
+"""Which extensions a TLS ClientHello or ServerHello carries, from the first bytes of a TCP
+stream (pure functions, no I/O). In TLS 1.3 both hellos travel in the clear, and a session is
+resumed exactly when the ServerHello carries pre_shared_key (RFC 8446 4.2.11): the client offered
+a ticket and the server accepted it."""
+
+HANDSHAKE = 22
+CLIENT_HELLO = 1
+SERVER_HELLO = 2
+PRE_SHARED_KEY = 41
+
+
+class NotTls(ValueError):
+    pass
+
+
+def _handshake_bytes(stream: bytes) -> bytes:
+    """The handshake-protocol payload of the leading handshake records."""
+    out, pos = b"", 0
+    while pos + 5 <= len(stream):
+        ctype, length = stream[pos], int.from_bytes(stream[pos + 3 : pos + 5], "big")
+        if ctype != HANDSHAKE:
+            if not out:
+                raise NotTls(f"first record has content type {ctype}, not handshake")
+            break
+        out += stream[pos + 5 : pos + 5 + length]
+        if pos + 5 + length > len(stream):
+            break
+        pos += 5 + length
+    return out
+
+
+def _extensions(body: bytes, pos: int) -> set[int]:
+    end = pos + 2 + int.from_bytes(body[pos : pos + 2], "big")
+    pos += 2
+    found = set()
+    while pos + 4 <= end:
+        found.add(int.from_bytes(body[pos : pos + 2], "big"))
+        pos += 4 + int.from_bytes(body[pos + 2 : pos + 4], "big")
+    return found
+
+
+def hello_extensions(stream: bytes) -> tuple[int, set[int]] | None:
+    """(handshake type, extension types) of the hello at the start of `stream`, or None while
+    the hello is not complete yet. NotTls if the stream does not start with a hello."""
+    hs = _handshake_bytes(stream)
+    if len(hs) < 4:
+        return None
+    msg_type, length = hs[0], int.from_bytes(hs[1:4], "big")
+    if msg_type not in (CLIENT_HELLO, SERVER_HELLO):
+        raise NotTls(f"first handshake message has type {msg_type}, not a hello")
+    if len(hs) < 4 + length:
+        return None
+    body = hs[4 : 4 + length]
+    pos = 2 + 32  # legacy_version, random
+    pos += 1 + body[pos]  # legacy_session_id
+    if msg_type == CLIENT_HELLO:
+        pos += 2 + int.from_bytes(body[pos : pos + 2], "big")  # cipher_suites
+        pos += 1 + body[pos]  # legacy_compression_methods
+    else:
+        pos += 2 + 1  # cipher_suite, legacy_compression_method
+    if pos + 2 > len(body):
+        return msg_type, set()
+    return msg_type, _extensions(body, pos)
+
+
+def resumed(client_hello: set[int], server_hello: set[int]) -> str:
+    """New or Reused, as `openssl s_client` says it, from the two hellos' extension types."""
+    return "Reused" if PRE_SHARED_KEY in client_hello and PRE_SHARED_KEY in server_hello else "New"
