@@ -17,7 +17,7 @@ from pathlib import Path
 from . import load, procs
 from .certs import SERVER_NAME, Pki
 from .tap import HelloTap
-from .tlshello import resumed
+from medtls.tlshello import resumed
 
 ALL_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 

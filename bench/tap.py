@@ -1,12 +1,12 @@
 """A TCP relay put between a client side and a server side during the checks (never during a
 measurement): it forwards every byte unchanged and records the extensions of both TLS hellos of
-each connection (bench/tlshello.py), which shows whether the pair itself resumed."""
+each connection (medtls/tlshello.py), which shows whether the pair itself resumed."""
 
 import contextlib
 import socket
 import threading
 
-from .tlshello import NotTls, hello_extensions
+from medtls.tlshello import NotTls, hello_extensions
 
 _HELLO_MAX = 1 << 16  # a hello longer than this is not what the contenders send
 

@@ -42,7 +42,8 @@ from medtls.policy import (
     verify_mismatches,
 )
 from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side
-from medtls.tlsctx import TLSSetupError, rotate_ticket_keys, self_test
+from medtls.tlsctx import TLSSetupError, issue_no_ticket, rotate_ticket_keys, self_test
+from medtls.tlshello import offers_psk
 
 log = logging.getLogger("medtls")
 conn_log = logging.getLogger("medtls.conn")
@@ -157,8 +158,8 @@ class Conn:
 
     __slots__ = (
         "bios_renewed", "cipher", "client", "deadline", "detail", "failed", "first_tls_read",
-        "info", "last_activity", "peer", "pipes", "resumed", "route", "rt", "server", "size",
-        "state", "steady", "t0", "tls_side", "upstream", "version",
+        "hello_seen", "info", "last_activity", "peer", "pipes", "resumed", "route", "rt",
+        "server", "size", "state", "steady", "t0", "tls_side", "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Runtime, client: socket.socket, size: int):
@@ -183,6 +184,7 @@ class Conn:
         self.first_tls_read = True
         self.steady = False  # relaying, past the first TLS read and the handshake BIOs
         self.resumed = False  # the TLS session was resumed from a ticket
+        self.hello_seen = False  # server side: the ClientHello was looked at (ticket offered?)
         self.bios_renewed = 0.0  # time.monotonic() of the last BIO renewal
 
 
@@ -606,6 +608,14 @@ class Daemon:
 
     def _handshake_step(self, c: Conn) -> None:
         t = c.tls_side
+        if not c.hello_seen and t is c.client:
+            # The first step of a server handshake follows the first read: the BIO holds
+            # exactly what that read put in the scratch buffer, the ClientHello.
+            c.hello_seen = True
+            n = t.inc.pending
+            if c.rt.config.session_lifetime and offers_psk(bytes(self.scratch[:n])):
+                with contextlib.suppress(TLSSetupError):  # self_test() proved the hooks
+                    issue_no_ticket(t.tls)
         try:
             t.tls.do_handshake()
         except ssl.SSLWantReadError:

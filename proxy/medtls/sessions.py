@@ -1,6 +1,7 @@
 """TLS session resumption: which session an outbound connection offers, which one is kept.
 
-Servers (inbound ports) issue one stateless ticket per handshake (`tlsctx.configure_tickets`);
+Servers (inbound ports) issue one stateless ticket per full handshake (`tlsctx.configure_tickets`;
+none when the ClientHello already offers one, `tlsctx.issue_no_ticket`);
 their ticket keys are replaced every `tls.session_lifetime` seconds and on every reload (a reload
 builds new contexts). Clients (outbound routes) keep the newest ticket-carrying session per route
 of the running configuration generation and offer it while it is younger than the lifetime.
@@ -28,21 +29,18 @@ def offer(rt: Runtime, route: str, now: float) -> ssl.SSLSession | None:
 
 
 def keep(rt: Runtime, route: str, tls: ssl.SSLObject, now: float, resumed: bool) -> None:
-    """Remember the connection's session if the server gave it a ticket (TLS 1.3: after the
-    handshake, so call this once data has been read).
-
-    Reading `SSLObject.session` costs ≈ 0.2 ms (Python copies the session through DER), so a
-    connection that resumed from the kept ticket leaves it in place until half its lifetime has
-    passed; a full handshake (no ticket kept, or the server no longer takes it) replaces it."""
-    lifetime = rt.config.session_lifetime
-    if not lifetime:
-        return
-    kept = rt.sessions.get(route)
-    if resumed and kept is not None and now - kept[1] < lifetime / 2:
+    """After a full handshake, remember its session if the server gave it a ticket (TLS 1.3:
+    after the handshake, so call this once data has been read), or forget the one that was
+    refused. A resumed connection keeps the ticket it used until the lifetime ends: medtls
+    servers do not renew tickets (`tlsctx.issue_no_ticket`), and reading `SSLObject.session`
+    costs ≈ 0.2 ms (CPython copies the session through DER)."""
+    if not rt.config.session_lifetime or resumed:
         return
     session = tls.session
     if session is not None and session.has_ticket:
         rt.sessions[route] = (session, now)
+    else:
+        rt.sessions.pop(route, None)
 
 
 def expired_peer(tls: ssl.SSLObject, wall_now: float) -> str | None:

@@ -7,6 +7,7 @@ import ssl
 import time
 
 import pytest
+import yaml
 from conftest import box_config, free_port, memory_handshake, write_yaml
 from medtls import tlsctx
 from medtls_testpki import CA
@@ -64,6 +65,7 @@ def test_resumed_session_is_checked_against_the_acl(pki, run_medtls, echo_server
     assert first.has_ticket
     reply, second, reused = client.echo(port, session=first)
     assert (reply, reused) == (b"ping", True)
+    assert second.id == first.id  # no ticket renewed on resumption (TLS 1.3 id = ticket hash)
     b.wait_conn("ok", "session=resumed")
     # Same certificate, same ticket, another source address: the ACL's ip rule refuses it.
     reply, _, reused = client.echo(port, session=second, source="127.0.0.2")
@@ -118,14 +120,30 @@ def test_peer_certificate_expired_since_the_ticket_is_refused(pki, run_medtls, e
 
 def test_outbound_offers_the_servers_ticket(make_pair, echo_server):
     pair = make_pair(echo_server.port, a_over={"tls": RESUME}, b_over={"tls": RESUME})
-    for _ in range(3):
-        with socket.create_connection(("127.0.0.1", pair.a_port), timeout=10) as s:
-            s.sendall(b"MSH|")
-            assert s.recv(16) == b"MSH|"
-    pair.a.wait_conn("ok", "session=resumed")
+
+    def resumed_flags(n):
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", pair.a_port), timeout=10) as s:
+                s.sendall(b"MSH|")
+                assert s.recv(16) == b"MSH|"
+        deadline = time.monotonic() + 10
+        while len(lines := pair.a.conn_lines()) < count + n:
+            assert time.monotonic() < deadline, pair.a.log()
+            time.sleep(0.05)
+        return ["session=resumed" in x for x in lines[count:]]
+
+    count = 0
+    assert resumed_flags(3) == [False, True, True]
     pair.b.wait_conn("ok", "session=resumed")
-    lines = pair.a.conn_lines()
-    assert "session=resumed" not in lines[0]  # the first one was a full handshake
+    # The server's reload makes the kept ticket worthless: one refused offer, one full handshake
+    # that brings a new ticket, then resumption again.
+    count = 3
+    cfg = yaml.safe_load(pair.b.config.read_text())
+    cfg["inbound"][0]["allow"].append({"cn": "his"})
+    write_yaml(pair.b.config, cfg)
+    pair.b.signal(signal.SIGHUP)
+    pair.b.wait_log("configuration generation 2 active")
+    assert resumed_flags(3) == [False, False, True]
 
 
 def _memory_session(srv_ctx, cli_ctx, session=None):

@@ -1,7 +1,8 @@
 """Which extensions a TLS ClientHello or ServerHello carries, from the first bytes of a TCP
 stream (pure functions, no I/O). In TLS 1.3 both hellos travel in the clear, and a session is
 resumed exactly when the ServerHello carries pre_shared_key (RFC 8446 4.2.11): the client offered
-a ticket and the server accepted it."""
+a ticket and the server accepted it. Used by the daemon (does a ClientHello offer a ticket?) and by
+the benchmark's resumption probes."""
 
 HANDSHAKE = 22
 CLIENT_HELLO = 1
@@ -66,3 +67,13 @@ def hello_extensions(stream: bytes) -> tuple[int, set[int]] | None:
 def resumed(client_hello: set[int], server_hello: set[int]) -> str:
     """New or Reused, as `openssl s_client` says it, from the two hellos' extension types."""
     return "Reused" if PRE_SHARED_KEY in client_hello and PRE_SHARED_KEY in server_hello else "New"
+
+
+def offers_psk(stream: bytes) -> bool:
+    """True if `stream` starts with a complete ClientHello that offers a session ticket
+    (pre_shared_key); anything else (incomplete, malformed, not TLS) is False."""
+    try:
+        hello = hello_extensions(stream)
+    except (NotTls, IndexError):
+        return False
+    return hello is not None and hello[0] == CLIENT_HELLO and PRE_SHARED_KEY in hello[1]

@@ -1,26 +1,24 @@
-"""bench/tlshello.py on real hellos: two in-memory TLS 1.3 handshakes (OpenSSL through the ssl
+"""medtls/tlshello.py on real hellos: two in-memory TLS 1.3 handshakes (OpenSSL through the ssl
 module, no sockets), the second offering the first one's ticket."""
 
 import contextlib
 import ssl
 
 import pytest
+from medtls import tlsctx, tlshello
 
-from bench import tlshello
-from bench.certs import SERVER_NAME, make_pki
+SERVER_NAME = "box-b.test"
 
 
-def _contexts(tmp_path):
-    pki = make_pki(tmp_path, "ecdsa")
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(pki.server_crt, pki.server_key)
-    server.load_verify_locations(pki.ca)
-    server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_cert_chain(pki.client_crt, pki.client_key)
-    client.load_verify_locations(pki.ca)
-    for ctx in (server, client):
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+def _contexts(pki):
+    def ctx(server, cn):
+        return tlsctx.build_context(
+            server, "bcp195", pki.ca, pki.crt(cn), pki.key(cn), None, session_lifetime=3600
+        )
+
+    server, client = ctx(True, "box-b"), ctx(False, "box-a")
+    for c in (server, client):
+        c.minimum_version = ssl.TLSVersion.TLSv1_3
     return server, client
 
 
@@ -47,8 +45,8 @@ def _handshake(server_ctx, client_ctx, session=None):
     return flights["client"], flights["server"], c
 
 
-def test_full_then_resumed_handshake_read_from_the_hellos(tmp_path):
-    server_ctx, client_ctx = _contexts(tmp_path)
+def test_full_then_resumed_handshake_read_from_the_hellos(pki):
+    server_ctx, client_ctx = _contexts(pki)
     ch, sh, first = _handshake(server_ctx, client_ctx)
     assert not first.session_reused and first.session.has_ticket
     ch_type, ch_ext = tlshello.hello_extensions(ch)
@@ -56,17 +54,21 @@ def test_full_then_resumed_handshake_read_from_the_hellos(tmp_path):
     assert (ch_type, sh_type) == (tlshello.CLIENT_HELLO, tlshello.SERVER_HELLO)
     assert 43 in ch_ext and 43 in sh_ext  # supported_versions: the parser found real extensions
     assert tlshello.resumed(ch_ext, sh_ext) == "New"
+    assert not tlshello.offers_psk(ch)
 
     ch2, sh2, second = _handshake(server_ctx, client_ctx, session=first.session)
     assert second.session_reused
     ch2_ext, sh2_ext = tlshello.hello_extensions(ch2)[1], tlshello.hello_extensions(sh2)[1]
     assert tlshello.PRE_SHARED_KEY in ch2_ext and tlshello.PRE_SHARED_KEY in sh2_ext
     assert tlshello.resumed(ch2_ext, sh2_ext) == "Reused"
+    assert tlshello.offers_psk(ch2)
     # a server that ignores the offered ticket answers without pre_shared_key
     assert tlshello.resumed(ch2_ext, sh_ext) == "New"
 
     for cut in (0, 3, 5, 40, len(ch2) // 2):
         assert tlshello.hello_extensions(ch2[:cut]) is None
+        assert not tlshello.offers_psk(ch2[:cut])  # incomplete: treated as a full handshake
+    assert not tlshello.offers_psk(sh2)  # a ServerHello is not an offer
 
 
 def test_a_stream_that_is_not_a_tls_hello_is_named():
@@ -75,3 +77,5 @@ def test_a_stream_that_is_not_a_tls_hello_is_named():
     finished = bytes([22, 3, 3, 0, 8, 20, 0, 0, 4]) + bytes(4)
     with pytest.raises(tlshello.NotTls, match="type 20, not a hello"):
         tlshello.hello_extensions(finished)
+    assert not tlshello.offers_psk(b"GET / HTTP/1.0\r\n\r\n")
+    assert not tlshello.offers_psk(bytes([22, 3, 1, 0, 9, 1, 0, 0, 5, 3, 3, 255, 255, 255]))
