@@ -14,10 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from medtls.tlshello import resumed
+
 from . import load, procs
 from .certs import SERVER_NAME, Pki
 from .tap import HelloTap
-from medtls.tlshello import resumed
 
 ALL_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 
