@@ -44,11 +44,24 @@ def summarize(runs: dict[str, dict[str, list[float]]], kind: str, cipher: str) -
             if contender != "direct":
                 metrics.setdefault(over, {})[contender] = {"median": m["median"] - direct["median"]}
     ratios: dict[str, dict[str, float]] = {}
+    spread: dict[str, dict[str, list[float]]] = {}
     for metric, per in metrics.items():
         for a, b in RATIOS:
             if a in per and b in per and per[b]["median"]:
                 ratios.setdefault(metric, {})[f"{a}/{b}"] = per[a]["median"] / per[b]["median"]
-    return {"key": kind, "cipher": cipher, "metrics": metrics, "ratios": ratios}
+                paired = paired_ratios(runs[a].get(metric, []), runs[b].get(metric, []))
+                if paired:
+                    spread.setdefault(metric, {})[f"{a}/{b}"] = [min(paired), max(paired)]
+    return {"key": kind, "cipher": cipher, "metrics": metrics, "ratios": ratios, "spread": spread}
+
+
+def paired_ratios(a: list[float], b: list[float]) -> list[float]:
+    """a[i]/b[i] of each run: two contenders measured minutes apart in the same run see the
+    same machine, so the range of these shows how far the noise moves the ratio. Empty for a
+    single run, or when a contender lacks a run (the pairs would no longer match)."""
+    if len(a) < 2 or len(a) != len(b) or not all(b):
+        return []
+    return [x / y for x, y in zip(a, b, strict=True)]
 
 
 def _fmt(v: float | None) -> str:
@@ -59,6 +72,18 @@ def _fmt(v: float | None) -> str:
     if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
+
+
+SPREAD_NOTE = (
+    "Ratios are ratios of the medians; in brackets, the lowest and the highest ratio of the two "
+    "contenders' results within one run (paired runs, same machine state)."
+)
+
+
+def _ratio_cell(ratio: float | None, spread: list[float] | None) -> str:
+    if ratio is None or not spread:
+        return _fmt(ratio)
+    return f"{_fmt(ratio)} ({_fmt(spread[0])}-{_fmt(spread[1])})"
 
 
 def markdown(result: dict) -> str:
@@ -93,10 +118,13 @@ def markdown(result: dict) -> str:
                 for c in present
             ]
             ratios = scen["ratios"].get(metric, {})
-            cells += [_fmt(ratios.get(col)) for col in ratio_cols]
+            spread = scen.get("spread", {}).get(metric, {})
+            cells += [_ratio_cell(ratios.get(col), spread.get(col)) for col in ratio_cols]
             arrow = "higher" if higher else "lower"
             lines.append(f"| {label} | {arrow} | " + " | ".join(cells) + " |")
         lines.append("")
+        if scen.get("spread"):
+            lines += [SPREAD_NOTE, ""]
         if any(m in scen["metrics"] for m in RESUMED):
             lines += resumption_notes(checked, present)
     if result["skipped"]:

@@ -107,3 +107,22 @@ def test_validate_wants_the_resumption_checks():
     assert report.validate(res, ["s"], names) == []
     del res["checks"]["s"]["medtls"]["resume_config"]
     assert report.validate(res, ["s"], names) == ["s/medtls: resumption checks did not run"]
+
+
+def test_paired_ratio_range_shows_the_noise_of_one_run():
+    runs = _runs()
+    runs["haproxy"]["rtt_p50_us"] = [100.0, 125.0, 150.0]
+    s = report.summarize(runs, "ecdsa", "aes256gcm")
+    # medtls 200/100/150 against haproxy 100/125/150 within each run
+    assert s["spread"]["rtt_p50_us"]["medtls/haproxy"] == [0.8, 2.0]
+    assert "medtls/stunnel" not in s["spread"]["rtt_p50_us"]  # stunnel ran once: no pairs
+    text = report.markdown(_result(s))
+    row = next(line for line in text.splitlines() if line.startswith("| 1 KB round trip p50"))
+    assert row.split("|")[-2] == " 1.20 (0.80-2.00) "
+    assert report.SPREAD_NOTE in text
+
+
+def test_no_pairs_when_a_contender_missed_a_run():
+    assert report.paired_ratios([1.0, 2.0, 3.0], [1.0, 2.0]) == []
+    assert report.paired_ratios([1.0], [2.0]) == []
+    assert report.paired_ratios([1.0, 3.0], [2.0, 3.0]) == [0.5, 1.0]
