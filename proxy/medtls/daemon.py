@@ -56,6 +56,12 @@ TRIM_INTERVAL = 5.0
 TRIM_AFTER_CLOSED = 64
 # A connection quiet this long after traffic gets fresh TLS BIOs (a BIO never shrinks).
 BIO_RENEW_IDLE = 5.0
+# Inbound listeners only take TLS, whose client speaks first: the kernel holds a connection until
+# its ClientHello arrives, so the first read after accept() finds it (no extra loop turn), and a
+# peer that connects and stays silent holds no connection slot for the first ~7 s (SYN-ACK
+# retransmissions at 1, 3 and 7 s); after that it is accepted and meets limits.handshake_timeout.
+# Outbound (device) listeners cannot: a protocol whose server speaks first would never start.
+DEFER_ACCEPT = 5
 
 
 def _malloc_trim():
@@ -254,6 +260,7 @@ class Daemon:
                             spec.transparent,
                             reuseport=reuse,
                             keepalive=config.limits.keepalive,
+                            defer_accept=DEFER_ACCEPT if spec.direction == "inbound" else 0,
                         )
                     except OSError as e:
                         raise OSError(

@@ -26,9 +26,13 @@ def listen_socket(
     reuseport: bool = False,
     backlog: int = 1024,
     keepalive: bool | None = None,
+    defer_accept: int = 0,
 ) -> socket.socket:
     """A non-blocking listener; with `keepalive` given, it also carries the per-connection
-    options (`set_options`), which Linux copies to every accepted socket."""
+    options (`set_options`), which Linux copies to every accepted socket.
+
+    `defer_accept` (seconds, for listeners whose clients speak first): the kernel hands a
+    connection to accept() only once its first data arrived (or the time ran out)."""
     fam = family_of(host)
     s = socket.socket(fam, socket.SOCK_STREAM)
     try:
@@ -39,6 +43,8 @@ def listen_socket(
             set_transparent(s, fam)
         if keepalive is not None:
             set_options(s, keepalive)
+        if defer_accept:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
         s.bind((host, port))
         s.listen(backlog)
         s.setblocking(False)

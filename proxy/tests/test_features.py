@@ -69,7 +69,10 @@ def test_max_connections(pki, run_medtls):
     b = run_medtls(box_config(pki, "box-b", limits={"max_connections": 2}, inbound=[{
         "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
         "allow": [{"cn": "box-a"}]}]), "b", [port])  # fmt: skip
+    # Each sends the first byte of a TLS record: accepted, then stuck in the handshake.
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    for s in held:
+        s.sendall(b"\x16")
     time.sleep(0.2)
     assert try_echo(pki, port, "box-a") == b""
     b.wait_conn("max_connections", 'detail="limits.max_connections (2) reached"')
@@ -78,6 +81,51 @@ def test_max_connections(pki, run_medtls):
     time.sleep(0.3)
     assert try_echo(pki, port, "box-a") == b"ping"
     echo.close()
+
+
+def test_silent_inbound_connections_hold_no_slot(pki, run_medtls):
+    """A LAN peer (or scanner) that connects to a TLS port and sends nothing does not occupy
+    the device's connection slots: the kernel keeps it until data arrives (TCP_DEFER_ACCEPT)."""
+    echo = EchoServer()
+    port = free_port()
+    b = run_medtls(box_config(pki, "box-b", limits={"max_connections": 1}, inbound=[{
+        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
+        "allow": [{"cn": "box-a"}]}]), "b", [port])  # fmt: skip
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    time.sleep(0.2)
+    assert try_echo(pki, port, "box-a") == b"ping"
+    assert "max_connections" not in b.log()
+    for s in silent:
+        s.close()
+    echo.close()
+
+
+def test_outbound_carries_protocols_whose_server_speaks_first(pki, run_medtls):
+    """The device side is not deferred: a device that waits for a greeting gets it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.crt("pacs"), pki.key("pacs"))
+    ctx.load_verify_locations(pki.ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def greet():
+        c, _ = srv.accept()
+        with ctx.wrap_socket(c, server_side=True) as t:
+            t.sendall(b"220 ready\r\n")
+            t.recv(100)
+
+    threading.Thread(target=greet, daemon=True).start()
+    a_port = free_port()
+    cfg = box_config(pki, "box-a", outbound=[{
+        "name": "pacs", "address": "127.0.0.1", "tls_port": srv.getsockname()[1],
+        "listen": f"127.0.0.1:{a_port}", "verify": {"dns": "pacs.test"}}])  # fmt: skip
+    run_medtls(cfg, "a", [a_port])
+    # Within 3 s: a deferred accept would hold the silent device connection for 7 s.
+    with socket.create_connection(("127.0.0.1", a_port), timeout=3) as s:
+        assert s.recv(100) == b"220 ready\r\n"
+    srv.close()
 
 
 def test_idle_timeout(pki, run_medtls):
