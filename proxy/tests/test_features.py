@@ -7,10 +7,14 @@ import threading
 import time
 
 from conftest import EchoServer, box_config, free_port
-from test_lifecycle import try_echo
+from test_lifecycle import inbound_config, try_echo
 
 
-def _tls_server(pki, cn, seen):
+def _echo_once(t):
+    t.sendall(t.recv(100))
+
+
+def _tls_server(pki, cn, seen, serve=_echo_once):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki.crt(cn), pki.key(cn))
     ctx.load_verify_locations(pki.ca)
@@ -23,7 +27,7 @@ def _tls_server(pki, cn, seen):
     def run():
         c, _ = srv.accept()
         with ctx.wrap_socket(c, server_side=True) as t:
-            t.sendall(t.recv(100))
+            serve(t)
 
     threading.Thread(target=run, daemon=True).start()
     return srv
@@ -66,9 +70,8 @@ def test_explicit_plaintext_pass_through_warns(pki, run_medtls):
 def test_max_connections(pki, run_medtls):
     echo = EchoServer()
     port = free_port()
-    b = run_medtls(box_config(pki, "box-b", limits={"max_connections": 2}, inbound=[{
-        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
-        "allow": [{"cn": "box-a"}]}]), "b", [port])  # fmt: skip
+    cfg = inbound_config(pki, port, echo.port, limits={"max_connections": 2})
+    b = run_medtls(cfg, "b", [port])
     # Each sends the first byte of a TLS record: accepted, then stuck in the handshake.
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     for s in held:
@@ -88,9 +91,8 @@ def test_silent_inbound_connections_hold_no_slot(pki, run_medtls):
     the device's connection slots: the kernel keeps it until data arrives (TCP_DEFER_ACCEPT)."""
     echo = EchoServer()
     port = free_port()
-    b = run_medtls(box_config(pki, "box-b", limits={"max_connections": 1}, inbound=[{
-        "name": "svc", "listen": f"127.0.0.1:{port}", "device_port": echo.port,
-        "allow": [{"cn": "box-a"}]}]), "b", [port])  # fmt: skip
+    cfg = inbound_config(pki, port, echo.port, limits={"max_connections": 1})
+    b = run_medtls(cfg, "b", [port])
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
     time.sleep(0.2)
     assert try_echo(pki, port, "box-a") == b"ping"
@@ -102,21 +104,12 @@ def test_silent_inbound_connections_hold_no_slot(pki, run_medtls):
 
 def test_outbound_carries_protocols_whose_server_speaks_first(pki, run_medtls):
     """The device side is not deferred: a device that waits for a greeting gets it."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki.crt("pacs"), pki.key("pacs"))
-    ctx.load_verify_locations(pki.ca)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
 
-    def greet():
-        c, _ = srv.accept()
-        with ctx.wrap_socket(c, server_side=True) as t:
-            t.sendall(b"220 ready\r\n")
-            t.recv(100)
+    def greet(t):
+        t.sendall(b"220 ready\r\n")
+        t.recv(100)
 
-    threading.Thread(target=greet, daemon=True).start()
+    srv = _tls_server(pki, "pacs", [], serve=greet)
     a_port = free_port()
     cfg = box_config(pki, "box-a", outbound=[{
         "name": "pacs", "address": "127.0.0.1", "tls_port": srv.getsockname()[1],
