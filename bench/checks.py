@@ -3,6 +3,7 @@ pair really does TLS 1.3 with the chosen suite, requires a client certificate an
 server, and resumes sessions exactly when the configuration says so. Each check raises
 CheckFailed with a one-line reason."""
 
+import contextlib
 import os
 import re
 import selectors
@@ -10,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from medtls.tlshello import resumed
 
 from . import load, procs
 from .certs import SERVER_NAME, Pki
+from .loopback import LoopbackServer
 from .tap import HelloTap
 
 ALL_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
@@ -61,56 +62,48 @@ def rejects_anonymous_client(tls_port: int, pki: Pki) -> None:
         raise CheckFailed(f"server side on port {tls_port} relayed data for a client without cert")
 
 
-class _RogueServer:
+class _RogueServer(LoopbackServer):
     """TLS server with a certificate from an untrusted CA; records any application data."""
 
     def __init__(self, pki: Pki):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(pki.rogue_crt, pki.rogue_key)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.received = b""
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self.done.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(2)
-            try:
-                with self.ctx.wrap_socket(conn, server_side=True) as s:
-                    self.received += s.recv(64)
-            except (OSError, ssl.SSLError):
-                conn.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(2)
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as s:
+                self.received += s.recv(64)
+        except (OSError, ssl.SSLError):
+            conn.close()
 
-    def close(self) -> None:
-        self.done.set()
-        self.sock.close()
-        self.thread.join(2)
+
+@contextlib.contextmanager
+def _client_side(contender, setup, listen: int, upstream: int, tag: str):
+    """A fresh client side of `contender` on `listen`, relaying to `upstream`, stopped after."""
+    side = contender.start_client(setup, listen, upstream, tag=tag)
+    try:
+        yield side
+    finally:
+        side.stop()
 
 
 def refuses_rogue_server(contender, setup, listen: int) -> None:
     """The client side must not send data to a server whose certificate it cannot verify."""
     rogue = _RogueServer(setup.pki)
-    side = None
     try:
-        side = contender.start_client(setup, listen, rogue.port, tag="rogue-client")
-        with socket.create_connection(("127.0.0.1", listen), timeout=5) as s:
+        with (
+            _client_side(contender, setup, listen, rogue.port, "rogue-client"),
+            socket.create_connection(("127.0.0.1", listen), timeout=5) as s,
+        ):
             try:
                 s.sendall(b"Eto-the-rogue")
                 s.recv(64)
             except OSError:
                 pass
     finally:
-        if side:
-            side.stop()
         rogue.close()
     if rogue.received:
         raise CheckFailed(f"client side sent data to an unverified server: {rogue.received!r}")
@@ -187,14 +180,11 @@ def client_side_resumption(contender, setup, listen: int, conns: int = 3) -> lis
          "-verify_return_error", "-tls1_3", "-www"],
         log,
     )  # fmt: skip
-    side = None
     try:
         procs.wait_port(port, server, log)
-        side = contender.start_client(setup, listen, port, tag="probe-client")
-        pages = [_http_get(listen) for _ in range(conns)]
+        with _client_side(contender, setup, listen, port, "probe-client"):
+            pages = [_http_get(listen) for _ in range(conns)]
     finally:
-        if side:
-            side.stop()
         procs.stop(server)
     statuses = [session_status(p) for p in pages]
     if None in statuses:
@@ -211,14 +201,11 @@ def pair_resumption(contender, setup, tls_port: int, listen: int, conns: int = 3
     resumes, not just each side with openssl. May list more than `conns` connections: some
     client sides connect upstream for the readiness probe too."""
     tap = HelloTap(tls_port)
-    side = None
     try:
-        side = contender.start_client(setup, listen, tap.port, tag="tap-client")
-        for _ in range(conns):
-            load.echo_check(listen)
+        with _client_side(contender, setup, listen, tap.port, "tap-client"):
+            for _ in range(conns):
+                load.echo_check(listen)
     finally:
-        if side:
-            side.stop()
         tap.close()
     if tap.errors:
         raise CheckFailed(f"client side to server side: {tap.errors[0]}")

@@ -8,45 +8,35 @@ import threading
 
 from medtls.tlshello import NotTls, hello_extensions
 
+from .loopback import LoopbackServer
+
 _HELLO_MAX = 1 << 16  # a hello longer than this is not what the contenders send
 
 
-class HelloTap:
+class HelloTap(LoopbackServer):
     def __init__(self, upstream: int):
         self.upstream = upstream
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.hellos: list[dict[str, set[int] | None]] = []  # per connection, in accept order
         self.errors: list[str] = []
-        self.done = threading.Event()
         self._lock = threading.Lock()
         self.threads: list[threading.Thread] = []
-        self._accept = threading.Thread(target=self._serve, daemon=True)
-        self._accept.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self.done.is_set():
-            try:
-                down, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                up = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
-            except OSError as exc:
-                self.errors.append(f"tap cannot reach 127.0.0.1:{self.upstream}: {exc}")
-                down.close()
-                continue
-            record: dict[str, set[int] | None] = {"client": None, "server": None}
-            self.hellos.append(record)
-            ends = [down, up]
-            for src, dst, key in ((down, up, "client"), (up, down, "server")):
-                args = (src, dst, record, key, ends)
-                t = threading.Thread(target=self._copy, args=args, daemon=True)
-                t.start()
-                self.threads.append(t)
+    def handle(self, down: socket.socket) -> None:
+        try:
+            up = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+        except OSError as exc:
+            self.errors.append(f"tap cannot reach 127.0.0.1:{self.upstream}: {exc}")
+            down.close()
+            return
+        record: dict[str, set[int] | None] = {"client": None, "server": None}
+        self.hellos.append(record)
+        ends = [down, up]
+        for src, dst, key in ((down, up, "client"), (up, down, "server")):
+            args = (src, dst, record, key, ends)
+            t = threading.Thread(target=self._copy, args=args, daemon=True)
+            t.start()
+            self.threads.append(t)
 
     def _copy(self, src, dst, record: dict, key: str, ends: list) -> None:
         head = b""
@@ -77,8 +67,6 @@ class HelloTap:
                     s.close()
 
     def close(self) -> None:
-        self.done.set()
-        self.sock.close()
-        self._accept.join(2)
+        super().close()
         for t in self.threads:
             t.join(2)
