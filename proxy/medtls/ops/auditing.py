@@ -4,17 +4,26 @@ configured in `audit:` (RFC 5425 TLS, local syslog socket, or none)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
-from . import audit_xml, syslog
+from . import audit_xml, auditspool, syslog
 from .config import AuditConfig
 
 log = logging.getLogger("medtls.ops")
 
 
 class Auditor:
-    def __init__(self, cfg: AuditConfig, node_address: str = ""):
+    def __init__(
+        self, cfg: AuditConfig, node_address: str = "", environ: dict[str, str] | None = None
+    ):
         self.cfg = cfg
+        if cfg.spool == "off":
+            self.spool = ""
+        else:
+            self.spool = cfg.spool or auditspool.default_path(
+                os.environ if environ is None else environ
+            )
         self.source = audit_xml.Source(
             audit_source_id=cfg.source_id or socket.gethostname(),
             site_id=cfg.site_id,
@@ -41,18 +50,66 @@ class Auditor:
         self.sender = syslog.AuditSender(
             connect, a.queue_size, a.retry_interval, stream=stream, on_error=self._on_error
         )
+        self._load_spool()
         self.sender.start()
+
+    def _load_spool(self) -> None:
+        if not self.spool:
+            return
+        messages, problem = auditspool.take(self.spool)
+        if problem:
+            log.error("audit.spool: %s", problem)
+        if messages:
+            lost = self.sender.preload(messages)
+            log.info(
+                "audit: %d messages of a previous run from %s queued first%s",
+                len(messages) - lost,
+                self.spool,
+                f"; the {lost} oldest dropped (audit.queue_size)" if lost else "",
+            )
 
     def _on_error(self, text: str) -> None:
         if text != self._last_error:
-            a = self.cfg
-            where = f"{a.host}:{a.port}" if a.transport == "tls" else a.local_socket
-            log.warning("audit: repository %s unreachable, queueing: %s", where, text)
+            log.warning("audit: repository %s unreachable, queueing: %s", self._where(), text)
             self._last_error = text
 
     def stop(self, flush_timeout: float = 3.0) -> None:
-        if self.sender is not None:
-            self.sender.stop(flush_timeout=flush_timeout)
+        if self.sender is None:
+            return
+        self.sender.stop(flush_timeout=flush_timeout)
+        left = self.sender.take_queued()
+        if not left:
+            return
+        where = self._where()
+        if not self.spool:
+            log.error(
+                "audit: %d messages for %s lost at stop: the repository was unreachable and "
+                "audit.spool is off",
+                len(left),
+                where,
+            )
+            return
+        try:
+            auditspool.save(self.spool, left)
+        except OSError as e:
+            log.error(
+                "audit: %d messages for %s lost at stop: cannot write audit.spool %s: %s",
+                len(left),
+                where,
+                self.spool,
+                e.strerror or e,
+            )
+            return
+        log.warning(
+            "audit: repository %s unreachable at stop: %d messages kept in %s for the next start",
+            where,
+            len(left),
+            self.spool,
+        )
+
+    def _where(self) -> str:
+        a = self.cfg
+        return f"{a.host}:{a.port}" if a.transport == "tls" else a.local_socket
 
     def submit(self, xml: str, failure: bool = False) -> None:
         if self.sender is None:

@@ -38,6 +38,7 @@ class AuditConfig:
     source_id: str = ""
     site_id: str = ""
     retry_interval: float = 5.0
+    spool: str = ""  # "": the systemd state directory's audit.spool, if any; "off"; a path
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _audit(raw, errors) -> AuditConfig:
         "source_id",
         "site_id",
         "retry_interval",
+        "spool",
     )
     s.unknown(known)
 
@@ -196,7 +198,14 @@ def _audit(raw, errors) -> AuditConfig:
         source_id=s.get("source_id", str, ""),
         site_id=s.get("site_id", str, ""),
         retry_interval=s.get("retry_interval", float, 5.0, _positive),
+        spool=s.get("spool", str, "", _spool_path),
     )
+
+
+def _spool_path(value: str) -> str | None:
+    if value == "off" or (value.startswith("/") and not value.endswith("/")):
+        return None
+    return f"must be an absolute file path or off, got {value!r}"
 
 
 def _clock(raw, errors) -> ClockConfig:

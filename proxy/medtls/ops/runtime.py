@@ -145,7 +145,7 @@ class OpsRuntime(Observer):
         self.m.generation.set(self.generation)
         self.registry.on_collect(self._collect)
         self.auditor = Auditor(
-            self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or ""
+            self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or "", env
         )
         self.metrics_server = None  # MetricsServer (http.server is imported only when enabled)
         self.control: ControlServer | None = None

@@ -137,6 +137,25 @@ class AuditSender:
         with self._cond:
             return len(self._queue)
 
+    def preload(self, messages: list[bytes]) -> int:
+        """Queue `messages` ahead of everything else (a previous run's); returns how many of the
+        oldest did not fit in the queue and were dropped (and counted)."""
+        with self._cond:
+            room = max(0, self._limit - len(self._queue))
+            lost = max(0, len(messages) - room)
+            self._queue.extendleft(reversed(messages[lost:]))
+            self.dropped += lost
+            if self._queue:
+                self._cond.notify()
+        return lost
+
+    def take_queued(self) -> list[bytes]:
+        """After stop(): the messages that were never sent, oldest first."""
+        with self._cond:
+            out = list(self._queue)
+            self._queue.clear()
+        return out
+
     def stop(self, flush_timeout: float = 2.0) -> None:
         """Give queued messages (e.g. Application Stop) flush_timeout seconds to leave."""
         deadline = time.monotonic() + flush_timeout

@@ -14,7 +14,7 @@ from medtls.ops.runtime import OpsRuntime
 from .atna import summary, validate_event
 
 
-def _config(tmp_path, pki, port):
+def _config(tmp_path, pki, port, spool="off"):
     dev_crt, dev_key = pki.issue("device", cn="ct-box-1")
     return SimpleNamespace(
         path=str(tmp_path / "medtls.yaml"),
@@ -36,6 +36,7 @@ def _config(tmp_path, pki, port):
                 retry_interval=0.1,
                 source_id="ct-box-1",
                 site_id="Radiology",
+                spool=spool,
             ),
             clock=ClockConfig(require_sync=False),
             control=ControlConfig(socket=str(tmp_path / "control.sock"), watch_files=False),
@@ -115,3 +116,34 @@ def test_audit_over_tls_to_rsyslog_with_outage(tmp_path, ops_pki, rsyslog_factor
     failure = summary(records[2]["msg"])
     assert "unknown_ca" in failure["details"]["Alert Description"]
     assert failure["objects"] == ["198.18.0.20"]
+
+
+def test_audit_queued_at_stop_reaches_rsyslog_after_the_restart(tmp_path, ops_pki, rsyslog_factory):
+    pki = ops_pki
+    server_crt, server_key = pki.issue("arr", ips=("127.0.0.1",))
+    receiver = rsyslog_factory(pki.path, server_crt, server_key)
+    spool = str(tmp_path / "audit.spool")
+    first = OpsRuntime(_config(tmp_path, pki, receiver.port, spool), env={}, start_servers=False)
+    first.start()
+    first.ready()
+    _connection(first, 1, ok=True)
+    _connection(first, 2, ok=False)
+    first.close()  # the repository is down: Start, two authentications and Stop are spooled
+
+    receiver.start()
+    second = OpsRuntime(_config(tmp_path, pki, receiver.port, spool), env={}, start_servers=False)
+    second.start()
+    try:
+        second.ready()
+        records = receiver.wait_for(5)
+    finally:
+        second.close()
+    events = [(summary(r["msg"])["event"], tuple(summary(r["msg"])["types"])) for r in records]
+    assert events == [
+        ("110100", ("110120",)),  # first run: Application Start
+        ("110113", ("110126",)),  # node authentication success, failure
+        ("110113", ("110126",)),
+        ("110100", ("110121",)),  # first run: Application Stop
+        ("110100", ("110120",)),  # second run: Application Start
+    ]
+    assert all(validate_event(r["msg"]) == [] for r in records)
