@@ -124,39 +124,122 @@ def _die_with_parent() -> None:
 
 
 def _run_workers(config, workers: int) -> int:
-    """Fork workers with their own listeners; the parent forwards HUP/TERM/INT to them."""
-    from medtls.daemon import Daemon
+    """Fork workers with their own listeners; the parent forwards HUP/TERM/INT to them, tells
+    systemd READY=1 once every worker serves, and pings the watchdog only while every worker's
+    loop ticks. When one worker ends, the others are stopped: the service is all of them or none
+    (systemd's Restart= then starts it afresh)."""
+    from medtls.ops.sdnotify import Notifier
 
-    children = []
-    for _ in range(workers):
+    log.warning(
+        "workers: %d: no metrics endpoint and no control socket (medtls status, medtls reload); "
+        "those need workers: 1",
+        workers,
+    )
+    alive: dict[int, int] = {}  # pid -> read end of the worker's liveness pipe
+    for index in range(workers):
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            code = 0
+            os.close(r)
+            for fd in alive.values():
+                os.close(fd)
             _die_with_parent()
-            try:
-                Daemon(config).serve_forever()
-            except Exception:
-                log.exception("worker failed")
-                code = 1
-            os._exit(code)
-        children.append(pid)
+            os._exit(_worker(config, (index, workers), w))
+        os.close(w)
+        alive[pid] = r
+    notifier = Notifier()
+    state = {"stopping": False}
 
     def forward(signum, _frame):
-        for pid in children:
+        if signum in (signal.SIGTERM, signal.SIGINT) and not state["stopping"]:
+            state["stopping"] = True
+            notifier.stopping(f"stopping {len(alive)} workers")
+        for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    try:
+        return _supervise(alive, workers, notifier, forward, state)
+    finally:
+        notifier.close()
+
+
+def _worker(config, worker: tuple[int, int], alive_fd: int) -> int:
+    """One worker: the same daemon and ops as a single process, minus what the parent owns."""
+    from medtls.daemon import Daemon
+    from medtls.ops.runtime import attach
+    from medtls.tlsctx import TLSSetupError
+
+    def tick() -> None:
+        with contextlib.suppress(OSError):
+            os.write(alive_fd, b".")
+
+    ops = None
+    try:
+        daemon = Daemon(config)
+        ops = attach(daemon, config, worker=worker, alive=tick)
+        daemon.start()
+        tick()  # serving: the first tick is the parent's "ready"
+        daemon.serve_forever()
+    except (TLSSetupError, OSError) as e:
+        log.error("worker %d: %s", worker[0], getattr(e, "strerror", None) or e)
+        return 1
+    except Exception:
+        log.exception("worker %d failed", worker[0])
+        return 1
+    finally:
+        if ops is not None:
+            ops.close()
+    return 0
+
+
+def _supervise(alive: dict[int, int], workers: int, notifier, forward, state: dict) -> int:
+    import select
+    import time
+
+    period = min(1.0, notifier.watchdog or 1.0)
+    now = time.monotonic()
+    last_tick = dict.fromkeys(alive, now)
+    ticked: set[int] = set()
+    ready = False
     rc = 0
-    for pid in children:
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-            except ChildProcessError:
-                status = 0
-            except InterruptedError:
+    while alive:
+        readable, _, _ = select.select(list(alive.values()), [], [], period)
+        now = time.monotonic()
+        for pid, fd in list(alive.items()):
+            if fd not in readable:
                 continue
-            break
-        rc = rc or os.waitstatus_to_exitcode(status)
+            data = b""
+            with contextlib.suppress(OSError):
+                data = os.read(fd, 4096)
+            if data:
+                last_tick[pid] = now
+                ticked.add(pid)
+                continue
+            os.close(fd)  # the worker is gone
+            del alive[pid]
+            code = _reap(pid)
+            rc = rc or (1 if code else 0)
+            if not state["stopping"]:
+                log.error("worker (pid %d) ended with exit %d: stopping the others", pid, code)
+                forward(signal.SIGTERM, None)
+                rc = rc or 1  # the service did not choose to stop: let systemd restart it
+        if not ready and len(ticked) == workers:
+            ready = True
+            notifier.ready(f"{workers} workers")
+        if ready and all(now - last_tick[p] < 2 * period + 1 for p in alive):
+            notifier.ping(now)  # a worker whose loop hangs stops these: systemd restarts us
     return rc
+
+
+def _reap(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+        return os.waitstatus_to_exitcode(status)

@@ -15,15 +15,19 @@ log = logging.getLogger("medtls.ops")
 
 class Auditor:
     def __init__(
-        self, cfg: AuditConfig, node_address: str = "", environ: dict[str, str] | None = None
+        self,
+        cfg: AuditConfig,
+        node_address: str = "",
+        environ: dict[str, str] | None = None,
+        worker: tuple[int, int] | None = None,
     ):
         self.cfg = cfg
-        if cfg.spool == "off":
-            self.spool = ""
-        else:
-            self.spool = cfg.spool or auditspool.default_path(
-                os.environ if environ is None else environ
-            )
+        base = ""
+        if cfg.spool != "off":
+            base = cfg.spool or auditspool.default_path(os.environ if environ is None else environ)
+        # Each worker process has its own queue, so its own file (PATH.N); the first also reads
+        # the files no process of this run would read (another `workers:` count before).
+        self.spool, self._adopt = auditspool.layout(base, worker)
         self.source = audit_xml.Source(
             audit_source_id=cfg.source_id or socket.gethostname(),
             site_id=cfg.site_id,
@@ -54,19 +58,18 @@ class Auditor:
         self.sender.start()
 
     def _load_spool(self) -> None:
-        if not self.spool:
-            return
-        messages, problem = auditspool.take(self.spool)
-        if problem:
-            log.error("audit.spool: %s", problem)
-        if messages:
-            lost = self.sender.preload(messages)
-            log.info(
-                "audit: %d messages of a previous run from %s queued first%s",
-                len(messages) - lost,
-                self.spool,
-                f"; the {lost} oldest dropped (audit.queue_size)" if lost else "",
-            )
+        for path in self._adopt() + ([self.spool] if self.spool else []):
+            messages, problem = auditspool.take(path)
+            if problem:
+                log.error("audit.spool: %s", problem)
+            if messages:
+                lost = self.sender.preload(messages)
+                log.info(
+                    "audit: %d messages of a previous run from %s queued first%s",
+                    len(messages) - lost,
+                    path,
+                    f"; the {lost} oldest dropped (audit.queue_size)" if lost else "",
+                )
 
     def _on_error(self, text: str) -> None:
         if text != self._last_error:

@@ -90,6 +90,31 @@ def default_path(environ: dict[str, str]) -> str:
     return os.path.join(state, "audit.spool") if state.startswith("/") else ""
 
 
+def layout(base: str, worker: tuple[int, int] | None):
+    """(this process's spool, a function listing the spools it adopts) for `worker` =
+    (index, count) or None (one process). The adopted ones are read before its own, so
+    older messages go first."""
+    if not base:
+        return "", list
+    index, count = worker if worker is not None else (0, 1)
+    own = base if worker is None else f"{base}.{index}"
+
+    def adopt() -> list[str]:
+        if index != 0:
+            return []
+        mine = {own} | {f"{base}.{i}" for i in range(count) if worker is not None}
+        found = [base] if os.path.exists(base) else []
+        with contextlib.suppress(OSError):
+            prefix = os.path.basename(base) + "."
+            for name in sorted(os.listdir(os.path.dirname(base) or ".")):
+                rest = name[len(prefix) :] if name.startswith(prefix) else ""
+                if rest.isdigit():
+                    found.append(os.path.join(os.path.dirname(base), name))
+        return [p for p in found if p not in mine]
+
+    return own, adopt
+
+
 def _sync_dir(path: str) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)

@@ -103,8 +103,11 @@ class OpsRuntime(Observer):
         clock_reader=None,
         start_servers: bool = True,
         ops: OpsConfig | None = None,
+        worker: tuple[int, int] | None = None,
+        alive=None,
     ):
         self.config = config
+        self._alive = alive  # called from every loop tick (a worker's liveness for its parent)
         self.ops: OpsConfig = ops or getattr(config, "ops", None) or OpsConfig()
         self.daemon = daemon
         self.notifier = Notifier(env)
@@ -145,7 +148,7 @@ class OpsRuntime(Observer):
         self.m.generation.set(self.generation)
         self.registry.on_collect(self._collect)
         self.auditor = Auditor(
-            self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or "", env
+            self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or "", env, worker
         )
         self.metrics_server = None  # MetricsServer (http.server is imported only when enabled)
         self.control: ControlServer | None = None
@@ -461,6 +464,8 @@ class OpsRuntime(Observer):
 
     def tick(self, now: float | None = None) -> None:
         mono = time.monotonic()
+        if self._alive is not None:
+            self._alive()
         if not self.ready_flag and self.listeners and not DAEMON_SENDS_READY:
             self.ready()
         self.notifier.ping(mono)
@@ -585,11 +590,22 @@ class OpsRuntime(Observer):
             event.set()
 
 
-def attach(daemon, config, ops: OpsConfig | None = None) -> OpsRuntime:
+def attach(
+    daemon, config, ops: OpsConfig | None = None, worker: tuple[int, int] | None = None, alive=None
+) -> OpsRuntime:
     """Wire ops into a Daemon: observer, clock gate, servers. Call close() after run.
 
-    `ops` defaults to `config.ops` (set by medtls.config from parse_ops_sections)."""
-    runtime = OpsRuntime(config, daemon, ops=ops)
+    `ops` defaults to `config.ops` (set by medtls.config from parse_ops_sections). A worker
+    (`worker` = (index, count), `workers:` > 1) keeps the clock gate, the audit trail, file
+    watching and its loop's liveness (`alive`); systemd notification, metrics and the control
+    socket belong to the parent or are off."""
+    env = None
+    if worker is not None:
+        hidden = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        env = {k: v for k, v in os.environ.items() if k not in hidden}
+    runtime = OpsRuntime(
+        config, daemon, env=env, start_servers=worker is None, ops=ops, worker=worker, alive=alive
+    )
     daemon.add_observer(runtime)
     daemon.validation_gate = runtime.validation_gate
     runtime.start()

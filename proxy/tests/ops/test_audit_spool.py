@@ -169,3 +169,16 @@ def test_spool_config(value, error):
         assert errors == [] and ops.audit.spool == value
     else:
         assert errors == [("audit.spool", error)]
+
+
+def test_each_worker_has_its_own_spool_and_the_first_adopts_the_orphans(tmp_path):
+    base = str(tmp_path / "audit.spool")
+    for name in ("audit.spool", "audit.spool.1", "audit.spool.3", "audit.spool.x", "other.3"):
+        (tmp_path / name).write_bytes(b"")
+    own, adopt = auditspool.layout(base, (0, 2))
+    assert own == f"{base}.0" and adopt() == [base, f"{base}.3"]  # a single process's, worker 3's
+    own, adopt = auditspool.layout(base, (1, 2))
+    assert own == f"{base}.1" and adopt() == []
+    own, adopt = auditspool.layout(base, None)  # back to one process: every worker's file
+    assert own == base and adopt() == [f"{base}.1", f"{base}.3"]
+    assert auditspool.layout("", (0, 2))[0] == ""
