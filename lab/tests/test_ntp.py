@@ -97,6 +97,17 @@ def test_box_other_udp_never_leaves_as_the_device(env, ntp_rules):
     assert "packets 0 " not in counter, counter
 
 
+def test_only_the_box_ntp_is_connection_tracked(env, ntp_rules):
+    lab = env.lab
+    ok, out = ntp.query(lab, "box")  # its SNAT needs conntrack, which the NAT chain turns on
+    assert ok, out
+    sv.echo(lab, "modality", sv.PACS_IP, 104, sv.PACS_AET)  # intercepted, relayed as TLS
+    table = lab.run("box", ["cat", "/proc/net/nf_conntrack"]).stdout.splitlines()
+    assert [x for x in table if " udp " in x and "dport=123" in x], f"control: {table}"
+    device = [x for x in table if f"={sv.DEVICE_IP} " in x and " udp " not in x]
+    assert device == [], f"the device's flows are tracked: {device}"
+
+
 def test_without_ntp_servers_the_box_has_no_time(env, ntp_server):
     """The configuration without `ntp:` (what every box had before): the device still syncs."""
     ok, out = ntp.query(env.lab, "box", timeout=2)
