@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from medtls_testpki import CA
 
+from .harness import Box
 from .rsyslog import Rsyslog, available
 
 
@@ -26,3 +27,17 @@ def rsyslog_factory(tmp_path):
     yield make
     for r in started:
         r.stop()
+
+
+@pytest.fixture
+def box_factory(tmp_path, ops_pki, echo_server):
+    boxes: list[Box] = []
+
+    def make(**kw) -> Box:
+        box = Box(tmp_path, ops_pki, echo_server.port, **kw)
+        boxes.append(box)
+        return box
+
+    yield make
+    for box in boxes:
+        box.stop()

@@ -181,3 +181,14 @@ def close_cleanly(sock: ssl.SSLSocket) -> bytes:
     except (OSError, ssl.SSLError) as exc:
         raise AssertionError(f"connection not closed cleanly: {exc!r}") from None
     return rest
+
+
+def wait_until(predicate, timeout=5.0, what="condition"):
+    """The predicate's first truthy value; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -15,37 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from . import promparse
 from .atna import summary, validate_event
-from .harness import Box, close_cleanly
-
-
-@pytest.fixture
-def box_factory(tmp_path, ops_pki, echo_server):
-    boxes: list[Box] = []
-
-    def make(**kw) -> Box:
-        box = Box(tmp_path, ops_pki, echo_server.port, **kw)
-        boxes.append(box)
-        return box
-
-    yield make
-    for box in boxes:
-        box.stop()
+from .harness import Box, close_cleanly, wait_until
 
 
 def _serial(sock: ssl.SSLSocket) -> int:
     from cryptography import x509
 
     return x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)).serial_number
-
-
-def _wait(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_ready_metrics_status_and_audit(tmp_path, ops_pki, box_factory, rsyslog_factory):
@@ -64,7 +40,7 @@ def test_ready_metrics_status_and_audit(tmp_path, ops_pki, box_factory, rsyslog_
     ctx.load_cert_chain(str(other_cert), str(other_key))
     with contextlib.suppress(OSError), box.connect(ctx) as s:
         s.recv(1)
-    _wait(lambda: "result=acl_denied" in box.log(), what="acl_denied log line")
+    wait_until(lambda: "result=acl_denied" in box.log(), what="acl_denied log line")
 
     text = box.scrape()
     fams = promparse.parse(text)
@@ -367,7 +343,7 @@ def test_certificate_renewal_on_disk_triggers_reload(tmp_path, ops_pki, box_fact
         close_cleanly(s)
     _rotate(box, ops_pki, "box-renewed")
     started = time.monotonic()
-    _wait(lambda: box.status_json()[1].get("generation") == 2, timeout=8, what="auto reload")
+    wait_until(lambda: box.status_json()[1].get("generation") == 2, timeout=8, what="auto reload")
     print(f"renewal picked up after {time.monotonic() - started:.2f}s")
     with box.connect() as s:
         assert _serial(s) != old_serial
@@ -396,7 +372,7 @@ def test_unsynchronised_clock_refuses_tls(box_factory):
     box = box_factory(extra={"clock": UNSYNCED_CLOCK})
     with pytest.raises((OSError, AssertionError)), box.connect() as s:
         assert echo_once(s, b"must not pass") == b"must not pass"
-    _wait(lambda: "result=clock_unsynced" in box.log(), what="clock_unsynced")
+    wait_until(lambda: "result=clock_unsynced" in box.log(), what="clock_unsynced")
     fams = promparse.parse(box.scrape())
     assert (
         promparse.value(

@@ -14,24 +14,10 @@ import pytest
 from conftest import echo_once
 
 from .atna import summary
-from .harness import Box, close_cleanly
+from .harness import Box, close_cleanly, wait_until
 
 UNSYNCED_CLOCK = {"require_sync": True, "not_before": "2100-01-01"}
 WORKERS = {"workers": 2}
-
-
-@pytest.fixture
-def box_factory(tmp_path, ops_pki, echo_server):
-    boxes: list[Box] = []
-
-    def make(**kw) -> Box:
-        box = Box(tmp_path, ops_pki, echo_server.port, **kw)
-        boxes.append(box)
-        return box
-
-    yield make
-    for box in boxes:
-        box.stop()
 
 
 def _workers(box: Box) -> list[int]:
@@ -41,15 +27,6 @@ def _workers(box: Box) -> list[int]:
 
 def _count(box: Box, needle: str) -> int:
     return box.log().count(needle)
-
-
-def _wait(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_ready_once_every_worker_serves_then_stopping(box_factory):
@@ -71,7 +48,7 @@ def test_no_worker_validates_certificates_on_an_unsynchronised_clock(box_factory
     for _ in range(8):  # SO_REUSEPORT spreads these over both workers
         with pytest.raises((OSError, AssertionError)), box.connect() as s:
             assert echo_once(s, b"must not pass") == b"must not pass"
-    _wait(lambda: _count(box, "result=clock_unsynced") == 8, what="8 refusals")
+    wait_until(lambda: _count(box, "result=clock_unsynced") == 8, what="8 refusals")
     assert _count(box, "result=ok") == 0
     assert _count(box, "refusing certificate validation until it is") == 2  # once per worker
 
