@@ -16,6 +16,8 @@ from medtls.material import build_runtime
 from medtls.tlsctx import TLSSetupError, read_passphrase
 
 EXPIRY_WARNING_DAYS = 30
+# CRLs are reissued every few days; one due within this is a renewal job that may have stopped.
+CRL_DUE_WARNING = dt.timedelta(days=1)
 
 
 def _load_certs(path: Path, role: str, problems: list[Problem]) -> list[x509.Certificate]:
@@ -149,6 +151,9 @@ def check_material(
             why = chain_problem(leaf, inter, roots)
             if why:
                 problems.append(Problem(role, f"does not chain to a configured CA: {why}"))
+    if config.trust_crl is not None:
+        _crl_problems(config.trust_crl, [c for certs in cas.values() for c in certs], now,
+                      problems, warnings)  # fmt: skip
     if not problems:
         try:
             build_runtime(config, 0)
@@ -156,6 +161,55 @@ def check_material(
             problems.append(Problem("identity", str(e)))
     warnings = config.warnings() + warnings
     return problems, warnings
+
+
+def _crl_problems(
+    path: Path,
+    cas: list[x509.Certificate],
+    now: dt.datetime,
+    problems: list[Problem],
+    warnings: list[str],
+) -> None:
+    """Each CRL: signed by its CA when that CA is configured (an intermediate's CRL is
+    verified against the intermediate the peer sends, in the handshake), and not expired."""
+    from medtls.crlparse import pem_crls
+
+    role = "trust.crl"
+    try:
+        ders = pem_crls(path.read_bytes())
+    except OSError as e:
+        problems.append(Problem(role, f"cannot read {path}: {e.strerror}"))
+        return
+    except ValueError as e:
+        problems.append(Problem(role, f"{path}: {e}"))
+        return
+    for der in ders:
+        try:
+            crl = x509.load_der_x509_crl(der)
+        except ValueError:
+            problems.append(Problem(role, f"{path}: a CRL block is not a valid CRL"))
+            continue
+        who = f"CRL of '{crl.issuer.rfc4514_string()}'"
+        signers = [ca for ca in cas if ca.subject == crl.issuer]
+        if signers and not any(_crl_signed_by(crl, ca) for ca in signers):
+            problems.append(Problem(role, f"{who} is not signed by its configured CA"))
+        due = crl.next_update_utc
+        if due is None:
+            continue
+        if due < now:
+            problems.append(
+                Problem(role, f"{who} expired on {due:%Y-%m-%d %H:%M} UTC: its peers are refused")
+            )
+        elif due - now < CRL_DUE_WARNING:
+            hours = int((due - now).total_seconds() // 3600)
+            warnings.append(f"{role}: {who} is due for renewal in {hours} hours")
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(ca.public_key())
+    except (TypeError, ValueError):
+        return False
 
 
 def _usage(leaf: x509.Certificate, config: Config, role: str, out: list[Problem]) -> None:

@@ -29,6 +29,7 @@ DEFAULT_PROFILE = "bcp195"
 DEFAULT_SESSION_LIFETIME = 0
 MAX_SESSION_LIFETIME = 604800
 MODES = ("transparent", "explicit")
+CRL_CHECKS = ("leaf", "chain")
 INTERCEPTIONS = ("tproxy", "dnat")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -198,6 +199,8 @@ class Config:
     device: Device
     identity: Identity
     trust_ca: Path
+    trust_crl: Path | None = None  # PEM CRLs; peers of a CA without a valid CRL in it fail
+    crl_check: str = "leaf"  # leaf: the peer certificate; chain: every CA certificate too
     mode: str = "transparent"
     interception: str = "tproxy"
     interfaces: Interfaces = field(default_factory=Interfaces)
@@ -778,7 +781,7 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         raise ConfigError(r.problems)
     mode = r.get(top, "mode", "", _choice(MODES), "transparent")
     device = _device(r, top.get("device"))
-    trust = r.mapping(top.get("trust"), "trust", {"ca"}, {"ca"}) or {}
+    trust = r.mapping(top.get("trust"), "trust", {"ca", "crl", "crl_check"}, {"ca"}) or {}
     tls = r.mapping(top.get("tls"), "tls", {"profile", "session_lifetime"}) or {}
     log = r.mapping(top.get("logging"), "logging", {"level"}) or {}
     cfg_kwargs = dict(
@@ -786,6 +789,8 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         device=device,
         identity=_identity(r, top.get("identity")),
         trust_ca=r.get(trust, "ca", "trust", r.file),
+        trust_crl=r.get(trust, "crl", "trust", r.file),
+        crl_check=r.get(trust, "crl_check", "trust", _choice(CRL_CHECKS), "leaf"),
         mode=mode,
         interception=r.get(top, "interception", "", _choice(INTERCEPTIONS), "tproxy"),
         interfaces=_interfaces(r, top.get("interfaces")),
@@ -802,6 +807,12 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
             tls, "session_lifetime", "tls", _session_lifetime, DEFAULT_SESSION_LIFETIME
         ),
     )
+    if cfg_kwargs["trust_crl"] is not None and cfg_kwargs["session_lifetime"]:
+        # A resumed handshake skips certificate verification, and with it the CRL.
+        r.err(
+            "tls.session_lifetime",
+            "must be 0 with trust.crl: a resumed session would skip the revocation check",
+        )
     cfg_kwargs["ops"], ops_problems = parse_ops_sections(top)
     for ops_path, ops_message in ops_problems:
         r.err(ops_path, ops_message)

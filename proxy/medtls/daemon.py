@@ -122,6 +122,10 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
         msg = getattr(e, "verify_message", "") or "certificate verify failed"
         if code in (9, 10):
             return ev.CERT_EXPIRED, f"peer certificate {msg}"
+        if code == _X509_CERT_REVOKED:
+            return ev.CERT_REVOKED, "peer certificate revoked (trust.crl)"
+        if code in _X509_CRL_PROBLEMS:
+            return ev.CRL_UNUSABLE, f"trust.crl: {msg} for the peer's issuer"
         return ev.UNKNOWN_CA, f"peer certificate not trusted: {msg}"
     table = {
         "PEER_DID_NOT_RETURN_A_CERTIFICATE": (ev.NO_CERTIFICATE, "client sent no certificate"),
@@ -135,6 +139,7 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
         "SSLV3_ALERT_HANDSHAKE_FAILURE": (ev.PEER_REJECTED, "peer aborted the handshake"),
         "TLSV1_ALERT_UNKNOWN_CA": (ev.UNKNOWN_CA, "peer does not trust our certificate"),
         "SSLV3_ALERT_CERTIFICATE_EXPIRED": (ev.CERT_EXPIRED, "peer says our certificate expired"),
+        "SSLV3_ALERT_CERTIFICATE_REVOKED": (ev.CERT_REVOKED, "peer: our certificate is revoked"),
         "SSLV3_ALERT_BAD_CERTIFICATE": (ev.PEER_REJECTED, "peer rejected our certificate"),
         "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (ev.PEER_REJECTED, "peer rejected our certificate"),
         "TLSV1_ALERT_ACCESS_DENIED": (ev.PEER_REJECTED, "peer denied access"),
@@ -146,6 +151,13 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
         return ev.NOT_TLS, "peer did not speak TLS (plaintext sent to a TLS port?)"
     return ev.HANDSHAKE_ERROR, (reason.lower().replace("_", " ") or str(e))
 
+
+# X509_V_ERR_*: CERT_REVOKED; UNABLE_TO_GET_CRL, UNABLE_TO_DECRYPT_CRL_SIGNATURE,
+# CRL_SIGNATURE_FAILURE, CRL_NOT_YET_VALID, CRL_HAS_EXPIRED, ERROR_IN_CRL_LAST/NEXT_UPDATE_FIELD,
+# UNABLE_TO_GET_CRL_ISSUER, KEYUSAGE_NO_CRL_SIGN, UNHANDLED_CRITICAL_CRL_EXTENSION,
+# DIFFERENT_CRL_SCOPE, CRL_PATH_VALIDATION_ERROR (openssl/x509_vfy.h).
+_X509_CERT_REVOKED = 23
+_X509_CRL_PROBLEMS = frozenset({3, 5, 8, 11, 12, 15, 16, 33, 35, 36, 44, 54})
 
 _NOT_TLS = frozenset(
     {

@@ -18,6 +18,8 @@ log = logging.getLogger("medtls.events")
 # handshake_failed / connection_closed reason categories
 UNKNOWN_CA = "unknown_ca"  # peer certificate does not chain to the trusted CA
 CERT_EXPIRED = "cert_expired"  # peer certificate expired or not yet valid
+CERT_REVOKED = "cert_revoked"  # peer certificate listed in trust.crl (or the peer says ours is)
+CRL_UNUSABLE = "crl_unusable"  # trust.crl has no valid CRL of the peer's issuer (fail closed)
 NO_CERTIFICATE = "no_certificate"  # client presented no certificate
 ACL_DENIED = "acl_denied"  # inbound: verified identity not allowed on this port
 IDENTITY_MISMATCH = "identity_mismatch"  # outbound: server cert fails the peer's verify: rules

@@ -70,7 +70,7 @@ def build_runtime(config: Config, generation: int) -> Runtime:
         if key not in cache:
             cache[key] = build_context(
                 server, profile, ca, ident.certificate, ident.key, passphrase,
-                config.session_lifetime,
+                config.session_lifetime, config.trust_crl, config.crl_check,
             )  # fmt: skip
         return cache[key]
 

@@ -194,6 +194,8 @@ def build_context(
     key: Path,
     passphrase: bytes | None,
     session_lifetime: int = 0,
+    crl: Path | None = None,
+    crl_check: str = "leaf",
 ) -> ssl.SSLContext:
     """A context that always requires and verifies the peer certificate against `ca`.
 
@@ -219,7 +221,29 @@ def build_context(
     except OSError as e:
         raise TLSSetupError(f"identity: {certificate} / {key}: {e.strerror or e}") from None
     build_own_chain(ctx, certificate)
+    if crl is not None:
+        load_crls(ctx, crl, crl_check)
     return ctx
+
+
+def load_crls(ctx: ssl.SSLContext, crl: Path, check: str = "leaf") -> None:
+    """Check every peer certificate (`chain`: and its CAs) against the CRLs in `crl`.
+
+    OpenSSL then refuses a revoked certificate, and also one whose issuer has no CRL in the
+    file or only an expired one: a revocation list that cannot be trusted fails closed.
+    """
+    from medtls.crlparse import pem_crls  # only configurations with a CRL pay for the import
+
+    try:
+        pem_crls(crl.read_bytes())  # nothing but CRLs: a certificate here would become trusted
+        ctx.load_verify_locations(cafile=str(crl))
+    except ValueError as e:
+        raise TLSSetupError(f"trust.crl: {crl}: {e}") from None
+    except (ssl.SSLError, OSError) as e:
+        raise TLSSetupError(f"trust.crl: {crl}: cannot load: {_ssl_msg(e)}") from None
+    ctx.verify_flags |= (
+        ssl.VERIFY_CRL_CHECK_CHAIN if check == "chain" else ssl.VERIFY_CRL_CHECK_LEAF
+    )
 
 
 _SSL_CTRL_GET_CHAIN_CERTS = 115

@@ -155,9 +155,38 @@ def make_leaf(
     return _sign(name(cn, org), key, issuer, days, not_before_days, extensions)
 
 
-def pem(item: x509.Certificate | PrivateKey, passphrase: bytes | None = None) -> bytes:
-    """PEM of a certificate, or of a key as PKCS#8 (encrypted when a passphrase is given)."""
-    if isinstance(item, x509.Certificate):
+def make_crl(
+    issuer: Issued,
+    revoked: Iterable[x509.Certificate] = (),
+    days: float = 7,
+    last_update_days: float = -1,
+) -> x509.CertificateRevocationList:
+    """A CRL of `issuer` listing `revoked`, last updated `last_update_days` from now and due
+    again `days` from now (negative: already expired)."""
+    now = dt.datetime.now(dt.UTC)
+    last_update_days = min(last_update_days, days - 1)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(now + dt.timedelta(days=last_update_days))
+        .next_update(now + dt.timedelta(days=days))
+    )
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.serial_number)
+            .revocation_date(now + dt.timedelta(days=last_update_days))
+            .build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256())
+
+
+def pem(
+    item: x509.Certificate | x509.CertificateRevocationList | PrivateKey,
+    passphrase: bytes | None = None,
+) -> bytes:
+    """PEM of a certificate or a CRL, or of a key as PKCS#8 (encrypted with a passphrase)."""
+    if isinstance(item, x509.Certificate | x509.CertificateRevocationList):
         return item.public_bytes(serialization.Encoding.PEM)
     encryption = (
         serialization.BestAvailableEncryption(passphrase)
@@ -170,7 +199,9 @@ def pem(item: x509.Certificate | PrivateKey, passphrase: bytes | None = None) ->
 
 
 def write_pem(
-    path: Path, *items: x509.Certificate | PrivateKey, passphrase: bytes | None = None
+    path: Path,
+    *items: x509.Certificate | x509.CertificateRevocationList | PrivateKey,
+    passphrase: bytes | None = None,
 ) -> Path:
     """Write the items' PEM in order, readable by the owner only."""
     path.write_bytes(b"".join(pem(i, passphrase) for i in items))

@@ -34,6 +34,7 @@ class PKI:
         root = CA(d, "Test Root CA", org=ORG, days=3650)
         inter = CA(d, "Test Intermediate CA", issuer=root, org=ORG, days=3650, cert_file=None)
         rogue = CA(d, "Rogue CA", org=ORG, days=3650, cert_file="rogue-ca.pem")
+        self.root, self.inter, self.rogue = root.issuer, inter.issuer, rogue.issuer
         self.ca, self.rogue_ca = root.path, rogue.path
         self.ca_full = write_pem(d / "ca-full.pem", root.issuer.cert, inter.issuer.cert)
         for cn, options in LEAVES.items():
@@ -48,6 +49,21 @@ class PKI:
         self.enc_key = write_pem(
             d / "box-a-enc.key", self.leaves["box-a"].key, passphrase=PASSPHRASE
         )
+
+    def crl(
+        self, path: Path, revoked: tuple[str, ...] = (), cas=("inter", "root"), days: float = 7
+    ) -> Path:
+        """A CRL file: one CRL per CA in `cas` ("inter", "root", "rogue"), each revoking the
+        leaves named in `revoked` that it issued ("inter" itself: revoked by the root)."""
+        crls = []
+        for ca in cas:
+            issuer = getattr(self, ca)
+            certs = [self.leaves[n].cert for n in revoked if n in self.leaves]
+            if ca == "root" and "inter" in revoked:
+                certs.append(self.inter.cert)
+            mine = [c for c in certs if c.issuer == issuer.cert.subject]
+            crls.append(testpki.make_crl(issuer, mine, days=days))
+        return write_pem(path, *crls)
 
     def crt(self, cn: str) -> Path:
         return self.dir / f"{cn}.crt"

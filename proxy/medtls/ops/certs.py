@@ -18,9 +18,12 @@ class CertInfo:
 
 
 def load_infos(path: str, role: str) -> list[CertInfo]:
-    """Every certificate in a PEM file (a bundle yields several); raises OSError/ValueError."""
+    """Every certificate in a PEM file (a bundle yields several); raises OSError/ValueError.
+    For role "crl" every CRL: subject = its issuer, not_after = its next update."""
     with open(path, "rb") as fh:
         data = fh.read()
+    if role == "crl":
+        return _crl_infos(path, data)
     ders = pem_certificates(data)
     if not ders:
         raise ValueError("no certificate found")
@@ -39,6 +42,17 @@ def load_infos(path: str, role: str) -> list[CertInfo]:
     return out
 
 
+def _crl_infos(path: str, data: bytes) -> list[CertInfo]:
+    from medtls.crlparse import parse_crl, pem_crls
+
+    out = []
+    for der in pem_crls(data):
+        facts = parse_crl(der)
+        due = facts.next_update.timestamp() if facts.next_update else float("inf")
+        out.append(CertInfo(path, "crl", facts.issuer, due, sha256_fingerprint(der)))
+    return out
+
+
 def paths_from_config(cfg, ops=None) -> list[tuple[str, str]]:
     """(path, role) of each certificate file a medtls Config names (duck-typed)."""
     found: list[tuple[str, str]] = []
@@ -50,6 +64,7 @@ def paths_from_config(cfg, ops=None) -> list[tuple[str, str]]:
     identity = getattr(cfg, "identity", None)
     add(getattr(identity, "certificate", None), "identity")
     add(getattr(cfg, "trust_ca", None), "ca")
+    add(getattr(cfg, "trust_crl", None), "crl")
     for peer in getattr(cfg, "outbound", ()) or ():
         add(getattr(getattr(peer, "verify", None), "ca", None), "peer-ca")
     for port in getattr(cfg, "inbound", ()) or ():
@@ -80,7 +95,8 @@ def collect(paths: list[tuple[str, str]]) -> tuple[list[CertInfo], list[str]]:
         except OSError as exc:
             problems.append(f"{path}: {exc.strerror or exc}")
         except ValueError as exc:
-            problems.append(f"{path}: not a PEM certificate ({exc})")
+            what = "a usable PEM CRL file" if role == "crl" else "a PEM certificate"
+            problems.append(f"{path}: not {what} ({exc})")
     return infos, problems
 
 

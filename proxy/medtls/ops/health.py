@@ -11,6 +11,7 @@ import time
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 EXPIRY_WARNING_DAYS = 14
+CRL_DUE_WARNING_SECONDS = 86400  # a CRL normally has days left; under one, its renewal stalled
 
 
 def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[int, str]]]:
@@ -43,6 +44,13 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
         add(CRITICAL, f"certificate file: {problem}")
     for cert in status.get("certificates") or []:
         left = cert["not_after"] - now
+        if cert["role"] == "crl":  # reissued every few days: only a stalled renewal is news
+            label = f"CRL of {cert['subject']} ({cert['path']})"
+            if left <= 0:
+                add(CRITICAL, f"{label} EXPIRED {_ago(-left)} ago: its peers are refused")
+            elif left < CRL_DUE_WARNING_SECONDS:
+                add(WARNING, f"{label} due for renewal in {_span(left)}")
+            continue
         label = f"{cert['role']} certificate {cert['subject']} ({cert['path']})"
         if left <= 0:
             add(CRITICAL, f"{label} EXPIRED {_ago(-left)} ago")
@@ -140,7 +148,8 @@ def render(status: dict, now: float | None = None) -> str:
     out.append("certificates:")
     for cert in status.get("certificates") or []:
         left = cert["not_after"] - now
-        state = f"expires in {_span(left)}" if left > 0 else f"EXPIRED {_ago(-left)} ago"
+        soon = "next update in" if cert["role"] == "crl" else "expires in"
+        state = f"{soon} {_span(left)}" if left > 0 else f"EXPIRED {_ago(-left)} ago"
         out.append(f"  {cert['role']:<12} {state:<20} {cert['subject']}  {cert['path']}")
     reloads = status.get("reloads") or {}
     out.append(

@@ -32,6 +32,8 @@ AUTH_FAILURES = frozenset(
     {
         "unknown_ca",
         "cert_expired",
+        "cert_revoked",
+        "crl_unusable",
         "no_certificate",
         "acl_denied",
         "identity_mismatch",
