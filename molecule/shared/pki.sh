@@ -3,7 +3,7 @@
 # far faster than one Ansible module call per object).
 set -euo pipefail
 dir=$1
-[ -s "$dir/his.crt" ] && exit 0
+[ -s "$dir/crl.pem" ] && exit 0
 mkdir -p "$dir"
 chmod 0700 "$dir"
 cd "$dir"
@@ -23,4 +23,11 @@ leaf() {
 leaf device medtls-device "IP:198.18.0.10,DNS:medtls-device"
 leaf pacs pacs "IP:198.18.0.20,DNS:pacs.hospital.example"
 leaf his his "IP:198.18.0.30"
+# The CA's CRL, revoking the HIS certificate (openssl ca wants a database and a config).
+printf '%s\n' "[ca]" "default_ca=test" "[test]" "database=index.txt" "crlnumber=crlnumber" \
+  "default_md=sha256" "default_crl_days=7" >ca.cnf
+: >index.txt
+echo 01 >crlnumber
+openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -revoke his.crt 2>/dev/null
+openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -gencrl -out crl.pem 2>/dev/null
 echo created

@@ -27,6 +27,14 @@ def test_ca_bundle_installed(host):
     )
 
 
+def test_crl_installed(host):
+    crl = host.file("/etc/medtls/crl.pem")
+    assert crl.mode == 0o644 and crl.group == "medtls"
+    text = host.check_output("openssl crl -in /etc/medtls/crl.pem -noout -text")
+    assert "Issuer: CN=medtls test CA" in text.replace(" = ", "=")
+    assert "Revoked Certificates:" in text
+
+
 def test_csr_matches_key(host):
     csr = host.file("/etc/medtls/device.csr")
     assert csr.is_file
