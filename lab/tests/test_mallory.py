@@ -3,9 +3,15 @@ fails when the protection (TLS, the ACL, the ruleset) is removed, not merely whe
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import time
 
+import medtls_testpki as testpki
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from medlab import services as sv
 from medlab.dicomfile import PATIENT_ID, PATIENT_NAME, stored_objects
 from medlab.mallory import as_pacs, on_path_relay
@@ -64,6 +70,45 @@ def test_impersonate_untrusted_or_unlisted_cert_cannot_reach_device(env):
     time.sleep(0.3)
     log = env.medtls_log()
     assert "198.18.0.66" in log, "medtls did not log Mallory's attempts"
+
+
+def _reload(env, config_text: str) -> None:
+    """Write the configuration and SIGHUP the running medtls; returns once it took effect."""
+    needle = "reload: configuration generation"
+    before = env.medtls_log().count(needle)
+    env.config.write_text(config_text)
+    env.medtls.send_signal(signal.SIGHUP)
+    sv.wait_for(lambda: env.medtls_log().count(needle) > before, what="reload")
+
+
+def test_a_stolen_certificate_stops_working_once_revoked(env):
+    """The PACS's key leaked (whoever holds it can pass as the PACS, even from its address): once
+    its certificate is in trust.crl it gets nobody in, and DCMTK's echoscu hears why."""
+    lab = env.lab
+    tls = env.tls("pacs")
+    sv.echo(lab, "pacs", sv.DEVICE_IP, 2762, sv.DEVICE_AET, tls)  # control: the key works
+    ca = testpki.Issued(
+        cert=x509.load_pem_x509_certificate((env.pki / "ca.crt").read_bytes()),
+        key=serialization.load_pem_private_key((env.pki / "ca.key").read_bytes(), None),
+    )
+    stolen = x509.load_pem_x509_certificate((env.pki / "pacs.crt").read_bytes())
+    crl = testpki.write_pem(env.lab.workdir / "crl.pem", testpki.make_crl(ca, [stolen]))
+    original = env.config.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["trust"]["crl"] = str(crl)
+    _reload(env, yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        r = sv.echo(lab, "pacs", sv.DEVICE_IP, 2762, sv.DEVICE_AET, tls, check=False)
+        assert r.returncode != 0, "C-ECHO with a revoked certificate reached the device"
+        # The same certificate is the PACS's server identity: the device's calls stop too.
+        r = sv.echo(lab, "modality", sv.PACS_IP, 104, sv.PACS_AET, check=False)
+        assert r.returncode != 0, "the device reached a server whose certificate is revoked"
+        log = env.medtls_log()
+        for direction in ("inbound", "outbound"):
+            assert re.search(f"direction={direction} .* result=cert_revoked", log), log[-2000:]
+    finally:
+        _reload(env, original)
+    sv.echo(lab, "pacs", sv.DEVICE_IP, 2762, sv.DEVICE_AET, tls)  # control: reload restored it
 
 
 def test_downgrade_tls10_and_tls11_refused(env):
