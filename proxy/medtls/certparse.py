@@ -196,16 +196,23 @@ def parse_der(der: bytes) -> CertFacts:
         raise CertParseError(f"malformed certificate: {e}") from None
 
 
-def _parse(der: bytes) -> CertFacts:
+def tbs_fields(der: bytes, what: str, version_tag: int) -> list[tuple[int, int, int, int]]:
+    """(tag, start, end, header start) of each field of a signed structure's to-be-signed part
+    (certificate or CRL), without its optional version field."""
     tag, s, e = _tlv(der, 0, len(der))
     if tag != _SEQ:
-        raise CertParseError("not a certificate")
+        raise CertParseError(f"not a {what}")
     tag, ts, te = _tlv(der, s, e)
     if tag != _SEQ:
-        raise CertParseError("not a certificate")
+        raise CertParseError(f"not a {what}")
     fields = list(_children(der, ts, te))
-    if fields and fields[0][0] == 0xA0:
-        fields = fields[1:]  # explicit version
+    if fields and fields[0][0] == version_tag:
+        fields = fields[1:]
+    return fields
+
+
+def _parse(der: bytes) -> CertFacts:
+    fields = tbs_fields(der, "certificate", 0xA0)  # explicit [0] version
     if len(fields) < 6:
         raise CertParseError("truncated TBSCertificate")
     validity, subject, spki = fields[3], fields[4], fields[5]

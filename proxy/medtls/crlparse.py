@@ -9,9 +9,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from medtls.certparse import CertParseError, _children, _name, _time, _tlv
+from medtls.certparse import CertParseError, _name, _time, tbs_fields
 
-_SEQ = 0x30
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----([^-]*)-----END \1-----")
 _TIMES = (0x17, 0x18)
 
@@ -46,15 +45,7 @@ def pem_crls(data: bytes) -> list[bytes]:
 def parse_crl(der: bytes) -> CrlFacts:
     """Issuer and update times of one DER CRL (raises CertParseError)."""
     try:
-        tag, s, e = _tlv(der, 0, len(der))
-        if tag != _SEQ:
-            raise CertParseError("not a CRL")
-        tag, ts, te = _tlv(der, s, e)
-        if tag != _SEQ:
-            raise CertParseError("not a CRL")
-        fields = list(_children(der, ts, te))
-        if fields and fields[0][0] == 0x02:
-            fields = fields[1:]  # version
+        fields = tbs_fields(der, "CRL", 0x02)  # INTEGER version
         if len(fields) < 3:
             raise CertParseError("truncated TBSCertList")
         issuer = _name(der, fields[1][1], fields[1][2])[0]

@@ -167,7 +167,6 @@ def test_resumption_and_crl_do_not_mix(pki, tmp_path):
 
 def test_crl_facts_read_with_the_stdlib_match_cryptography(pki, tmp_path):
     from cryptography import x509
-
     from medtls.certparse import CertParseError
     from medtls.crlparse import parse_crl, pem_crls
 
