@@ -180,3 +180,13 @@ def test_crl_facts_read_with_the_stdlib_match_cryptography(pki, tmp_path):
         assert facts.next_update == ref.next_update_utc
     with pytest.raises(CertParseError):
         parse_crl(ders[0][:40])
+
+
+def test_a_broken_crl_on_reload_keeps_the_running_one(pki, guarded):
+    b, port, crl = guarded(revoked=("box-a",))
+    crl.write_bytes(crl.read_bytes() + pki.rogue_ca.read_bytes())  # a certificate slipped in
+    b.proc.send_signal(signal.SIGHUP)
+    line = b.wait_log("reload rejected")
+    assert f"trust.crl: {crl}: holds a CERTIFICATE block" in line
+    assert tls_echo(pki, port, "ris") == b"hello"  # the running generation still serves...
+    assert tls_echo(pki, port, "box-a") == b""  # ...and still revokes
