@@ -130,11 +130,7 @@ def _run_workers(config, workers: int) -> int:
     (systemd's Restart= then starts it afresh)."""
     from medtls.ops.sdnotify import Notifier
 
-    log.warning(
-        "workers: %d: no metrics endpoint and no control socket (medtls status, medtls reload); "
-        "those need workers: 1",
-        workers,
-    )
+    log.warning("workers: %d: no metrics endpoint (it needs workers: 1)", workers)
     alive: dict[int, int] = {}  # pid -> read end of the worker's liveness pipe
     for index in range(workers):
         r, w = os.pipe()
@@ -160,10 +156,50 @@ def _run_workers(config, workers: int) -> int:
 
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    control = _service_control(config, workers)
     try:
         return _supervise(alive, workers, notifier, forward, state)
     finally:
+        if control is not None:
+            control.stop()
         notifier.close()
+
+
+def _service_control(config, workers: int):
+    """control.socket for the whole service: `medtls status` and `medtls reload` are asked of
+    every worker on its own socket and answered as one."""
+    import time
+
+    from medtls.ops import control, workerstatus
+    from medtls.ops.runtime import RELOAD_WAIT
+
+    path = config.ops.control.socket
+    started = time.time()
+
+    def ask(command: str, timeout: float) -> list[dict]:
+        answers = []
+        for index in range(workers):
+            try:
+                answers.append(
+                    control.request(
+                        workerstatus.worker_socket(path, index), command, timeout=timeout
+                    )
+                )
+            except control.ControlError as e:
+                answers.append({"ok": False, "error": str(e)})
+        return answers  # fmt: skip
+
+    handlers = {
+        "status": lambda _req: workerstatus.merge_status(ask("status", 5), os.getpid(), started),
+        "reload": lambda _req: workerstatus.merge_reload(ask("reload", RELOAD_WAIT + 1)),
+    }
+    try:
+        server = control.ControlServer(path, handlers)
+    except OSError as e:
+        log.error("control.socket %s: cannot listen: %s", path, e.strerror or e)
+        return None
+    server.start()
+    return server
 
 
 def _worker(config, worker: tuple[int, int], alive_fd: int) -> int:

@@ -28,6 +28,11 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
         add(CRITICAL, "daemon is not ready (listeners or TLS material not loaded)")
     if not status.get("listeners"):
         add(CRITICAL, "no listener is open")
+    for w in status.get("workers") or []:
+        if w.get("error"):
+            add(CRITICAL, f"worker {w['index']} does not answer: {w['error']}")
+        elif not w.get("ready"):
+            add(CRITICAL, f"worker {w['index']} (pid {w.get('pid')}) is not ready")
 
     clock = status.get("clock") or {}
     if clock and not clock.get("synchronized"):
@@ -128,6 +133,14 @@ def render(status: dict, now: float | None = None) -> str:
     )
     conns = status.get("connections") or {}
     out.append(f"conns:     {conns.get('active', 0)} active, {conns.get('total', 0)} since start")
+    if status.get("workers"):
+        out.append("workers:")
+        for w in status["workers"]:
+            state = w.get("error") or (
+                f"pid {w.get('pid')}  {'ready' if w.get('ready') else 'NOT ready'}  "
+                f"{w.get('active', 0)} active  generation {w.get('generation')}"
+            )
+            out.append(f"  {w['index']:<3} {state}")
     out.append("listeners:")
     for lst in status.get("listeners") or []:
         out.append(f"  {lst['name']:<14} {lst['direction']:<9} {lst['address']}")

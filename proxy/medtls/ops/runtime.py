@@ -23,6 +23,7 @@ from .filewatch import FileWatcher
 from .instruments import Instruments
 from .metrics import Registry
 from .sdnotify import Notifier
+from .workerstatus import worker_socket
 
 log = logging.getLogger("medtls.ops")
 
@@ -110,6 +111,7 @@ class OpsRuntime(Observer):
     ):
         self.config = config
         self._alive = alive  # called from every loop tick (a worker's liveness for its parent)
+        self._worker = worker
         self.ops: OpsConfig = ops or getattr(config, "ops", None) or OpsConfig()
         self.daemon = daemon
         self.notifier = Notifier(env)
@@ -185,7 +187,7 @@ class OpsRuntime(Observer):
         if not self._start_servers:
             return
         m = self.ops.metrics
-        if m.enabled:
+        if m.enabled and self._worker is None:  # one endpoint per service: workers have none
             try:
                 from .metrics_http import MetricsServer
 
@@ -194,15 +196,16 @@ class OpsRuntime(Observer):
                 log.info("metrics on http://%s:%d/metrics", m.host, m.port)
             except OSError as exc:
                 log.error("metrics.listen %s:%d: cannot listen: %s", m.host, m.port, exc.strerror)
+        path = self.ops.control.socket
+        if self._worker is not None:  # the parent answers on control.socket, asking each worker
+            path = worker_socket(path, self._worker[0])
         try:
             self.control = ControlServer(
-                self.ops.control.socket, {"status": self._cmd_status, "reload": self._cmd_reload}
+                path, {"status": self._cmd_status, "reload": self._cmd_reload}
             )
             self.control.start()
         except OSError as exc:
-            log.error(
-                "control.socket %s: cannot listen: %s", self.ops.control.socket, exc.strerror or exc
-            )
+            log.error("control.socket %s: cannot listen: %s", path, exc.strerror or exc)
 
     def _start_heartbeat(self) -> None:
         """Run tick() on the daemon's loop thread once a second: WATCHDOG=1 then proves the
@@ -599,15 +602,13 @@ def attach(
 
     `ops` defaults to `config.ops` (set by medtls.config from parse_ops_sections). A worker
     (`worker` = (index, count), `workers:` > 1) keeps the clock gate, the audit trail, file
-    watching and its loop's liveness (`alive`); systemd notification, metrics and the control
-    socket belong to the parent or are off."""
+    watching, its loop's liveness (`alive`) and a control socket of its own for the parent
+    (`workerstatus.worker_socket`); systemd notification belongs to the parent, metrics are off."""
     env = None
     if worker is not None:
         hidden = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         env = {k: v for k, v in os.environ.items() if k not in hidden}
-    runtime = OpsRuntime(
-        config, daemon, env=env, start_servers=worker is None, ops=ops, worker=worker, alive=alive
-    )
+    runtime = OpsRuntime(config, daemon, env=env, ops=ops, worker=worker, alive=alive)
     daemon.add_observer(runtime)
     daemon.validation_gate = runtime.validation_gate
     runtime.start()

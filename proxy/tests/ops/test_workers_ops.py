@@ -1,6 +1,7 @@
 """`workers:` > 1 keeps what a single process guarantees: certificates are not validated while the
 clock is unsynchronised, every authentication is audited, systemd hears READY=1 only once every
-worker serves, and a worker that hangs or dies takes the service down for systemd to restart."""
+worker serves, `medtls status` and `medtls reload` speak for every worker, and a worker that hangs
+or dies takes the service down for systemd to restart."""
 
 from __future__ import annotations
 
@@ -94,3 +95,27 @@ def test_a_worker_that_dies_stops_the_service(box_factory):
     with contextlib.suppress(ProcessLookupError):
         os.kill(second, 0)
         raise AssertionError("the other worker outlived the service")
+
+
+def test_status_and_reload_answer_for_every_worker(box_factory):
+    box = box_factory(extra=WORKERS)
+    for _ in range(6):
+        with box.connect() as s:
+            assert echo_once(s, b"ping") == b"ping"
+            close_cleanly(s)
+    wait_until(lambda: box.status_json()[1]["connections"]["total"] == 6, what="6 connections")
+    code, status = box.status_json()
+    assert code == 0, status
+    assert [w["pid"] for w in status["workers"]] == _workers(box)
+    assert sum(p["total"] for p in status["peers"]) == 6
+    r = box.cli("reload")
+    assert r.returncode == 0 and "generation 2 in force" in r.stdout, r.stdout + r.stderr
+    assert _count(box, "configuration generation 2 active") == 2  # both workers reloaded
+    hung = _workers(box)[1]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        r = box.cli("status")
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    assert r.returncode == 2, r.stdout
+    assert "CRITICAL: worker 1 does not answer: no answer from the daemon" in r.stdout, r.stdout
