@@ -187,7 +187,7 @@ def _service_control(config, workers: int):
                 )
             except control.ControlError as e:
                 answers.append({"ok": False, "error": str(e)})
-        return answers  # fmt: skip
+        return answers
 
     handlers = {
         "status": lambda _req: workerstatus.merge_status(ask("status", 5), os.getpid(), started),

@@ -72,7 +72,7 @@ def test_a_crl_that_cannot_vouch_fails_closed(pki, guarded, cas, days, detail):
     assert f'detail="{detail}"' in b.wait_conn("crl_unusable")
 
 
-def test_chain_check_also_refuses_a_revoked_intermediate(pki, guarded, run_medtls):
+def test_chain_check_also_refuses_a_revoked_intermediate(pki, guarded):
     _, port, _ = guarded(revoked=("inter",))
     assert tls_echo(pki, port, "ris") == b"hello"  # leaf check: the intermediate is not checked
     b, port, _ = guarded(revoked=("inter",), crl_check="chain")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 
+from .syslog import frame
+
 # Far above any real audit message, far below a size that could exhaust memory on a bad file.
 MAX_MESSAGE = 1 << 20
 
 
 def encode(messages: list[bytes]) -> bytes:
-    return b"".join(str(len(m)).encode() + b" " + m for m in messages)
+    return b"".join(frame(m) for m in messages)
 
 
 def decode(data: bytes) -> tuple[list[bytes], int | None]:

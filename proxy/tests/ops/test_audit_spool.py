@@ -117,7 +117,7 @@ def test_a_spool_larger_than_the_queue_keeps_the_newest(tmp_path, caplog):
     assert "2 oldest dropped (audit.queue_size)" in caplog.text
 
 
-def test_a_damaged_spool_gives_its_intact_messages_and_is_set_aside(tmp_path, caplog):
+def test_a_damaged_spool_gives_its_intact_messages_and_is_set_aside(tmp_path):
     spool = tmp_path / "audit.spool"
     good = auditspool.encode([b"one", b"two"])
     spool.write_bytes(good + b"99 truncated")
