@@ -20,6 +20,7 @@ include mk/proxy.mk
 -include mk/image.mk
 -include mk/bench.mk
 -include mk/audit.mk
+include mk/fuzz.mk
 
 .PHONY: help setup setup-apt setup-venv lint test
 help: ## list the targets
