@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from medtls.config import Config, Problem
 from medtls.material import build_runtime
-from medtls.tlsctx import TLSSetupError, read_passphrase
+from medtls.tlsctx import TLSSetupError, read_crls, read_passphrase
 
 EXPIRY_WARNING_DAYS = 30
 # CRLs are reissued every few days; one due within this is a renewal job that may have stopped.
@@ -172,22 +172,17 @@ def _crl_problems(
 ) -> None:
     """Each CRL: signed by its CA when that CA is configured (an intermediate's CRL is
     verified against the intermediate the peer sends, in the handshake), and not expired."""
-    from medtls.crlparse import pem_crls
-
     role = "trust.crl"
     try:
-        ders = pem_crls(path.read_bytes())
-    except OSError as e:
-        problems.append(Problem(role, f"cannot read {path}: {e.strerror}"))
+        blocks = read_crls(path)
+    except TLSSetupError as e:
+        problems.append(Problem("", str(e)))  # names trust.crl, the file and the block
         return
-    except ValueError as e:
-        problems.append(Problem(role, f"{path}: {e}"))
-        return
-    for der in ders:
+    for block in blocks:
         try:
-            crl = x509.load_der_x509_crl(der)
+            crl = x509.load_der_x509_crl(block.der)
         except ValueError:
-            problems.append(Problem(role, f"{path}: a CRL block is not a valid CRL"))
+            problems.append(Problem(role, f"{path}: {block.where}: not a valid CRL"))
             continue
         who = f"CRL of '{crl.issuer.rfc4514_string()}'"
         signers = [ca for ca in cas if ca.subject == crl.issuer]

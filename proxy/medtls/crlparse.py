@@ -1,9 +1,9 @@
-"""Just enough DER to read what operations need from an X.509 CRL (issuer, this/next update),
-with the stdlib only; OpenSSL itself checks signatures and revocations in every handshake."""
+"""A CRL file, block by block, and just enough DER to read what operations need from an X.509
+CRL (issuer, this/next update), with the stdlib only; OpenSSL itself checks signatures and
+revocations in every handshake."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
 import re
@@ -11,8 +11,24 @@ from dataclasses import dataclass
 
 from medtls.certparse import CertParseError, _name, _time, tbs_fields
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----([^-]*)-----END \1-----")
+_BEGIN = b"-----BEGIN X509 CRL-----"
+_END = b"-----END X509 CRL-----"
+_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+# Shown in an error only when it looks like a PEM label: never echo other file content.
+_LABEL = re.compile(rb"-----(BEGIN|END) ([A-Za-z0-9 ]{1,40})-----")
+_BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 _TIMES = (0x17, 0x18)
+
+
+@dataclass(frozen=True)
+class CrlBlock:
+    number: int  # 1-based, in file order
+    line: int  # of its BEGIN line
+    der: bytes
+
+    @property
+    def where(self) -> str:
+        return f"block {self.number}, line {self.line}"
 
 
 @dataclass(frozen=True)
@@ -22,24 +38,89 @@ class CrlFacts:
     next_update: dt.datetime | None
 
 
-def pem_crls(data: bytes) -> list[bytes]:
-    """DER of every CRL in a PEM file; ValueError if it holds anything else.
+def crl_blocks(data: bytes) -> list[CrlBlock]:
+    """Every `X509 CRL` block of a PEM CRL file as DER; ValueError naming the block and the line
+    at the first thing that is not exactly that.
 
-    A CRL file is loaded into the same OpenSSL store as the trusted CAs, so a certificate in it
-    would silently become a trust anchor: only `X509 CRL` blocks are accepted.
+    The file is read line by line and nothing in it is skipped: only blank lines may stand
+    between blocks, every block is `-----BEGIN X509 CRL-----`, lines of strict base64,
+    `-----END X509 CRL-----`. OpenSSL's own PEM reader is far more lenient (other labels, a '-'
+    that ends the base64 early, text around blocks); a pattern that skipped what it did not
+    understand let a certificate through to the trust store, where it became a trust anchor.
     """
-    out = []
-    for m in _PEM_BLOCK.finditer(data):
-        kind = m.group(1).decode()
-        if kind != "X509 CRL":
-            raise ValueError(f"holds a {kind} block; only X509 CRL blocks are allowed")
-        try:
-            out.append(base64.b64decode(m.group(2), validate=False))
-        except binascii.Error:
-            raise ValueError("a CRL block is not valid base64") from None
-    if not out:
-        raise ValueError("no PEM CRL (-----BEGIN X509 CRL-----) found")
-    return out
+    blocks: list[CrlBlock] = []
+    begin = 0  # line of the open block's BEGIN; 0: between blocks
+    body: list[bytes] = []
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line
+    for number, raw in enumerate(lines, 1):
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        problem = None
+        if not begin:
+            if line.strip(b" \t") == b"":
+                continue
+            if line == _BEGIN:
+                begin, body = number, []
+            else:
+                problem = _outside_problem(line)
+        elif line == _END:
+            where = f"block {len(blocks) + 1}, line {begin}"
+            blocks.append(CrlBlock(len(blocks) + 1, begin, _decode(body, where)))
+            begin = 0
+        elif line.startswith(b"-----"):
+            problem = _inside_problem(line, begin)
+        elif not _BASE64_LINE.fullmatch(line):
+            problem = _not_base64(line)
+        else:
+            body.append(line)
+        if problem:
+            raise ValueError(f"block {len(blocks) + 1}, line {number}: {problem}")
+    if begin:
+        raise ValueError(f"block {len(blocks) + 1}, line {begin}: no {_END.decode()} line")
+    if not blocks:
+        raise ValueError(f"no PEM CRL ({_BEGIN.decode()}) found")
+    return blocks
+
+
+def pem_crls(data: bytes) -> list[bytes]:
+    """DER of every CRL in a PEM CRL file (see `crl_blocks`); ValueError otherwise."""
+    return [block.der for block in crl_blocks(data)]
+
+
+def _outside_problem(line: bytes) -> str:
+    m = _LABEL.fullmatch(line)
+    if m and m.group(1) == b"BEGIN":
+        return f"a {m.group(2).decode()} block; only X509 CRL blocks are allowed"
+    return f"text outside a block; only {_BEGIN.decode()} blocks and blank lines are allowed"
+
+
+def _inside_problem(line: bytes, begin: int) -> str:
+    m = _LABEL.fullmatch(line)
+    if m and m.group(1) == b"BEGIN":
+        return f"a BEGIN line inside the block opened at line {begin} (no {_END.decode()})"
+    shown = f"'{line.decode()}'" if m else "a malformed PEM line"
+    return f"{shown} where {_END.decode()} belongs"
+
+
+def _not_base64(line: bytes) -> str:
+    bad = next((i for i, c in enumerate(line) if c not in _BASE64_ALPHABET), None)
+    if bad is None:
+        return "'=' padding before the end of the line"
+    char = f"'{chr(line[bad])}'" if 0x21 <= line[bad] < 0x7F else f"byte 0x{line[bad]:02x}"
+    return f"{char} at column {bad + 1} is not base64"
+
+
+def _decode(body: list[bytes], where: str) -> bytes:
+    if not body:
+        raise ValueError(f"{where}: empty block")
+    try:
+        der = binascii.a2b_base64(b"".join(body), strict_mode=True)
+    except binascii.Error as e:
+        raise ValueError(f"{where}: its base64 does not decode ({e})") from None
+    if not der:
+        raise ValueError(f"{where}: empty block")
+    return der
 
 
 def parse_crl(der: bytes) -> CrlFacts:

@@ -61,6 +61,17 @@ def _libssl() -> ctypes.CDLL | None:
                 # libssl links libcrypto: BIO_up_ref resolves through it.
                 lib.BIO_up_ref.argtypes = [ctypes.c_void_p]
                 lib.BIO_up_ref.restype = ctypes.c_int
+                # trust.crl: each CRL is parsed from DER and added to the store on its own.
+                lib.SSL_CTX_get_cert_store.argtypes = [ctypes.c_void_p]
+                lib.SSL_CTX_get_cert_store.restype = ctypes.c_void_p
+                lib.d2i_X509_CRL.argtypes = [
+                    ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_long,
+                ]  # fmt: skip
+                lib.d2i_X509_CRL.restype = ctypes.c_void_p
+                lib.X509_STORE_add_crl.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+                lib.X509_STORE_add_crl.restype = ctypes.c_int
+                lib.X509_CRL_free.argtypes = [ctypes.c_void_p]
+                lib.X509_CRL_free.restype = None
                 return lib
     return None
 
@@ -232,18 +243,55 @@ def load_crls(ctx: ssl.SSLContext, crl: Path, check: str = "leaf") -> None:
     OpenSSL then refuses a revoked certificate, and also one whose issuer has no CRL in the
     file or only an expired one: a revocation list that cannot be trusted fails closed.
     """
-    from medtls.crlparse import pem_crls  # only configurations with a CRL pay for the import
-
-    try:
-        pem_crls(crl.read_bytes())  # nothing but CRLs: a certificate here would become trusted
-        ctx.load_verify_locations(cafile=str(crl))
-    except ValueError as e:
-        raise TLSSetupError(f"trust.crl: {crl}: {e}") from None
-    except (ssl.SSLError, OSError) as e:
-        raise TLSSetupError(f"trust.crl: {crl}: cannot load: {_ssl_msg(e)}") from None
+    read_crls(crl, store=_libssl_or_fail().SSL_CTX_get_cert_store(_ssl_ctx_ptr(ctx)))
     ctx.verify_flags |= (
         ssl.VERIFY_CRL_CHECK_CHAIN if check == "chain" else ssl.VERIFY_CRL_CHECK_LEAF
     )
+
+
+def read_crls(crl: Path, store: int | None = None) -> list:
+    """The CRLs of `trust.crl` (crlparse.CrlBlock), block by block, each one parsed by OpenSSL
+    as a whole CRL and, with `store` (an X509_STORE *), added to it; TLSSetupError naming the
+    file and the block otherwise. `check`, start and reload all read the file through here.
+
+    The file never goes to an OpenSSL file loader: those also take certificates, and a
+    certificate in this file would become a trust anchor.
+    """
+    from medtls.crlparse import crl_blocks  # only configurations with a CRL pay for the import
+
+    try:
+        blocks = crl_blocks(crl.read_bytes())
+    except OSError as e:
+        raise TLSSetupError(f"trust.crl: cannot read {crl}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise TLSSetupError(f"trust.crl: {crl}: {e}") from None
+    lib = _libssl_or_fail()
+    for block in blocks:
+        buf = ctypes.create_string_buffer(block.der, len(block.der))
+        cursor = ctypes.c_void_p(ctypes.addressof(buf))
+        parsed = lib.d2i_X509_CRL(None, ctypes.byref(cursor), len(block.der))
+        try:
+            if not parsed:
+                why = "is not a CRL OpenSSL can read"
+            elif cursor.value - ctypes.addressof(buf) != len(block.der):
+                why = "has bytes after the CRL"
+            elif store is not None and lib.X509_STORE_add_crl(store, parsed) != 1:
+                why = "was refused by the OpenSSL certificate store"
+            else:
+                continue
+            lib.ERR_clear_error()
+            raise TLSSetupError(f"trust.crl: {crl}: {block.where}: {why}")
+        finally:
+            if parsed:
+                lib.X509_CRL_free(parsed)  # the store holds its own reference
+    return blocks
+
+
+def _libssl_or_fail() -> ctypes.CDLL:
+    lib = _libssl()
+    if lib is None:
+        raise TLSSetupError("libssl not found in process; cannot load trust.crl")
+    return lib
 
 
 _SSL_CTRL_GET_CHAIN_CERTS = 115

@@ -43,13 +43,16 @@ def load_infos(path: str, role: str) -> list[CertInfo]:
 
 
 def _crl_infos(path: str, data: bytes) -> list[CertInfo]:
-    from medtls.crlparse import parse_crl, pem_crls
+    from medtls.crlparse import crl_blocks, parse_crl
 
     out = []
-    for der in pem_crls(data):
-        facts = parse_crl(der)
+    for block in crl_blocks(data):
+        try:
+            facts = parse_crl(block.der)
+        except ValueError as e:
+            raise ValueError(f"{block.where}: {e}") from None
         due = facts.next_update.timestamp() if facts.next_update else float("inf")
-        out.append(CertInfo(path, "crl", facts.issuer, due, sha256_fingerprint(der)))
+        out.append(CertInfo(path, "crl", facts.issuer, due, sha256_fingerprint(block.der)))
     return out
 
 
