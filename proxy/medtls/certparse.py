@@ -187,6 +187,8 @@ def _check_der(buf: bytes, start: int, end: int, depth: int = 0) -> None:
             if tag & 0xC0 == 0 and tag not in (_SEQ, _SET):
                 raise CertParseError("constructed string (BER, not DER)")
             _check_der(buf, s, e, depth + 1)
+        elif tag == 0:
+            raise CertParseError("end-of-contents octets (BER, not DER)")
         elif tag & 0xC0 == 0:
             _check_primitive(tag, buf[s:e])
 
@@ -242,8 +244,11 @@ def _rdn(buf: bytes, start: int, end: int) -> list[tuple[str, str | bytes]]:
     """(type, value) of each AttributeTypeAndValue in one RDN's content (at least one)."""
     if start == end:
         raise CertParseError("empty RDN")
-    parts = []
-    for atag, a_s, a_e, _ in _children(buf, start, end):
+    parts, last = [], b""
+    for atag, a_s, a_e, head in _children(buf, start, end):
+        if buf[head:a_e] < last:
+            raise CertParseError("RDN attributes not in DER SET OF order")
+        last = buf[head:a_e]
         kids = list(_children(buf, a_s, a_e)) if atag == _SEQ else []
         if len(kids) != 2 or kids[0][0] != _OID:
             raise CertParseError("bad AttributeTypeAndValue")
@@ -394,10 +399,29 @@ _TBS_TAGS = (_INT, _SEQ, _SEQ, _SEQ, _SEQ, _SEQ)  # serial, signature, issuer, v
 _TBS_OPTIONAL = (0x81, 0x82, 0xA3)  # issuerUniqueID, subjectUniqueID, extensions
 
 
+def _algorithm(der: bytes, field: tuple) -> None:
+    """AlgorithmIdentifier ::= SEQUENCE { OID, parameters OPTIONAL }"""
+    parts = list(_children(der, field[1], field[2]))
+    if not 1 <= len(parts) <= 2 or parts[0][0] != _OID:
+        raise CertParseError("bad AlgorithmIdentifier")
+
+
 def _parse(der: bytes) -> CertFacts:
-    fields = tbs_fields(der, "certificate", 0xA0)  # explicit [0] version
+    _, s, _ = _tlv(der, 0, len(der))
+    tag, ts, te = _tlv(der, s, len(der))
+    if tag == _SEQ:
+        vtag, vs, ve = _tlv(der, ts, te)
+        if vtag == 0xA0:  # explicit [0] version: v2 or v3 (v1 is left out in DER)
+            is_, ie = _only(der, vs, ve, _INT, "version")
+            if der[is_:ie] not in (b"\x01", b"\x02"):
+                raise CertParseError("bad certificate version")
+    fields = tbs_fields(der, "certificate", 0xA0)
     if tuple(f[0] for f in fields[:6]) != _TBS_TAGS:
         raise CertParseError("malformed TBSCertificate")
+    _, s, e = _tlv(der, 0, len(der))
+    outer_alg = list(_children(der, s, e))[1]
+    _algorithm(der, fields[1])
+    _algorithm(der, outer_alg)
     optional = [f[0] for f in fields[6:]]
     if any(t not in _TBS_OPTIONAL for t in optional) or optional != sorted(set(optional)):
         raise CertParseError("malformed TBSCertificate")
@@ -411,6 +435,10 @@ def _parse(der: bytes) -> CertFacts:
     _name(der, fields[2][1], fields[2][2])  # issuer
     subject_text, attrs = _name(der, subject[1], subject[2])
     spki_der = der[spki[3] : spki[2]]
+    key = list(_children(der, spki[1], spki[2]))
+    if [k[0] for k in key] != [_SEQ, _BITS] or der[key[1][1]] != 0:
+        raise CertParseError("bad SubjectPublicKeyInfo")
+    _algorithm(der, key[0])
     facts: dict = {"san": _scratch(), "ca": False}
     seen: set[str] = set()
     for f in fields[6:]:
