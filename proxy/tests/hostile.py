@@ -164,7 +164,7 @@ def odd_name(rng: random.Random) -> x509.Name:
         for _ in range(rng.choice((1, 1, 1, 2))):
             oid = rng.choice(
                 [NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.LOCALITY_NAME,
-                 NameOID.DOMAIN_COMPONENT, NameOID.SERIAL_NUMBER, NameOID.TITLE]
+                 NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.TITLE]
             )  # fmt: skip
             value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
             attrs.append(x509.NameAttribute(oid, value))

@@ -74,7 +74,7 @@ class HostileServer:
 
 
 class Bench:
-    def __init__(self, pki, tmp: Path, level: str = "info"):
+    def __init__(self, pki, tmp: Path):
         self.pki, self.tmp = pki, tmp
         self.issuer = pki.inter
         self.keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
@@ -104,8 +104,6 @@ class Bench:
                            {"dns": "ris.test"}]},
             ],
         )  # fmt: skip
-        for cfg in (a_cfg, b_cfg):
-            cfg["logging"] = {"level": level}  # "warning": failures only (the soak)
         self.b = Medtls(write_yaml(tmp / "b.yaml", b_cfg), tmp / "b.log")
         self.b.wait_ready([self.b_port])
         self.a = Medtls(write_yaml(tmp / "a.yaml", a_cfg), tmp / "a.log")
