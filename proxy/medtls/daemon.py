@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from medtls import events as ev
 from medtls import relay, sessions
+from medtls.certparse import CertParseError
 from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
 from medtls.material import Runtime, build_runtime
 from medtls.netutil import (
@@ -426,15 +427,22 @@ class Daemon:
         for fd, event in self.ep.poll(timeout):
             data = fdmap.get(fd, _GONE)
             if data.__class__ is Side:
-                if data.conn.state != CLOSED:
+                c = data.conn
+                if c.state != CLOSED:
                     mask = event & (READ | WRITE)
                     if event & _ERRHUP:
                         mask = READ | WRITE
-                    self._on_io(data.conn, data, mask)
+                    try:
+                        self._on_io(c, data, mask)
+                    except Exception:  # a bug or a peer we did not foresee: this one goes
+                        self._internal_error(c, "i/o")
             elif data is None:
                 self._drain_wakeups()
             elif data is not _GONE:
-                self._accept(data[1], data[0])
+                try:
+                    self._accept(data[1], data[0])
+                except Exception:
+                    log.exception("internal error accepting on %s", data[0].name)
         now = time.monotonic()
         if now >= self._next_timer:
             self._timers(now)
@@ -474,21 +482,24 @@ class Daemon:
                     rotate_ticket_keys(ctx)
         idle = self.config.limits.idle_timeout
         for c in list(self.conns.values()):
-            if c.state in (CONNECTING, HANDSHAKE) and now >= c.deadline:
-                if c.state == CONNECTING:
-                    self._fail(c, ev.CONNECT_FAILED, f"connect to {_fmt(c.upstream)} timed out")
-                else:
-                    self._fail(c, ev.TIMEOUT, "TLS handshake timed out")
-            elif c.state == RELAY and idle and now - c.last_activity >= idle:
-                c.detail = f"idle for {idle:g}s"
-                self._finish(c, ev.RESULT_IDLE, graceful=True)
-            elif (
-                c.state == RELAY
-                and c.bios_renewed < c.last_activity
-                and now - c.last_activity >= BIO_RENEW_IDLE
-                and c.tls_side is not None
-            ):
-                self._renew_bios(c, now)
+            try:
+                if c.state in (CONNECTING, HANDSHAKE) and now >= c.deadline:
+                    if c.state == CONNECTING:
+                        self._fail(c, ev.CONNECT_FAILED, f"connect to {_fmt(c.upstream)} timed out")
+                    else:
+                        self._fail(c, ev.TIMEOUT, "TLS handshake timed out")
+                elif c.state == RELAY and idle and now - c.last_activity >= idle:
+                    c.detail = f"idle for {idle:g}s"
+                    self._finish(c, ev.RESULT_IDLE, graceful=True)
+                elif (
+                    c.state == RELAY
+                    and c.bios_renewed < c.last_activity
+                    and now - c.last_activity >= BIO_RENEW_IDLE
+                    and c.tls_side is not None
+                ):
+                    self._renew_bios(c, now)
+            except Exception:
+                self._internal_error(c, "timer")
 
     # ------------------------------------------------------------------ accept
 
@@ -505,8 +516,7 @@ class Daemon:
             try:
                 self._new_conn(sock, addr, spec)
             except Exception:
-                log.exception("internal error setting up a connection")
-                abort(sock)
+                self._setup_crashed(sock)
 
     def _new_conn(self, sock: socket.socket, addr, spec: ListenerSpec) -> None:
         rt = self.rt
@@ -663,7 +673,11 @@ class Daemon:
         if der is None:
             self._fail_after_handshake(c, ev.NO_CERTIFICATE, "peer sent no certificate")
             return
-        ident: CertIdentity = peer_identity(der, t.tls.getpeercert)
+        try:
+            ident: CertIdentity = peer_identity(der)
+        except CertParseError as e:
+            self._fail_after_handshake(c, ev.BAD_CERTIFICATE, f"peer certificate refused: {e}")
+            return
         c.peer = ident.describe()
         if t.tls.session_reused:
             c.resumed = True
@@ -697,6 +711,33 @@ class Daemon:
                 c.upstream = (c.info.destination[0], route.device_port)
                 spoof = c.info.client[0] if cfg.interception == "tproxy" else None
             self._connect(c, spoof)
+
+    def _internal_error(self, c: Conn, where: str) -> None:
+        """An unexpected exception while handling `c`: reset this connection, keep the loop."""
+        log.exception("internal error in connection %d (%s): resetting it", c.info.id, where)
+        if c.state == CLOSED:
+            return
+        try:
+            if c.state == RELAY:
+                c.detail = "internal error (see the log)"
+                self._finish(c, ev.INTERNAL_ERROR)
+            else:
+                self._fail(c, ev.INTERNAL_ERROR, "internal error (see the log)")
+        except Exception:  # closing failed too: drop it the hard way, quietly
+            c.state = CLOSED
+            self.conns.pop(c.info.id, None)
+            for side in (c.client, c.server):
+                if side is not None:
+                    self._poll_del(side.fd)
+                    abort(side.sock)
+
+    def _setup_crashed(self, sock: socket.socket) -> None:
+        c = next((c for c in self.conns.values() if c.client.sock is sock), None)
+        if c is None:
+            log.exception("internal error setting up a connection")
+            abort(sock)
+        else:
+            self._internal_error(c, "setup")
 
     def _fail_after_handshake(self, c: Conn, reason: str, detail: str) -> None:
         with contextlib.suppress(RelayError):

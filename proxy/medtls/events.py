@@ -32,6 +32,8 @@ CONNECT_FAILED = "connect_failed"  # upstream refused/unreachable/connect_timeou
 LIMIT = "max_connections"  # refused because limits.max_connections is reached
 PEER_REJECTED = "peer_rejected"  # the remote side aborted the handshake with an alert
 HANDSHAKE_ERROR = "handshake_error"  # anything else during setup
+BAD_CERTIFICATE = "bad_certificate"  # verified, but not strict DER, or a CA's, as a peer identity
+INTERNAL_ERROR = "internal_error"  # an unexpected exception; this connection was reset
 CLOCK_UNSYNCED = "clock_unsynced"  # system clock not synchronised: certificates not validated
 
 # connection_closed results

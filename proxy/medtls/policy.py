@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-from medtls.certparse import parse_der, spki_of
+from medtls.certparse import CertParseError, parse_der
 from medtls.config import AllowRule, Config, InboundPort, OutboundPeer, Verify, parse_dn
 
 
@@ -17,16 +17,18 @@ class CertIdentity:
 
     subject: str  # RFC 4514, e.g. "CN=pacs,O=Hospital"
     subject_parts: tuple[tuple[str, str], ...]  # sorted (TYPE, value)
-    cns: tuple[str, ...]
+    cns: tuple[str | bytes, ...]  # every CN attribute of the subject, in certificate order
     dns: tuple[str, ...]  # lower-case
     ips: tuple[str, ...]  # normalised
     uris: tuple[str, ...]
     der: bytes = field(repr=False, compare=False, default=b"")
+    spki: bytes = field(repr=False, compare=False, default=b"")
+    ca: bool = False  # basicConstraints cA=TRUE (refused as a peer by `peer_identity`)
 
     @cached_property
     def spki_sha256(self) -> str:
         """SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex (computed on first use)."""
-        return hashlib.sha256(spki_of(self.der)).hexdigest()
+        return hashlib.sha256(self.spki).hexdigest()
 
     def describe(self) -> str:
         extra = []
@@ -38,95 +40,71 @@ class CertIdentity:
 
 
 def cert_identity(der: bytes) -> CertIdentity:
-    """Identity of a DER certificate (stdlib only: the serving process never loads cryptography)."""
+    """Identity of a DER certificate, read by the strict stdlib DER reader (the serving process
+    never loads cryptography). Raises CertParseError, and nothing else, for bytes that are not
+    a DER certificate (see certparse's strictness contract)."""
     facts = parse_der(der)
     return CertIdentity(
         subject=facts.subject,
         subject_parts=parse_dn(facts.subject) or (),
-        cns=facts.cns,
+        cns=tuple(v for k, v in facts.subject_attrs if k == "CN"),
         dns=tuple(n.lower() for n in facts.dns),
         ips=facts.ips,
         uris=facts.uris,
         der=bytes(der),
-    )
-
-
-_SHORT = {
-    "commonName": "CN",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "countryName": "C",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-    "domainComponent": "DC",
-}
-_RFC4514_SPECIAL = frozenset(',+"\\<>;=#')
-
-
-def identity_from_peercert(info: dict, der: bytes) -> CertIdentity:
-    """Same result as `cert_identity(der)`, from the dict ssl already parsed (hot path).
-
-    Falls back to a full parse for anything the short form would render differently from
-    RFC 4514 (unknown attribute types, multi-valued RDNs, characters needing escapes).
-    """
-    parts = []
-    for rdn in info.get("subject", ()):
-        if len(rdn) != 1:
-            return cert_identity(der)
-        key, value = rdn[0]
-        short = _SHORT.get(key)
-        if short is None or not value or value[0] == " " or value[-1] == " ":
-            return cert_identity(der)
-        if _RFC4514_SPECIAL.intersection(value):
-            return cert_identity(der)
-        parts.append((short, value))
-    dns, ips, uris = [], [], []
-    for kind, value in info.get("subjectAltName", ()):
-        if kind == "DNS":
-            dns.append(value.lower())
-        elif kind == "IP Address":
-            ips.append(_norm_ip(value.strip()))
-        elif kind == "URI":
-            uris.append(value)
-    return CertIdentity(
-        subject=",".join(f"{k}={v}" for k, v in reversed(parts)),
-        subject_parts=tuple(sorted(parts)),
-        cns=tuple(v for k, v in parts if k == "CN"),
-        dns=tuple(dns),
-        ips=tuple(ips),
-        uris=tuple(uris),
-        der=der,
+        spki=facts.spki,
+        ca=facts.ca,
     )
 
 
 # Peer identities by certificate (DER): the same few peers reconnect all day, and the identity
-# is a function of the certificate alone. The chain and validity are still verified by OpenSSL
-# in every handshake; only the parsing of subject and SANs is skipped.
+# (or its refusal) is a function of the certificate alone. The chain and validity are still
+# verified by OpenSSL in every handshake; only the parsing of subject and SANs is skipped.
 IDENTITY_CACHE_SIZE = 128
-_identities: dict[bytes, CertIdentity] = {}
+_identities: dict[bytes, CertIdentity | CertParseError] = {}
 
 
-def peer_identity(der: bytes, peercert) -> CertIdentity:
-    """`identity_from_peercert(peercert(), der)`, remembered per certificate (loop thread only)."""
+def peer_identity(der: bytes) -> CertIdentity:
+    """The identity of a peer's certificate (the DER OpenSSL verified), remembered per
+    certificate (loop thread only). Raises CertParseError when the bytes are not strict DER or
+    the certificate is a CA's (basicConstraints cA=TRUE): a CA is not a peer identity."""
     ident = _identities.get(der)
     if ident is None:
-        ident = identity_from_peercert(peercert(), der)
+        try:
+            ident = cert_identity(der)
+            if ident.ca:
+                raise CertParseError("a CA certificate (basicConstraints cA=TRUE) is not a peer")
+        except CertParseError as e:
+            ident = e
         if len(_identities) >= IDENTITY_CACHE_SIZE:
             del _identities[next(iter(_identities))]  # the oldest entry
         _identities[der] = ident
+    if isinstance(ident, CertParseError):
+        raise CertParseError(*ident.args)
     return ident
 
 
-def _dns_match(pattern: str, names: tuple[str, ...]) -> bool:
-    # Exact match; a certificate wildcard covers exactly one left-most label.
+def _dns_match(pattern: str, names: tuple[str, ...], wildcards: bool) -> bool:
+    # Exact match; with `wildcards` (a server's certificate only) a certificate wildcard covers
+    # exactly one left-most label.
     pattern = pattern.lower().rstrip(".")
     for name in names:
         name = name.rstrip(".")
         if name == pattern:
             return True
-        if name.startswith("*.") and "." in pattern and pattern.split(".", 1)[1] == name[2:]:
+        if (
+            wildcards
+            and name.startswith("*.")
+            and "." in pattern
+            and pattern.split(".", 1)[1] == name[2:]
+        ):
             return True
     return False
+
+
+def _cn_match(expected: str, ident: CertIdentity) -> bool:
+    # A subject with several CNs names no one in particular: it matches no `cn:` rule.
+    return ident.cns == (expected,)
 
 
 @lru_cache(maxsize=1024)
@@ -145,9 +123,9 @@ def verify_mismatches(verify: Verify, ident: CertIdentity) -> list[str]:
     bad = []
     if verify.ip is not None and _norm_ip(verify.ip) not in ident.ips:
         bad.append(f"IP SAN {verify.ip} not in {list(ident.ips)}")
-    if verify.dns is not None and not _dns_match(verify.dns, ident.dns):
+    if verify.dns is not None and not _dns_match(verify.dns, ident.dns, wildcards=True):
         bad.append(f"DNS SAN {verify.dns} not in {list(ident.dns)}")
-    if verify.cn is not None and verify.cn not in ident.cns:
+    if verify.cn is not None and not _cn_match(verify.cn, ident):
         bad.append(f"CN {verify.cn!r} != {list(ident.cns)}")
     if verify.subject is not None and not _subject_match(verify.subject, ident):
         bad.append(f"subject {verify.subject!r} != {ident.subject!r}")
@@ -157,9 +135,9 @@ def verify_mismatches(verify: Verify, ident: CertIdentity) -> list[str]:
 
 
 def allow_rule_matches(rule: AllowRule, ident: CertIdentity, source_ip: str) -> bool:
-    if rule.cn is not None and rule.cn not in ident.cns:
+    if rule.cn is not None and not _cn_match(rule.cn, ident):
         return False
-    if rule.dns is not None and not _dns_match(rule.dns, ident.dns):
+    if rule.dns is not None and not _dns_match(rule.dns, ident.dns, wildcards=False):
         return False
     if rule.uri is not None and rule.uri not in ident.uris:
         return False

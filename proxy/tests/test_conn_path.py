@@ -6,8 +6,10 @@ import ssl
 import threading
 import time
 
+import pytest
 from conftest import box_config, free_port
 from medtls import policy
+from medtls.certparse import CertParseError
 from test_lifecycle import TLSClient, daemon_env, wait_for  # noqa: F401 (fixture)
 
 
@@ -162,13 +164,13 @@ def test_peer_identity_is_parsed_once_per_certificate(pki, request, monkeypatch)
     """Reconnecting peers: the identity comes from the certificate alone, so it is parsed once;
     a different certificate is parsed (and judged) on its own."""
     parsed = []
-    real = policy.identity_from_peercert
+    real = policy.cert_identity
 
-    def counting(info, der):
-        parsed.append(info["subject"])
-        return real(info, der)
+    def counting(der):
+        parsed.append(der)
+        return real(der)
 
-    monkeypatch.setattr(policy, "identity_from_peercert", counting)
+    monkeypatch.setattr(policy, "cert_identity", counting)
     monkeypatch.setattr(policy, "_identities", {})
     d, rec, port, cfg = request.getfixturevalue("daemon_env")
     cfg([{"cn": "box-a"}, {"cn": "pacs"}])
@@ -188,7 +190,7 @@ def test_peer_identity_is_parsed_once_per_certificate(pki, request, monkeypatch)
 def test_identity_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(policy, "_identities", {})
     monkeypatch.setattr(policy, "IDENTITY_CACHE_SIZE", 3)
-    info = {"subject": ((("commonName", "x"),),)}
     for i in range(5):
-        policy.peer_identity(b"der%d" % i, lambda: info)
+        with pytest.raises(CertParseError):  # refusals are remembered too
+            policy.peer_identity(b"der%d" % i)
     assert list(policy._identities) == [b"der2", b"der3", b"der4"]

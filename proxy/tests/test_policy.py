@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 from medtls import events as ev
+from medtls.certparse import CertParseError
 from medtls.config import AllowRule, Verify, load_config
 from medtls.daemon import classify_tls_error
 from medtls.policy import (
     acl_allows,
     allow_rule_matches,
     cert_identity,
-    identity_from_peercert,
+    peer_identity,
     route_inbound,
     route_outbound,
     verify_mismatches,
@@ -118,16 +119,77 @@ def test_tls_error_categories(err, reason):
     assert classify_tls_error(err)[0] == reason
 
 
-def test_fast_identity_equals_full_parse(pki):
-    import ssl
+def _der(cert) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    # what ssl's getpeercert() returns for the same certificates
-    for cn in ("box-a", "box-b", "pacs", "ris"):
-        der = pki.leaves[cn].cert.public_bytes(
-            __import__("cryptography").hazmat.primitives.serialization.Encoding.DER
+    return cert.public_bytes(Encoding.DER)
+
+
+def _named(cns=("pacs",), dns=(), ca=False):
+    """A certificate with the given CNs (several: one RDN each) and DNS SANs."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in cns]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if dns:
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False
         )
-        info = ssl._ssl._test_decode_cert(str(pki.dir / f"{cn}-leaf.crt"))
-        fast = identity_from_peercert(info, der)
-        full = cert_identity(der)
-        assert fast == full
-        assert fast.spki_sha256 == full.spki_sha256
+    return _der(b.sign(key, hashes.SHA256()))
+
+
+def test_inbound_dns_rules_match_exactly_no_wildcards():
+    wild = cert_identity(_named(dns=("*.test",)))
+    exact = cert_identity(_named(dns=("RIS.test",)))
+    assert not allow_rule_matches(AllowRule(dns="ris.test"), wild, "198.18.0.1")
+    assert allow_rule_matches(AllowRule(dns="ris.test"), exact, "198.18.0.1")  # case-insensitive
+    assert not allow_rule_matches(AllowRule(dns="*.test"), exact, "198.18.0.1")
+    # outbound verify.dns keeps single-label wildcard matching for server certificates
+    assert verify_mismatches(Verify(dns="ris.test"), wild) == []
+    assert verify_mismatches(Verify(dns="a.ris.test"), wild) != []
+
+
+def test_cn_rules_match_a_subject_with_exactly_that_one_cn():
+    two = cert_identity(_named(cns=("box-a", "evil")))
+    assert two.cns == ("box-a", "evil")
+    for cn in ("box-a", "evil"):
+        assert not allow_rule_matches(AllowRule(cn=cn), two, "198.18.0.1")
+        assert verify_mismatches(Verify(cn=cn), two) != []
+    one = cert_identity(_named(cns=("box-a",)))
+    assert allow_rule_matches(AllowRule(cn="box-a"), one, "198.18.0.1")
+    assert verify_mismatches(Verify(cn="box-a"), one) == []
+    assert not allow_rule_matches(AllowRule(cn="box-a"), cert_identity(_named(cns=())), "x")
+
+
+def test_a_ca_certificate_is_refused_as_a_peer_identity(monkeypatch):
+    monkeypatch.setattr("medtls.policy._identities", {})
+    der = _named(cns=("box-a",), ca=True)
+    assert cert_identity(der).ca
+    for _ in range(2):  # the refusal is remembered, and raised again
+        with pytest.raises(CertParseError, match="CA certificate"):
+            peer_identity(der)
+    assert not peer_identity(_named(cns=("box-a",))).ca
+
+
+def test_malformed_peer_certificate_is_a_parse_error_not_a_crash(monkeypatch):
+    monkeypatch.setattr("medtls.policy._identities", {})
+    der = _named(dns=("ris.test",))
+    i = der.index(b"ris.test")
+    hostile = der[:i] + b"r\xffs.test" + der[i + 8 :]
+    with pytest.raises(CertParseError, match="IA5"):
+        peer_identity(hostile)

@@ -43,6 +43,7 @@ AUTH_FAILURES = frozenset(
         "not_tls",
         "peer_rejected",
         "handshake_error",
+        "bad_certificate",
         "clock_unsynced",
     }
 )
