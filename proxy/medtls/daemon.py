@@ -41,7 +41,7 @@ from medtls.policy import (
     unmap_v4,
     verify_mismatches,
 )
-from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side
+from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side, Truncated
 from medtls.tlsctx import TLSSetupError, issue_no_ticket, rotate_ticket_keys, self_test
 from medtls.tlshello import offers_psk
 
@@ -807,7 +807,7 @@ class Daemon:
                 self._fail(c, reason, detail)
                 return
         c.detail = str(e)
-        self._finish(c, ev.RESULT_RESET)
+        self._finish(c, ev.RESULT_TRUNCATED if isinstance(e, Truncated) else ev.RESULT_RESET)
 
     def _set_mask(self, side: Side | None, mask: int) -> None:
         if side is None or side.mask == mask:

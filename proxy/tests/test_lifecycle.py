@@ -1,5 +1,6 @@
 """Daemon lifecycle: events, snapshot, reload (API and SIGHUP), SIGTERM drain."""
 
+import contextlib
 import signal
 import socket
 import ssl
@@ -56,6 +57,10 @@ class TLSClient:
         return echo_once(self.s, data)
 
     def close(self):
+        # close_notify first: a bare close() ends the stream without it, which the box
+        # reports as a truncation (result=truncated, plain side reset).
+        with contextlib.suppress(OSError, ssl.SSLError):
+            self.s.unwrap()
         self.s.close()
 
 
