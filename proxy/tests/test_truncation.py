@@ -8,6 +8,7 @@ bytes reach the socket: whole records, half a record, and the TCP FIN without cl
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -329,3 +330,72 @@ def test_kill_near_box_during_upload_resets_the_far_device(make_pair):
     assert seen.ending == "reset", f"server saw {seen.ending} after {seen.received} bytes"
     assert seen.received < BIG
     pair.b.wait_conn("truncated", "direction=inbound")
+
+
+# ---------------------------------------------------------------- drain timeout (defect 8)
+
+
+@pytest.mark.parametrize("stopped", ["a", "b"])
+def test_drain_timeout_resets_a_transfer_in_flight(make_pair, stopped):
+    """SIGTERM with a download in flight that cannot finish in limits.drain_timeout (2 s): the
+    device on that box's plain side sees a reset, not a clean end, and the box exits within
+    the timeout + 1 s. The device client stops reading, so every socket on the way is full."""
+    stats = {"sent": 0}
+    server = OneShot(lambda c: _stream_out(c, stats))
+    limits = {"limits": {"drain_timeout": 2}}
+    pair = make_pair(server.port, a_over=limits, b_over=limits)
+    box = pair.a if stopped == "a" else pair.b
+    seen = PlainSide()
+    with socket.create_connection(("127.0.0.1", pair.a_port), timeout=15) as device:
+        while seen.received < 1 << 20:
+            seen.received += len(device.recv(262144))
+        _wait(lambda: _stuck(stats), 15, "the transfer to stall")
+        t0 = time.monotonic()
+        box.signal(signal.SIGTERM)
+        box.proc.wait(10)
+        took = time.monotonic() - t0
+        print(f"drain: box {stopped} exited {took:.3f}s after SIGTERM, drain_timeout 2")
+        if stopped == "a":
+            seen.read_until_end(device)
+    pair.b.proc.kill()  # ends the server's sender, if still running
+    server.join()
+    if stopped == "a":
+        assert seen.ending == "reset", f"device saw {seen.ending} after {seen.received} bytes"
+    else:
+        assert stats["error"] == "ConnectionResetError", stats
+    assert took < 2 + 1
+    assert box.proc.returncode == 0
+    line = box.wait_conn("shutdown")
+    assert "drain_timeout" in line
+
+
+def _stuck(stats: dict) -> bool:
+    """True once the sender made no progress for 0.3 s."""
+    before = stats["sent"]
+    time.sleep(0.3)
+    return stats["sent"] == before
+
+
+def test_transfer_finishing_within_the_drain_is_complete(make_pair, echo_server):
+    """A transfer in flight at SIGTERM that ends within the drain: byte-exact, result=ok."""
+    pair = make_pair(echo_server.port, a_over={"limits": {"drain_timeout": 20}})
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    got = bytearray()
+    with socket.create_connection(("127.0.0.1", pair.a_port), timeout=15) as device:
+
+        def read_all():
+            while chunk := device.recv(262144):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        device.sendall(payload[: len(payload) // 2])
+        pair.a.signal(signal.SIGTERM)
+        pair.a.wait_log("stopping: listeners closed, draining")
+        device.sendall(payload[len(payload) // 2 :])
+        device.shutdown(socket.SHUT_WR)
+        reader.join(15)
+    assert bytes(got) == payload
+    pair.a.proc.wait(10)
+    assert pair.a.proc.returncode == 0
+    pair.a.wait_conn("ok", "direction=outbound", f"bytes_device_to_lan={len(payload)}")
