@@ -42,7 +42,7 @@ from medtls.policy import (
     unmap_v4,
     verify_mismatches,
 )
-from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side
+from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side, Truncated
 from medtls.tlsctx import TLSSetupError, issue_no_ticket, rotate_ticket_keys, self_test
 from medtls.tlshello import offers_psk
 
@@ -316,8 +316,11 @@ class Daemon:
             self._malloc_trim(0)  # what start-up (YAML, certificates, contexts) left freed
         try:
             while True:
-                if self.stopping and (not self.conns or time.monotonic() >= self.drain_deadline):
-                    break
+                if self.stopping:
+                    if not self.conns or time.monotonic() >= self.drain_deadline:
+                        break
+                    # The loop's poll wakes by the drain deadline at the latest.
+                    self._next_timer = min(self._next_timer, self.drain_deadline)
                 self._run_once()
         finally:
             self._close_all()
@@ -405,8 +408,11 @@ class Daemon:
         return False
 
     def _close_all(self) -> None:
+        # What is still open at the drain timeout was cut: RST, so no device takes a cut
+        # transfer for a complete one (`result=shutdown`).
         for c in list(self.conns.values()):
-            self._finish(c, ev.RESULT_SHUTDOWN, graceful=True)
+            c.detail = c.detail or "cut at stop (limits.drain_timeout)"
+            self._finish(c, ev.RESULT_SHUTDOWN)
         for s in self.listeners.values():
             self._poll_del(s.fileno())
             s.close()
@@ -848,7 +854,7 @@ class Daemon:
                 self._fail(c, reason, detail)
                 return
         c.detail = str(e)
-        self._finish(c, ev.RESULT_RESET)
+        self._finish(c, ev.RESULT_TRUNCATED if isinstance(e, Truncated) else ev.RESULT_RESET)
 
     def _set_mask(self, side: Side | None, mask: int) -> None:
         if side is None or side.mask == mask:
@@ -884,27 +890,26 @@ class Daemon:
         self._finish(c, reason)
 
     def _finish(self, c: Conn, result: str, graceful: bool = False) -> None:
+        """Close both sides: FIN (and close_notify) only for a complete stream, else RST.
+
+        `graceful` (idle timeout) closes cleanly a relaying connection with no byte in flight.
+        """
         if c.state == CLOSED:
             return
         fdmap = self.fdmap
+        clean = result == ev.RESULT_OK or (graceful and c.state == RELAY and _quiet(c))
         for side in (c.client, c.server):
             if side is None:
                 continue
             # close() takes the socket out of the epoll set: no epoll_ctl(DEL) needed.
             fdmap.pop(side.fd, None)
             side.mask = 0
-            if result == ev.RESULT_OK or (graceful and c.state == RELAY):
-                if graceful and side.tls is not None and not side.shut_out:
-                    try:
-                        relay.send_close_notify(side.tls)
-                        side.sock.setblocking(True)
-                        side.sock.settimeout(1.0)
-                        side.sock.sendall(side.out.read())
-                    except (OSError, ssl.SSLError):
-                        pass
-                side.sock.close()
-            else:
+            if not clean:
                 abort(side.sock)
+            elif graceful and side.tls is not None and not side.shut_out:
+                _close_notify_now(side)
+            else:
+                side.sock.close()
         c.state = CLOSED
         for side in (c.client, c.server):
             if side is not None:
@@ -987,6 +992,33 @@ class Daemon:
         for name, d in peers.items():
             d.update(self.peers.get(name, {}))
         return peers
+
+
+def _quiet(c: Conn) -> bool:
+    """No byte in flight: nothing waits in a pipe or as unsent ciphertext."""
+    if c.pipes is None:
+        return False
+    a, b = c.pipes
+    return (
+        a.start == a.end
+        and b.start == b.end
+        and not c.client.pending_out
+        and not (c.server is not None and c.server.pending_out)
+    )
+
+
+def _close_notify_now(side: Side) -> None:
+    """close_notify + FIN without blocking the loop: one send(); if the socket cannot take the
+    alert at once, RST instead (a cut alert would read as a truncation anyway)."""
+    try:
+        relay.send_close_notify(side.tls)
+        alert = side.out.read()
+        if side.sock.send(alert) == len(alert):
+            side.sock.close()
+            return
+    except (OSError, ssl.SSLError):
+        pass
+    abort(side.sock)
 
 
 def _fmt(addr) -> str:

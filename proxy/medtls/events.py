@@ -40,7 +40,8 @@ CLOCK_UNSYNCED = "clock_unsynced"  # system clock not synchronised: certificates
 RESULT_OK = "ok"  # both directions closed cleanly (FIN/close_notify), all bytes delivered
 RESULT_RESET = "reset"  # a side reset or failed mid-stream
 RESULT_IDLE = "idle_timeout"
-RESULT_SHUTDOWN = "shutdown"  # closed by drain timeout at daemon stop
+RESULT_SHUTDOWN = "shutdown"  # cut (both sides reset) by the drain timeout at daemon stop
+RESULT_TRUNCATED = "truncated"  # the TLS peer's stream ended without close_notify: plain side reset
 
 
 @dataclass(frozen=True, slots=True)

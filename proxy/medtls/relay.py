@@ -5,8 +5,9 @@ many records, and the TLS object never touches the socket itself. Each direction
 plaintext buffer; a full buffer stops reading from the source (backpressure), and a TLS
 destination only accepts plaintext once its previous ciphertext has been sent.
 
-End of stream travels both ways: TCP FIN -> close_notify (+FIN) and close_notify/FIN -> FIN,
-only after every buffered byte has been delivered. Errors abort both sides with RST.
+End of stream travels both ways: TCP FIN -> close_notify (+FIN) and close_notify (+FIN) -> FIN,
+only after every buffered byte has been delivered. Errors abort both sides with RST; so does a TLS
+stream that ends without close_notify (`Truncated`), which may have lost bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class RelayError(Exception):
         self.side = side
         self.detail = detail
         self.tls_error = tls_error
+
+
+class Truncated(RelayError):
+    """The TLS peer's stream ended (TCP FIN) without close_notify: bytes may be missing."""
 
 
 class Side:
@@ -256,9 +261,13 @@ def _tls_read(src: Side, pipe: Pipe) -> bool:
             n = tls.read(pipe.size - pipe.end, mv[pipe.end :])
         except ssl.SSLWantReadError:
             return got
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        except ssl.SSLZeroReturnError:
             src.eof_in = True
             return True
+        except ssl.SSLEOFError:
+            # FIN without close_notify, even mid-record: the end of this stream is not
+            # authenticated, so it must not reach the plain side as a clean end.
+            raise Truncated(src.name, "TLS stream ended without close_notify") from None
         except ssl.SSLError as e:
             raise RelayError(src.name, f"TLS error: {e.reason or e}", e) from None
         if not n:

@@ -216,6 +216,9 @@ def build_context(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
+    # Some Python builds set it by default; with it, a FIN without close_notify reads as a clean
+    # end and a truncated stream would pass for a complete one (relay.Truncated).
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
     # A server keeps the profile order; its peers' CPUs decide via SSL_OP_PRIORITIZE_CHACHA.
     apply_profile(ctx, profile, has_aes=True if server else local_cpu_has_aes())
     if server:

@@ -42,7 +42,10 @@ class Client:
                     got += chunk
             except (OSError, ssl.SSLError):
                 pass
-            return got, s.session, reused
+            session = s.session
+            with contextlib.suppress(OSError, ssl.SSLError):
+                s.unwrap()  # close_notify: a clean end (without it, result=truncated)
+            return got, session, reused
 
 
 def inbound(pki, port, echo_port, allow, **over):

@@ -39,6 +39,9 @@ while True:
         c.sendall(b"from %s:%s " % (addr[0].encode(), data))
         with open(out, "a") as f:
             f.write(addr[0] + "\n")
+        if ctx:
+            c.settimeout(10)
+            c.unwrap()  # close_notify: without it the box reports result=truncated
     except Exception as e:
         with open(out, "a") as f:
             f.write("error " + repr(e) + "\n")
@@ -61,6 +64,11 @@ try:
     print(s.recv(1000).decode())
 except ConnectionResetError:
     print("RESET")
+if len(sys.argv) > 3:
+    try:
+        s.unwrap()  # close_notify: a clean end (without it the box reports result=truncated)
+    except (OSError, ssl.SSLError):
+        pass
 """
 
 

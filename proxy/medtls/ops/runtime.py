@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from medtls.events import Observer
+from medtls.events import RESULT_TRUNCATED, Observer
 
 from . import certs, clock, connlog
 from .auditing import Auditor
@@ -394,6 +394,18 @@ class OpsRuntime(Observer):
         m.bytes.add(self._key("bytes", d, route, "lan_to_device"), to_device)
         if state.version:
             m.tls_active.add(self._key("tls", state.version, state.cipher), -1)
+        if result == RESULT_TRUNCATED:
+            # The peer's TLS stream ended without close_notify: the end of the stream failed TLS
+            # authentication (a peer that died, or someone on the path cutting a transfer).
+            self.auditor.node_authentication(
+                False,
+                peer_address=self._remote(conn)[0],
+                peer_identity=state.peer,
+                direction=conn.direction,
+                reason="truncated: TLS stream ended without close_notify; device side reset",
+                tls_version=state.version,
+                cipher=state.cipher,
+            )
         # The daemon logs the one line per connection (medtls.ops.connlog.connection_line).
 
     def reloading(self) -> None:
