@@ -90,6 +90,9 @@ class Identity:
     certificate: Path
     key: Path
     key_passphrase_file: Path | None = None
+    # The CA bundle our own certificate chains to, when its issuer is not the peers' CA
+    # (trust.ca): the chain we send is built from it and our identity is validated against it.
+    ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -524,7 +527,7 @@ def _identity(r: _Reader, raw: object) -> Identity | None:
     d = r.mapping(
         raw,
         "identity",
-        {"certificate", "key", "key_passphrase_file"},
+        {"certificate", "key", "key_passphrase_file", "ca"},
         {
             "certificate",
             "key",
@@ -536,6 +539,7 @@ def _identity(r: _Reader, raw: object) -> Identity | None:
         certificate=r.get(d, "certificate", "identity", r.file),
         key=r.get(d, "key", "identity", r.file),
         key_passphrase_file=r.get(d, "key_passphrase_file", "identity", r.file),
+        ca=r.get(d, "ca", "identity", r.file),
     )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from medtls import events as ev
 from medtls import relay, sessions
 from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
-from medtls.material import Runtime, build_runtime
+from medtls.material import Runtime, validate
 from medtls.netutil import (
     abort,
     listen_socket,
@@ -214,7 +214,7 @@ class Daemon:
             config = load_config(config)
         self_test()
         self.events = ev.Dispatcher(observers)
-        self.rt = build_runtime(config, 1)
+        self.rt = validate(config, 1)  # the same validation as `medtls check` and reload
         self.ep = select.epoll()
         self.fdmap: dict[int, object] = {}  # fd -> Side | ListenerSpec | None (wakeup)
         self.listeners: dict[ListenerSpec, socket.socket] = {}
@@ -379,7 +379,7 @@ class Daemon:
         path = self.config.path
         try:
             config = load_config(path)
-            rt = build_runtime(config, self.rt.generation + 1)
+            rt = validate(config, self.rt.generation + 1)  # as `medtls check` and start
             if config.workers != self.config.workers:
                 log.warning(
                     "reload: workers change needs a restart; keeping %d", self.config.workers
@@ -390,6 +390,9 @@ class Daemon:
             return self._reload_failed(f"{path}: {msg}")
         except (TLSSetupError, OSError) as e:
             return self._reload_failed(str(e))
+        except Exception as e:  # a loader bug must still answer `medtls reload`, not hang it
+            log.exception("reload: internal error")
+            return self._reload_failed(f"{path}: internal error: {type(e).__name__}: {e}")
         self.rt = rt
         self._next_ticket_keys = time.monotonic() + config.session_lifetime  # new contexts
         for w in config.warnings():
