@@ -67,6 +67,12 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         return _problems(e.problems)
     setup_logging(args.log_level or config.logging.level)
+    from medtls.ops import control
+
+    try:
+        control.refuse_if_running(config.ops.control.socket)
+    except control.ControlSocketInUse as e:
+        return _problems([f"error: {e.strerror}"])
     from medtls.ops.runtime import attach
 
     ops = None

@@ -8,7 +8,11 @@ with the very line a reload logs, and a running daemon keeps serving with the ol
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
+import ssl
+import struct
 import subprocess
 import time
 
@@ -204,3 +208,180 @@ def test_identity_ca_is_not_trusted_for_peers(pki, extra, run_medtls, tmp_path):
         a.wait_conn("unknown_ca", "route=far")
     finally:
         echo.close()
+
+
+# ---------------------------------------------------------------- issue 16 defect 9: labels
+
+
+def inbound_box(pki, tmp_path, echo_port: int, **over) -> tuple[dict, int]:
+    port = free_port()
+    cfg = box_config(
+        pki,
+        "box-b",
+        inbound=[
+            {
+                "name": "svc",
+                "listen": f"127.0.0.1:{port}",
+                "device_port": echo_port,
+                "allow": [{"cn": "box-a"}],
+            }
+        ],
+        **over,
+    )
+    return cfg, port
+
+
+def test_they_do_not_trust_us_is_peer_unknown_ca_we_do_not_trust_them_is_unknown_ca(
+    pki, make_pair, echo_server
+):
+    """box-b trusts only the rogue CA (its own identity is checked against identity.ca)."""
+    pair = make_pair(
+        echo_server.port,
+        b_over={"trust": {"ca": str(pki.rogue_ca)}, "identity": {"ca": str(pki.ca)}},
+    )
+    assert echo_through(pair.a_port, b"x") == b""
+    pair.b.wait_conn("unknown_ca", "route=svc")
+    line = pair.a.wait_conn("peer_unknown_ca", "route=far")
+    assert 'detail="peer does not trust our certificate"' in line
+
+
+def test_a_client_certificate_without_client_auth_is_cert_purpose(pki, extra, run_medtls, tmp_path):
+    echo = EchoServer("echo")
+    try:
+        cfg, port = inbound_box(pki, tmp_path, echo.port)
+        b = run_medtls(cfg, "b", [port])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(pki.ca)
+        ctx.load_cert_chain(extra / "noclient.crt", extra / "noclient.key")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            contextlib.suppress(ssl.SSLError, OSError),
+            ctx.wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"x")
+            tls.recv(10)
+        line = b.wait_conn("cert_purpose", "route=svc")
+        assert "unsuitable certificate purpose" in line
+    finally:
+        echo.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_refused_renegotiation_is_not_peer_rejected(pki, run_medtls, tmp_path, echo_server):
+    """A TLS 1.2 client that renegotiates: we refuse (no_renegotiation), it aborts. That is
+    no rejection of our certificate."""
+    cfg, port = inbound_box(pki, tmp_path, echo_server.port)
+    b = run_medtls(cfg, "b", [port])
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-tls1_2", "-connect", f"127.0.0.1:{port}",
+         "-cert", str(pki.crt("box-a")), "-key", str(pki.key("box-a")),
+         "-cert_chain", str(pki.crt("box-a")), "-CAfile", str(pki.ca)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # the handshake is done; then ask for a renegotiation
+        with contextlib.suppress(BrokenPipeError):
+            client.stdin.write(b"R\n")
+            client.stdin.flush()
+        out = client.communicate(timeout=10)[0].decode(errors="replace")
+    finally:
+        client.kill()
+        client.wait()
+    assert "RENEGOTIATING" in out and "no renegotiation" in out
+    line = b.wait_conn("reset", "route=svc")
+    assert "result=peer_rejected" not in "\n".join(b.conn_lines())
+    assert "tls=TLSv1.2" in line
+
+
+def test_a_reset_during_the_handshake_is_an_audited_authentication_failure(
+    pki, run_medtls, tmp_path, echo_server
+):
+    """The peer sends half a ClientHello and resets: a handshake failure for observers, so
+    the audit trail gets its node-authentication failure (it used to be a silent `reset`)."""
+    audit_path = tmp_path / "audit.sock"
+    audit = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    audit.bind(str(audit_path))
+    audit.settimeout(10)
+    try:
+        cfg, port = inbound_box(
+            pki, tmp_path, echo_server.port,
+            audit={"transport": "local", "local_socket": str(audit_path), "spool": "off"},
+        )  # fmt: skip
+        b = run_medtls(cfg, "b", [port])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # half a ClientHello
+            time.sleep(0.3)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        line = b.wait_conn("handshake_error", "route=svc")
+        assert "during the TLS handshake" in line
+        deadline = time.monotonic() + 10
+        while True:
+            msg = audit.recv(65536).decode(errors="replace")
+            if "handshake_error" in msg:
+                break
+            assert time.monotonic() < deadline, "no audit message for the failed handshake"
+        assert 'EventOutcomeIndicator="4"' in msg or 'EventOutcomeIndicator="4"' in msg
+    finally:
+        audit.close()
+
+
+# ------------------------------------------- issue 16 defect 9: loader and control socket
+
+
+def test_reload_of_a_config_the_loader_chokes_on_answers_at_once(
+    pki, run_medtls, tmp_path, echo_server
+):
+    """`device: true` with an inbound entry (explicit mode) raised a TypeError in the loader:
+    `medtls reload` waited 60 s for an outcome that never came."""
+    sock = str(tmp_path / "b.sock")
+    cfg, port = inbound_box(pki, tmp_path, echo_server.port, control={"socket": sock})
+    b = run_medtls(cfg, "b", [port])
+    for bad in (True, 5):
+        cfg["device"] = bad
+        write_yaml(b.config, cfg)
+        check = medtls("check", "--config", str(b.config))
+        assert check.returncode == 1 and "device: must be a mapping" in check.stderr
+        assert "Traceback" not in check.stderr
+        t0 = time.monotonic()
+        r = medtls("reload", "--socket", sock, "--timeout", "30")
+        assert time.monotonic() - t0 < 20  # the answer, not a wait for one
+        assert r.returncode == 1 and "device: must be a mapping" in r.stderr, r.stderr
+
+
+def test_a_second_run_refuses_and_leaves_the_running_daemon_its_control_socket(
+    pki, run_medtls, tmp_path, echo_server
+):
+    sock = tmp_path / "b.sock"
+    cfg, port = inbound_box(pki, tmp_path, echo_server.port, control={"socket": str(sock)})
+    b = run_medtls(cfg, "b", [port])
+    second = medtls("run", "--config", str(b.config), timeout=30)
+    assert second.returncode == 1
+    assert f"control.socket {sock}: another medtls is running" in second.stderr
+    assert "Traceback" not in second.stderr
+    status = medtls("status", "--socket", str(sock), "--json")
+    assert status.returncode != 3 and '"pid"' in status.stdout, status.stderr  # not UNKNOWN
+    assert f'"pid": {b.proc.pid}' in status.stdout
+
+
+def test_a_stale_control_socket_is_replaced_and_a_successors_is_not_removed(
+    pki, run_medtls, tmp_path, echo_server
+):
+    """A socket file nobody answers on (a daemon killed with -9) does not stop a start; and a
+    daemon that stops removes its control socket only if the path is still its own."""
+    sock = tmp_path / "b.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sock))
+    stale.close()  # the file stays, nobody listens
+    cfg, port = inbound_box(pki, tmp_path, echo_server.port, control={"socket": str(sock)})
+    b = run_medtls(cfg, "b", [port])
+    assert medtls("status", "--socket", str(sock)).returncode != 3
+    sock.unlink()  # a successor took the path
+    successor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    successor.bind(str(sock))
+    successor.listen(1)
+    try:
+        assert b.stop() == 0
+        assert sock.exists(), "the stopping daemon removed another process's control socket"
+    finally:
+        successor.close()
