@@ -1,4 +1,7 @@
-"""`medtls check`: validate TLS material beyond what OpenSSL's loader reports."""
+"""`medtls check`: the serving process's own validation (`material.validate`, also run at
+start and at every reload, so the three agree), plus advice only an offline tool can give:
+expiry warnings, key sizes, CA and CRL validity (read with `cryptography`, which the serving
+process never imports)."""
 
 from __future__ import annotations
 
@@ -6,13 +9,11 @@ import datetime as dt
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from medtls.config import Config, Problem
-from medtls.material import build_runtime
+from medtls.material import validate
 from medtls.tlsctx import TLSSetupError, read_crls, read_passphrase
 
 EXPIRY_WARNING_DAYS = 30
@@ -50,31 +51,6 @@ def _validity(cert: x509.Certificate, role: str, now: dt.datetime, out: list[Pro
 
 def _name(cert: x509.Certificate) -> str:
     return f"'{cert.subject.rfc4514_string()}'"
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def chain_problem(
-    leaf: x509.Certificate, intermediates: list[x509.Certificate], roots: list[x509.Certificate]
-) -> str | None:
-    """None if `leaf` chains through `intermediates` to one of `roots`, else a reason."""
-    cur = leaf
-    for _ in range(len(intermediates) + 1):
-        if any(_issued_by(cur, r) for r in roots) or any(cur == r for r in roots):
-            return None
-        nxt = next((i for i in intermediates if i is not cur and _issued_by(cur, i)), None)
-        if nxt is None:
-            return f"issuer '{cur.issuer.rfc4514_string()}' of {_name(cur)} not found"
-        cur = nxt
-    return "certificate chain loops"
 
 
 def _key_problems(config: Config, out: list[Problem]):
@@ -128,10 +104,15 @@ def check_material(
     chain = _load_certs(config.identity.certificate, "identity.certificate", problems)
     key = _key_problems(config, problems)
     if chain:
-        leaf, inter = chain[0], chain[1:]
+        leaf = chain[0]
         role = "identity.certificate"
-        for c in chain:
+        for c in chain[1:]:  # the leaf's validity and chain are validate()'s (as in serving)
             _validity(c, role, now, problems)
+        if leaf.not_valid_before_utc > now:
+            warnings.append(
+                f"{role}: certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d} "
+                "(peers refuse it until then; or is this clock wrong?)"
+            )
         left = leaf.not_valid_after_utc - now
         if dt.timedelta(0) < left < dt.timedelta(days=EXPIRY_WARNING_DAYS):
             warnings.append(f"{role}: certificate expires in {left.days} days")
@@ -145,20 +126,18 @@ def check_material(
             der = serialization.Encoding.DER
             if key.public_key().public_bytes(der, spki) != pub.public_bytes(der, spki):
                 problems.append(Problem("identity.key", "does not match identity.certificate"))
-        _usage(leaf, config, role, problems)
-        if cas.get("trust.ca"):
-            roots = [c for certs in cas.values() for c in certs]
-            why = chain_problem(leaf, inter, roots)
-            if why:
-                problems.append(Problem(role, f"does not chain to a configured CA: {why}"))
+        _usage(leaf, role, problems)
     if config.trust_crl is not None:
         _crl_problems(config.trust_crl, [c for certs in cas.values() for c in certs], now,
                       problems, warnings)  # fmt: skip
-    if not problems:
-        try:
-            build_runtime(config, 0)
-        except TLSSetupError as e:
-            problems.append(Problem("identity", str(e)))
+    try:
+        validate(config)
+    except TLSSetupError as e:
+        # The message names its key path and file: the very line a reload logs. A key path
+        # already reported above (say, the details of an unreadable key) is not repeated.
+        msg = str(e)
+        if msg.partition(": ")[0] not in {p.path for p in problems}:
+            problems.append(Problem("", msg))
     warnings = config.warnings() + warnings
     return problems, warnings
 
@@ -207,22 +186,14 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) ->
         return False
 
 
-def _usage(leaf: x509.Certificate, config: Config, role: str, out: list[Problem]) -> None:
+def _usage(leaf: x509.Certificate, role: str, out: list[Problem]) -> None:
+    """Key usage and key type; the extended key usage is validate()'s (a real handshake)."""
     try:
         ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
         if not ku.digital_signature:
             out.append(Problem(role, "key usage lacks digitalSignature"))
     except x509.ExtensionNotFound:
         pass
-    try:
-        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return
-    need_client = any(not p.plaintext for p in config.outbound)
-    if need_client and ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
-        out.append(Problem(role, "extended key usage lacks clientAuth (needed for outbound)"))
-    if config.inbound and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
-        out.append(Problem(role, "extended key usage lacks serverAuth (needed for inbound)"))
     pub = leaf.public_key()
     if isinstance(pub, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         out.append(Problem(role, "Ed25519/Ed448 keys are not allowed by the DICOM profiles"))

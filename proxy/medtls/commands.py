@@ -67,6 +67,12 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         return _problems(e.problems)
     setup_logging(args.log_level or config.logging.level)
+    from medtls.ops import control
+
+    try:
+        control.refuse_if_running(config.ops.control.socket)
+    except control.ControlSocketInUse as e:
+        return _problems([f"error: {e.strerror}"])
     from medtls.ops.runtime import attach
 
     ops = None
@@ -101,12 +107,12 @@ def _probe(config) -> None:
     fork, and an idle listener in the group would strand connections).
     """
     from medtls.daemon import listener_specs
-    from medtls.material import build_runtime
+    from medtls.material import validate
     from medtls.netutil import listen_socket
     from medtls.tlsctx import self_test
 
     self_test()
-    build_runtime(config, 1)
+    validate(config, 1)  # the same validation as `medtls check` and reload
     for spec in listener_specs(config):
         try:
             listen_socket(spec.host, spec.port, spec.transparent, reuseport=True).close()

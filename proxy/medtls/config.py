@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class Identity:
     certificate: Path
     key: Path
     key_passphrase_file: Path | None = None
+    # The CA bundle our own certificate chains to, when its issuer is not the peers' CA
+    # (trust.ca): the chain we send is built from it and our identity is validated against it.
+    ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -254,9 +258,16 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {_kind(key)} cannot be a key", mark
+            ) from None
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_show(key)}", mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -321,6 +332,15 @@ class _Invalid(Exception):
     pass
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 4, 4
+
+
+def _show(v: object) -> str:
+    """A value for an error message, bounded: YAML aliases can make a small file a huge value."""
+    return _REPR.repr(v)
+
+
 def _kind(v: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(v), type(v).__name__
@@ -329,31 +349,31 @@ def _kind(v: object) -> str:
 
 def _str(v: object) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise _Invalid(f"must be a non-empty string, got {_kind(v)} {v!r}")
+        raise _Invalid(f"must be a non-empty string, got {_kind(v)} {_show(v)}")
     return v.strip()
 
 
 def _bool(v: object) -> bool:
     if not isinstance(v, bool):
-        raise _Invalid(f"must be true or false, got {v!r}")
+        raise _Invalid(f"must be true or false, got {_show(v)}")
     return v
 
 
 def _port(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
-        raise _Invalid(f"must be a port number 1-65535, got {v!r}")
+        raise _Invalid(f"must be a port number 1-65535, got {_show(v)}")
     return v
 
 
 def _pos_int(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _Invalid(f"must be a positive integer, got {v!r}")
+        raise _Invalid(f"must be a positive integer, got {_show(v)}")
     return v
 
 
 def _seconds(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-        raise _Invalid(f"must be a number of seconds >= 0, got {v!r}")
+        raise _Invalid(f"must be a number of seconds >= 0, got {_show(v)}")
     return float(v)
 
 
@@ -361,7 +381,7 @@ def _session_lifetime(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SESSION_LIFETIME:
         raise _Invalid(
             f"must be whole seconds from 0 (no resumption) to {MAX_SESSION_LIFETIME} "
-            f"(7 days, RFC 8446), got {v!r}"
+            f"(7 days, RFC 8446), got {_show(v)}"
         )
     return v
 
@@ -370,21 +390,21 @@ def _ip(v: object) -> str:
     try:
         return str(ipaddress.ip_address(_str(v) if not isinstance(v, int) else v))
     except ValueError:
-        raise _Invalid(f"not an IP address: {v!r}") from None
+        raise _Invalid(f"not an IP address: {_show(v)}") from None
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
     def conv(v: object) -> str:
         if v not in options:
-            raise _Invalid(f"must be one of {', '.join(options)}, got {v!r}")
+            raise _Invalid(f"must be one of {', '.join(options)}, got {_show(v)}")
         return v
 
     return conv
 
 
 def _profile(v: object) -> str:
-    if v not in PROFILES:
-        raise _Invalid(f"unknown TLS profile {v!r} (known: {', '.join(PROFILES)})")
+    if not isinstance(v, str) or v not in PROFILES:
+        raise _Invalid(f"unknown TLS profile {_show(v)} (known: {', '.join(PROFILES)})")
     return v
 
 
@@ -394,7 +414,7 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 def _mac(v: object) -> str:
     s = _str(v).lower()
     if not _MAC.match(s):
-        raise _Invalid(f"not a MAC address (aa:bb:cc:dd:ee:ff): {v!r}")
+        raise _Invalid(f"not a MAC address (aa:bb:cc:dd:ee:ff): {_show(v)}")
     return s
 
 
@@ -408,7 +428,7 @@ def _spki(v: object) -> str:
 def _subject(v: object) -> str:
     s = _str(v)
     if parse_dn(s) is None:
-        raise _Invalid(f"not a distinguished name like 'CN=pacs,O=Hospital': {v!r}")
+        raise _Invalid(f"not a distinguished name like 'CN=pacs,O=Hospital': {_show(v)}")
     return s
 
 
@@ -431,14 +451,14 @@ def _endpoint(v: object) -> Endpoint:
     s = _str(v)
     m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", s)
     if not m:
-        raise _Invalid(f"must be HOST:PORT (e.g. 127.0.0.1:11112), got {v!r}")
+        raise _Invalid(f"must be HOST:PORT (e.g. 127.0.0.1:11112), got {_show(v)}")
     host = m.group(1) or m.group(3)
     port = int(m.group(2) or m.group(4))
     try:
         host = str(ipaddress.ip_address(host))
     except ValueError:
         if host != "localhost":
-            raise _Invalid(f"listen host must be an IP address, got {host!r}") from None
+            raise _Invalid(f"listen host must be an IP address, got {_show(host)}") from None
         host = "127.0.0.1"
     _port(port)
     return Endpoint(host, port)
@@ -449,7 +469,7 @@ def _endpoint(v: object) -> Endpoint:
 
 def _prefix_len(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 31:
-        raise _Invalid(f"must be the device's IPv4 prefix length 1-31 (e.g. 24), got {v!r}")
+        raise _Invalid(f"must be the device's IPv4 prefix length 1-31 (e.g. 24), got {_show(v)}")
     return v
 
 
@@ -457,7 +477,7 @@ def _ipv4(v: object) -> str:
     try:
         addr = ipaddress.IPv4Address(_str(v))
     except (ValueError, _Invalid):
-        raise _Invalid(f"not an IPv4 address: {v!r}") from None
+        raise _Invalid(f"not an IPv4 address: {_show(v)}") from None
     if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_reserved:
         raise _Invalid(f"{addr}: not a unicast address of a router")
     return str(addr)
@@ -524,7 +544,7 @@ def _identity(r: _Reader, raw: object) -> Identity | None:
     d = r.mapping(
         raw,
         "identity",
-        {"certificate", "key", "key_passphrase_file"},
+        {"certificate", "key", "key_passphrase_file", "ca"},
         {
             "certificate",
             "key",
@@ -536,6 +556,7 @@ def _identity(r: _Reader, raw: object) -> Identity | None:
         certificate=r.get(d, "certificate", "identity", r.file),
         key=r.get(d, "key", "identity", r.file),
         key_passphrase_file=r.get(d, "key_passphrase_file", "identity", r.file),
+        ca=r.get(d, "ca", "identity", r.file),
     )
 
 
@@ -614,7 +635,7 @@ def _outbound(r: _Reader, raw: object, mode: str) -> tuple[OutboundPeer, ...]:
         )
         if name:
             if name in names:
-                r.err(f"{path}.name", f"duplicate name {name!r} (also {names[name]})")
+                r.err(f"{path}.name", f"duplicate name {_show(name)} (also {names[name]})")
             names.setdefault(name, path)
         if address and port and mode == "transparent":
             key = (address, port)
@@ -681,7 +702,7 @@ def _inbound(r: _Reader, raw: object, mode: str) -> tuple[InboundPort, ...]:
         allow = _allow(r, d.get("allow"), f"{path}.allow") if "allow" in d else ()
         if name:
             if name in names:
-                r.err(f"{path}.name", f"duplicate name {name!r} (also {names[name]})")
+                r.err(f"{path}.name", f"duplicate name {_show(name)} (also {names[name]})")
             names.setdefault(name, path)
         if port and mode == "transparent":
             if port in ports:
@@ -732,7 +753,7 @@ def _ntp(r: _Reader, raw: object) -> Ntp:
         try:
             addr = ipaddress.ip_address(value.strip() if isinstance(value, str) else "")
         except ValueError:
-            r.err(where, f"not an IPv4 address: {value!r} (names are not resolved: the box "
+            r.err(where, f"not an IPv4 address: {_show(value)} (names are not resolved: the box "
                          "has no DNS of its own)")  # fmt: skip
             continue
         if addr.version != 4:
@@ -817,7 +838,9 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
     for ops_path, ops_message in ops_problems:
         r.err(ops_path, ops_message)
     if mode == "explicit":
-        if cfg_kwargs["inbound"] and device.ip is None and "ip" in (top.get("device") or {}):
+        raw_device = top.get("device")
+        ip_given = isinstance(raw_device, dict) and "ip" in raw_device
+        if cfg_kwargs["inbound"] and device.ip is None and ip_given:
             r.err("device.ip", "must be an IP address (not auto) with mode: explicit")
         seen: dict[Endpoint, str] = {}
         for sect in ("outbound", "inbound"):
@@ -845,11 +868,21 @@ def load_config(path: str | os.PathLike, check_files: bool = True) -> Config:
         raise ConfigError([Problem("", f"{p}: configuration file not found")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([Problem("", f"{p}: cannot read configuration: {e}")]) from None
+    return parse_text(text, p.resolve(), check_files)
+
+
+def parse_text(text: str, path: Path, check_files: bool = True) -> Config:
+    """Validate configuration YAML `text` read from `path` (see `load_config`); every YAML
+    error, too, is a ConfigError."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError([Problem("", f"{where}: invalid YAML: {problem}")]) from None
-    return parse_config(raw, p.resolve(), check_files)
+    except ValueError as e:  # a timestamp such as 2001-13-01 (PyYAML's datetime() call)
+        raise ConfigError([Problem("", f"{path}: invalid YAML: {e}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem("", f"{path}: invalid YAML: nested too deeply")]) from None
+    return parse_config(raw, path, check_files)

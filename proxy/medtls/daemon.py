@@ -24,7 +24,7 @@ from medtls import events as ev
 from medtls import relay, sessions
 from medtls.certparse import CertParseError
 from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
-from medtls.material import Runtime, build_runtime
+from medtls.material import Runtime, validate
 from medtls.netutil import (
     abort,
     listen_socket,
@@ -125,6 +125,8 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
             return ev.CERT_EXPIRED, f"peer certificate {msg}"
         if code == _X509_CERT_REVOKED:
             return ev.CERT_REVOKED, "peer certificate revoked (trust.crl)"
+        if code == _X509_INVALID_PURPOSE:
+            return ev.CERT_PURPOSE, f"peer certificate {msg} (extended key usage lacks its role)"
         if code in _X509_CRL_PROBLEMS:
             return ev.CRL_UNUSABLE, f"trust.crl: {msg} for the peer's issuer"
         return ev.UNKNOWN_CA, f"peer certificate not trusted: {msg}"
@@ -138,9 +140,13 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
         "NO_PROTOCOLS_AVAILABLE": (ev.PROTOCOL_VERSION, "no TLS version available"),
         "NO_SHARED_CIPHER": (ev.NO_SHARED_CIPHER, "no cipher suite in common"),
         "SSLV3_ALERT_HANDSHAKE_FAILURE": (ev.PEER_REJECTED, "peer aborted the handshake"),
-        "TLSV1_ALERT_UNKNOWN_CA": (ev.UNKNOWN_CA, "peer does not trust our certificate"),
-        "SSLV3_ALERT_CERTIFICATE_EXPIRED": (ev.CERT_EXPIRED, "peer says our certificate expired"),
-        "SSLV3_ALERT_CERTIFICATE_REVOKED": (ev.CERT_REVOKED, "peer: our certificate is revoked"),
+        "TLSV1_ALERT_UNKNOWN_CA": (ev.PEER_UNKNOWN_CA, "peer does not trust our certificate"),
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED": (
+            ev.PEER_CERT_EXPIRED, "peer says our certificate expired"),
+        "SSLV3_ALERT_CERTIFICATE_REVOKED": (
+            ev.PEER_CERT_REVOKED, "peer: our certificate is revoked"),
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": (
+            ev.PEER_REJECTED, "peer rejected our certificate for this use (extended key usage?)"),
         "SSLV3_ALERT_BAD_CERTIFICATE": (ev.PEER_REJECTED, "peer rejected our certificate"),
         "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (ev.PEER_REJECTED, "peer rejected our certificate"),
         "TLSV1_ALERT_ACCESS_DENIED": (ev.PEER_REJECTED, "peer denied access"),
@@ -158,6 +164,7 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
 # UNABLE_TO_GET_CRL_ISSUER, KEYUSAGE_NO_CRL_SIGN, UNHANDLED_CRITICAL_CRL_EXTENSION,
 # DIFFERENT_CRL_SCOPE, CRL_PATH_VALIDATION_ERROR (openssl/x509_vfy.h).
 _X509_CERT_REVOKED = 23
+_X509_INVALID_PURPOSE = 26
 _X509_CRL_PROBLEMS = frozenset({3, 5, 8, 11, 12, 15, 16, 33, 35, 36, 44, 54})
 
 _NOT_TLS = frozenset(
@@ -215,7 +222,7 @@ class Daemon:
             config = load_config(config)
         self_test()
         self.events = ev.Dispatcher(observers)
-        self.rt = build_runtime(config, 1)
+        self.rt = validate(config, 1)  # the same validation as `medtls check` and reload
         self.ep = select.epoll()
         self.fdmap: dict[int, object] = {}  # fd -> Side | ListenerSpec | None (wakeup)
         self.listeners: dict[ListenerSpec, socket.socket] = {}
@@ -383,7 +390,7 @@ class Daemon:
         path = self.config.path
         try:
             config = load_config(path)
-            rt = build_runtime(config, self.rt.generation + 1)
+            rt = validate(config, self.rt.generation + 1)  # as `medtls check` and start
             if config.workers != self.config.workers:
                 log.warning(
                     "reload: workers change needs a restart; keeping %d", self.config.workers
@@ -394,6 +401,9 @@ class Daemon:
             return self._reload_failed(f"{path}: {msg}")
         except (TLSSetupError, OSError) as e:
             return self._reload_failed(str(e))
+        except Exception as e:  # a loader bug must still answer `medtls reload`, not hang it
+            log.exception("reload: internal error")
+            return self._reload_failed(f"{path}: internal error: {type(e).__name__}: {e}")
         self.rt = rt
         self._next_ticket_keys = time.monotonic() + config.session_lifetime  # new contexts
         for w in config.warnings():
@@ -639,7 +649,12 @@ class Daemon:
                     return
             self._handshake_step(c)
         except RelayError as e:
-            self._relay_failed(c, e)
+            self._handshake_reset(c, e)
+
+    def _handshake_reset(self, c: Conn, e: RelayError) -> None:
+        """A reset (or a send failure) before the handshake completed is a failed handshake:
+        observers, and with them the audit trail's node-authentication failure, hear of it."""
+        self._fail(c, ev.HANDSHAKE_ERROR, f"{e} during the TLS handshake")
 
     def _handshake_step(self, c: Conn) -> None:
         t = c.tls_side
@@ -797,9 +812,12 @@ class Daemon:
                         relay.recv_plain(side, c.pipes[0] if side is c.client else c.pipes[1])
                 self._relay(c)
             elif c.state == HANDSHAKE:
-                if mask & READ:
-                    side.recv_tls(self.scratch)
-                self._handshake_step(c)
+                try:
+                    if mask & READ:
+                        side.recv_tls(self.scratch)
+                    self._handshake_step(c)
+                except RelayError as e:
+                    self._handshake_reset(c, e)
             elif c.state == CONNECTING and side is c.server:
                 self._connected(c)
         except RelayError as e:
@@ -847,8 +865,11 @@ class Daemon:
                 t.renew_bios()
 
     def _relay_failed(self, c: Conn, e: RelayError) -> None:
-        if e.tls_error is not None and c.state == RELAY and c.first_tls_read:
+        if (e.tls_error is not None and c.state == RELAY and c.first_tls_read
+                and c.tls_side is c.server and c.version == "TLSv1.3"):  # fmt: skip
             # TLS 1.3: a server rejects our certificate only after our handshake completed.
+            # (Not so in TLS 1.2, nor for our server side: an alert there is no rejection,
+            # e.g. a client aborting after we refused its renegotiation.)
             reason, detail = classify_tls_error(e.tls_error)
             if reason != ev.HANDSHAKE_ERROR:
                 self._fail(c, reason, detail)

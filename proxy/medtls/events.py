@@ -16,9 +16,15 @@ from dataclasses import dataclass
 log = logging.getLogger("medtls.events")
 
 # handshake_failed / connection_closed reason categories
+# We refuse the peer:
 UNKNOWN_CA = "unknown_ca"  # peer certificate does not chain to the trusted CA
 CERT_EXPIRED = "cert_expired"  # peer certificate expired or not yet valid
-CERT_REVOKED = "cert_revoked"  # peer certificate listed in trust.crl (or the peer says ours is)
+CERT_REVOKED = "cert_revoked"  # peer certificate listed in trust.crl
+CERT_PURPOSE = "cert_purpose"  # peer certificate's extended key usage lacks its role
+# The peer refuses our certificate (its alert says why):
+PEER_UNKNOWN_CA = "peer_unknown_ca"  # the peer does not trust the CA of our certificate
+PEER_CERT_EXPIRED = "peer_cert_expired"  # the peer says our certificate expired
+PEER_CERT_REVOKED = "peer_cert_revoked"  # the peer says our certificate is revoked
 CRL_UNUSABLE = "crl_unusable"  # trust.crl has no valid CRL of the peer's issuer (fail closed)
 NO_CERTIFICATE = "no_certificate"  # client presented no certificate
 ACL_DENIED = "acl_denied"  # inbound: verified identity not allowed on this port
@@ -30,7 +36,7 @@ TIMEOUT = "timeout"  # handshake did not finish in limits.handshake_timeout
 NO_ROUTE = "no_route"  # destination not in the peer/inbound table (default deny)
 CONNECT_FAILED = "connect_failed"  # upstream refused/unreachable/connect_timeout
 LIMIT = "max_connections"  # refused because limits.max_connections is reached
-PEER_REJECTED = "peer_rejected"  # the remote side aborted the handshake with an alert
+PEER_REJECTED = "peer_rejected"  # the peer refused our certificate or aborted the handshake
 HANDSHAKE_ERROR = "handshake_error"  # anything else during setup
 BAD_CERTIFICATE = "bad_certificate"  # verified, but not strict DER, or a CA's, as a peer identity
 INTERNAL_ERROR = "internal_error"  # an unexpected exception; this connection was reset

@@ -1,4 +1,8 @@
-"""Everything a configuration generation needs at run time: config plus ready SSL contexts."""
+"""Everything a configuration generation needs at run time: config plus ready SSL contexts.
+
+`validate(config)` is THE validation of TLS material: `medtls check`, the daemon's start and
+every reload call it, so check can never pass what reload refuses, or the other way round.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from pathlib import Path
 
 from medtls.certparse import CertFacts, parse_der, pem_certificates
 from medtls.config import Config
-from medtls.tlsctx import TLSSetupError, build_context, read_passphrase
+from medtls.profiles import PROFILES
+from medtls.tlsctx import TLSSetupError, apply_profile, build_context, read_passphrase
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,10 @@ def reject_expired_identity(path: Path, certs: list[CertFacts], now: datetime) -
         )
 
 
-def build_runtime(config: Config, generation: int) -> Runtime:
-    """Load every key/certificate/CA and build one SSLContext per route (raises TLSSetupError)."""
+def validate(config: Config, generation: int = 0) -> Runtime:
+    """Load every key/certificate/CA, build one SSLContext per route, and prove in a handshake
+    over memory that our identity works in each role and profile it is used in; raises
+    TLSSetupError naming the key path and file. The one validation of check, start and reload."""
     ident = config.identity
     ident_certs = _load_certs(ident.certificate)
     reject_expired_identity(ident.certificate, ident_certs, datetime.now(UTC))
@@ -70,7 +77,7 @@ def build_runtime(config: Config, generation: int) -> Runtime:
         if key not in cache:
             cache[key] = build_context(
                 server, profile, ca, ident.certificate, ident.key, passphrase,
-                config.session_lifetime, config.trust_crl, config.crl_check,
+                config.session_lifetime, config.trust_crl, config.crl_check, ident.ca,
             )  # fmt: skip
         return cache[key]
 
@@ -86,6 +93,7 @@ def build_runtime(config: Config, generation: int) -> Runtime:
     if not config.outbound and not config.inbound:
         # Still prove the identity loads, so `check` and reload reject broken material.
         ctx(True, config.profile, config.trust_ca)
+    prove_identity(config, passphrase)
     rt.certificates = _cert_infos("identity.certificate", ident.certificate, ident_certs)
     rt.certificates += _cert_infos("trust.ca", config.trust_ca)
     for i, peer in enumerate(config.outbound):
@@ -97,4 +105,154 @@ def build_runtime(config: Config, generation: int) -> Runtime:
     return rt
 
 
-__all__ = ["CertInfo", "Runtime", "TLSSetupError", "build_runtime"]
+# The old name, for callers outside the serving path.
+build_runtime = validate
+
+# X509_V_ERR_INVALID_PURPOSE (openssl/x509_vfy.h): the extended key usage lacks the role.
+_INVALID_PURPOSE = 26
+# X509_V_FLAG_NO_CHECK_TIME: a box without RTC starts in 1970 and must still start; expiry is
+# checked on its own (reject_expired_identity), in the direction a lagging clock cannot err.
+_NO_CHECK_TIME = 0x200000
+_PROFILE_HINTS = {
+    "aes-legacy": "its only cipher suite, TLS_RSA_WITH_AES_128_CBC_SHA, needs an RSA key",
+}
+
+
+@dataclass(frozen=True)
+class _Role:
+    server: bool  # True: we are the TLS server (inbound ports)
+    profile: str
+    ca: Path  # what this route verifies its peers with (sets up our context as in serving)
+    where: str  # the first route that uses this role and profile, e.g. "outbound[0] 'pacs'"
+    profile_key: str  # the key that chose the profile: tls.profile or <route>.profile
+
+
+def _roles(config: Config) -> list[_Role]:
+    roles: dict[tuple[bool, str], _Role] = {}
+    for i, peer in enumerate(config.outbound):
+        if not peer.plaintext:
+            ca = (peer.verify.ca if peer.verify else None) or config.trust_ca
+            key = f"outbound[{i}].profile" if peer.profile else "tls.profile"
+            prof = config.outbound_profile(peer)
+            roles.setdefault((False, prof), _Role(False, prof, ca, f"outbound[{i}] '{peer.name}'",
+                                                  key))  # fmt: skip
+    for i, port in enumerate(config.inbound):
+        key = f"inbound[{i}].profile" if port.profile else "tls.profile"
+        prof = config.inbound_profile(port)
+        roles.setdefault((True, prof), _Role(True, prof, port.ca or config.trust_ca,
+                                             f"inbound[{i}] '{port.name}'", key))  # fmt: skip
+    if not roles:
+        # No route uses the identity yet: still prove that it chains (its usage is unknown).
+        return [_Role(True, config.profile, config.trust_ca, "no route yet", "tls.profile")]
+    return list(roles.values())
+
+
+def identity_cas(config: Config) -> list[Path]:
+    """The CAs our identity is validated against: identity.ca, or else every CA configured for
+    peers (they trust the CA that issued them, and usually ours with it)."""
+    if config.identity.ca is not None:
+        return [config.identity.ca]
+    cas = [config.trust_ca]
+    cas += [p.verify.ca for p in config.outbound if p.verify and p.verify.ca]
+    cas += [p.ca for p in config.inbound if p.ca]
+    return list(dict.fromkeys(cas))
+
+
+def _verifier(role: _Role, cas: list[Path], config: Config, passphrase) -> ssl.SSLContext:
+    """A peer of `role` that verifies our certificate the way OpenSSL does in a real handshake
+    (chain and extended key usage for the role: clientAuth from a server, serverAuth from a
+    client; a certificate without the extension is valid for any use)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT if role.server else ssl.PROTOCOL_TLS_SERVER)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= _NO_CHECK_TIME
+    apply_profile(ctx, PROFILES[role.profile])
+    for ca in cas:
+        ctx.load_verify_locations(cafile=str(ca))
+    if not role.server:  # the verifying server must present a certificate of the same kind
+        ident = config.identity
+        ctx.load_cert_chain(str(ident.certificate), str(ident.key), lambda: passphrase or b"")
+    return ctx
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> list[ssl.SSLError | None]:
+    """[client error, server error] of a handshake over memory BIOs (None: that side is done)."""
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    objs = [
+        client.wrap_bio(bios[0], bios[1], server_side=False),
+        server.wrap_bio(bios[2], bios[3], server_side=True),
+    ]
+    errors: list[ssl.SSLError | None] = [None, None]
+    done = [False, False]
+    for _ in range(10):
+        for i, obj in enumerate(objs):
+            if done[i] or errors[i] is not None:
+                continue
+            try:
+                obj.do_handshake()
+                done[i] = True
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as e:
+                errors[i] = e
+        bios[2].write(bios[1].read())
+        bios[0].write(bios[3].read())
+        if all(d or e is not None for d, e in zip(done, errors, strict=True)):
+            break
+    return errors
+
+
+def prove_identity(config: Config, passphrase: bytes | None) -> None:
+    """For every role (client of outbound TLS routes, server of inbound ports) and profile in
+    use, a handshake over memory between our context and a peer that verifies us against
+    identity_cas(config): what every real peer will do. Raises TLSSetupError with the reason."""
+    ident = config.identity
+    cas = identity_cas(config)
+    against = (
+        f"identity.ca {ident.ca}"
+        if ident.ca is not None
+        else "trust.ca"
+        + (" or a route's CA" if len(cas) > 1 else "")
+        + f" ({cas[0]}"
+        + (", ..." if len(cas) > 1 else "")
+        + "; set identity.ca if another CA issued it)"
+    )
+    for role in _roles(config):
+        ours = build_context(
+            role.server, role.profile, role.ca, ident.certificate, ident.key, passphrase,
+            identity_ca=ident.ca,
+        )  # fmt: skip
+        ours.verify_mode = ssl.CERT_NONE  # only the verifier's judgement of us matters here
+        try:
+            peer = _verifier(role, cas, config, passphrase)
+        except (ssl.SSLError, OSError) as e:
+            raise TLSSetupError(
+                f"identity: cannot prepare the check of {role.where}: {e}"
+            ) from None
+        client, server = (peer, ours) if role.server else (ours, peer)
+        errors = _handshake(client, server)
+        theirs, mine = (errors[0], errors[1]) if role.server else (errors[1], errors[0])
+        err = theirs or mine
+        if err is None:
+            continue
+        cert = f"identity.certificate: {ident.certificate}"
+        if isinstance(err, ssl.SSLCertVerificationError):
+            if err.verify_code == _INVALID_PURPOSE and role.where == "no route yet":
+                continue
+            if err.verify_code == _INVALID_PURPOSE:
+                usage, use = ("clientAuth", "outbound TLS routes")
+                if role.server:
+                    usage, use = ("serverAuth", "inbound ports")
+                raise TLSSetupError(
+                    f"{cert}: extended key usage lacks {usage}, needed for {use} ({role.where})"
+                )
+            raise TLSSetupError(f"{cert}: does not chain to {against}: {err.verify_message}")
+        reason = (getattr(err, "reason", None) or str(err)).lower().replace("_", " ")
+        hint = _PROFILE_HINTS.get(role.profile)
+        raise TLSSetupError(
+            f"identity.key: {ident.key}: {role.profile_key} '{role.profile}' (used by "
+            f"{role.where}) cannot work with this key: {reason}" + (f" ({hint})" if hint else "")
+        )
+
+
+__all__ = ["CertInfo", "Runtime", "TLSSetupError", "build_runtime", "validate"]

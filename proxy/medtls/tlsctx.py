@@ -207,10 +207,13 @@ def build_context(
     session_lifetime: int = 0,
     crl: Path | None = None,
     crl_check: str = "leaf",
+    identity_ca: Path | None = None,
 ) -> ssl.SSLContext:
     """A context that always requires and verifies the peer certificate against `ca`.
 
     Names are not checked here: the caller matches the peer's identity against its policy.
+    `identity_ca` (identity.ca): the CAs our own certificate chains to, when not the peers' CA;
+    the chain we send is built from it, and it is never trusted for peers.
     """
     profile = PROFILES[profile_name]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
@@ -234,6 +237,8 @@ def build_context(
         raise TLSSetupError(_load_error(e, certificate, key, passphrase)) from None
     except OSError as e:
         raise TLSSetupError(f"identity: {certificate} / {key}: {e.strerror or e}") from None
+    if identity_ca is not None:
+        set_chain_store(ctx, identity_ca)
     build_own_chain(ctx, certificate)
     if crl is not None:
         load_crls(ctx, crl, crl_check)
@@ -295,6 +300,37 @@ def _libssl_or_fail() -> ctypes.CDLL:
     if lib is None:
         raise TLSSetupError("libssl not found in process; cannot load trust.crl")
     return lib
+
+
+_SSL_CTRL_SET_CHAIN_CERT_STORE = 107
+
+
+def set_chain_store(ctx: ssl.SSLContext, bundle: Path) -> None:
+    """Build the chain we send from `bundle` (identity.ca) instead of the peers' trust store.
+
+    Python's ssl has no call for SSL_CTX_set1_chain_cert_store; the store holds `bundle` only,
+    so a CA that issued our own certificate never becomes a trust anchor for peers."""
+    lib = _libssl()
+    if lib is None:
+        raise TLSSetupError("libssl not found in process; cannot use identity.ca")
+    lib.X509_STORE_new.restype = ctypes.c_void_p
+    lib.X509_STORE_new.argtypes = []
+    lib.X509_STORE_free.argtypes = [ctypes.c_void_p]
+    lib.X509_STORE_free.restype = None
+    lib.X509_STORE_load_file.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.X509_STORE_load_file.restype = ctypes.c_int
+    store = lib.X509_STORE_new()
+    if not store:
+        raise TLSSetupError("identity.ca: OpenSSL could not allocate a certificate store")
+    try:
+        if lib.X509_STORE_load_file(store, os.fsencode(bundle)) != 1:
+            lib.ERR_clear_error()
+            raise TLSSetupError(f"identity.ca: {bundle}: cannot load CA bundle")
+        if lib.SSL_CTX_ctrl(_ssl_ctx_ptr(ctx), _SSL_CTRL_SET_CHAIN_CERT_STORE, 1, store) != 1:
+            lib.ERR_clear_error()
+            raise TLSSetupError(f"identity.ca: {bundle}: OpenSSL refused the chain store")
+    finally:
+        lib.X509_STORE_free(store)  # the context holds its own reference (set1)
 
 
 _SSL_CTRL_GET_CHAIN_CERTS = 115

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -79,6 +81,15 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
+_SOCKETS = itertools.count()
+
+
+def control_socket(cn: str) -> str:
+    """A control socket of this box alone: a second `medtls run` refuses to start while
+    another daemon answers on its control.socket (and tests run side by side)."""
+    return os.path.join(tempfile.gettempdir(), f"medtls-{os.getpid()}-{next(_SOCKETS)}-{cn}.sock")
+
+
 def box_config(pki: PKI, cn: str, **over) -> dict:
     cfg = {
         "device": {"ip": "127.0.0.1"},
@@ -90,6 +101,7 @@ def box_config(pki: PKI, cn: str, **over) -> dict:
         "clock": {"require_sync": False},
         "metrics": {"enabled": False},
         "audit": {"transport": "none"},
+        "control": {"socket": control_socket(cn)},
     }
     cfg.update(over)
     return cfg

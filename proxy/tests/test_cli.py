@@ -50,13 +50,13 @@ def test_check_example_as_shipped_names_missing_files():
     [
         (
             {"certificate": "expired.crt"},
-            "identity.certificate: certificate 'O=Test Hospital,CN=expired' expired on",
+            "identity.certificate: {dir}/expired.crt: certificate expired on",
         ),
         ({"key": "box-b.key"}, "identity.key: does not match identity.certificate"),
         (
             {"certificate": "rogue.crt", "key": "rogue.key"},
-            "identity.certificate: does not chain to a configured CA: "
-            "issuer 'O=Test Hospital,CN=Rogue CA'",
+            "identity.certificate: {dir}/rogue.crt: does not chain to trust.ca ({dir}/ca.pem"
+            "; set identity.ca if another CA issued it): unable to get local issuer certificate",
         ),
         (
             {"key": "box-a-enc.key"},
@@ -64,8 +64,7 @@ def test_check_example_as_shipped_names_missing_files():
         ),
         (
             {"certificate": "box-a-leaf.crt"},
-            "identity.certificate: does not chain to a configured CA: "
-            "issuer 'O=Test Hospital,CN=Test Intermediate CA'",
+            "identity.certificate: {dir}/box-a-leaf.crt: does not chain to trust.ca",
         ),
         ({"certificate": "pass.txt"}, "identity.certificate: no valid PEM certificate"),
     ],
@@ -75,6 +74,7 @@ def test_check_reports_material_problems(pki, tmp_path, identity, expected):
     cfg["identity"].update({k: str(pki.dir / v) for k, v in identity.items()})
     r = medtls("check", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
     assert r.returncode == 1
+    expected = expected.format(dir=pki.dir)
     assert any(line.startswith(expected) for line in r.stderr.splitlines()), r.stderr
     assert "Traceback" not in r.stderr
 

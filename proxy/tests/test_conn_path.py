@@ -28,8 +28,8 @@ def _count_handshake_calls(monkeypatch) -> list:
 def test_server_side_handshake_takes_two_steps(pki, request, monkeypatch):
     """TLS 1.3 with a client certificate: ClientHello in -> our flight out; client's
     Certificate/Finished in -> done. No do_handshake() before the ClientHello is there."""
-    calls = _count_handshake_calls(monkeypatch)
     _, rec, port, _ = request.getfixturevalue("daemon_env")
+    calls = _count_handshake_calls(monkeypatch)  # after start: validate() shakes hands too
     for delay in (0.0, 0.3):  # ClientHello already waiting when accepted, and not yet
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         time.sleep(delay)

@@ -111,7 +111,13 @@ def _err(cls, reason, code=None, msg=None):
         (_err(ssl.SSLError, "PEER_DID_NOT_RETURN_A_CERTIFICATE"), ev.NO_CERTIFICATE),
         (_err(ssl.SSLError, "UNSUPPORTED_PROTOCOL"), ev.PROTOCOL_VERSION),
         (_err(ssl.SSLError, "WRONG_VERSION_NUMBER"), ev.NOT_TLS),
-        (_err(ssl.SSLError, "TLSV1_ALERT_UNKNOWN_CA"), ev.UNKNOWN_CA),
+        (_err(ssl.SSLError, "TLSV1_ALERT_UNKNOWN_CA"), ev.PEER_UNKNOWN_CA),  # they distrust us
+        (
+            _err(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED", 26, "purpose"),
+            ev.CERT_PURPOSE,
+        ),
+        (_err(ssl.SSLError, "SSLV3_ALERT_CERTIFICATE_EXPIRED"), ev.PEER_CERT_EXPIRED),
+        (_err(ssl.SSLError, "SSLV3_ALERT_CERTIFICATE_REVOKED"), ev.PEER_CERT_REVOKED),
         (_err(ssl.SSLError, "TLSV13_ALERT_CERTIFICATE_REQUIRED"), ev.NO_CERTIFICATE),
     ],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import reprlib
 from dataclasses import dataclass, field
 
 OPS_SECTIONS = ("metrics", "audit", "clock", "control")
@@ -15,6 +16,8 @@ OPS_SECTIONS = ("metrics", "audit", "clock", "control")
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9750"
 DEFAULT_CONTROL_SOCKET = "/run/medtls/control.sock"
 AUDIT_TRANSPORTS = ("tls", "local", "none")
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 4, 4
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            self.errors.append(f"{path}: expected {kind.__name__}, got {value!r}")
+            # bounded: YAML aliases can make a small file a huge value
+            self.errors.append(f"{path}: expected {kind.__name__}, got {_REPR.repr(value)}")
             return default
         if check is not None:
             problem = check(value)

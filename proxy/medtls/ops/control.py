@@ -7,6 +7,7 @@ Used by `medtls status` and `medtls reload`. Access is limited by the socket's f
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import socketserver
@@ -19,6 +20,35 @@ MAX_REQUEST = 4096
 
 class ControlError(Exception):
     pass
+
+
+class ControlSocketInUse(OSError):
+    """Another process answers on the control socket: a medtls of this config is running."""
+
+
+def answering(path: str) -> bool:
+    """True if a process accepts connections on the Unix socket `path` (a socket file left by
+    a process that died refuses them)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def refuse_if_running(path: str) -> None:
+    """Raise ControlSocketInUse if a daemon answers on `path`: a second `medtls run` of the
+    same configuration must neither take its control socket nor remove it."""
+    if answering(path):
+        raise ControlSocketInUse(
+            errno.EADDRINUSE,
+            f"control.socket {path}: another medtls is running and answers there; not starting "
+            "(stop it first, or give this configuration its own control.socket)",
+        )
 
 
 # json is imported at the first request: a serving process that is never asked costs 0.15 MiB
@@ -66,6 +96,7 @@ class ControlServer:
             os.makedirs(directory, mode=0o750, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(path).st_mode):
+                refuse_if_running(path)  # only a socket nobody answers on is left over
                 os.unlink(path)
         outer = self
 
@@ -87,6 +118,7 @@ class ControlServer:
 
         self.server = Server(path, Handler)
         os.chmod(path, 0o660)  # owner and group (e.g. an operators' group), nobody else
+        self._inode = os.lstat(path).st_ino
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="medtls-control", daemon=True
         )
@@ -98,7 +130,8 @@ class ControlServer:
         self.server.shutdown()
         self.server.server_close()
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            if os.lstat(self.path).st_ino == self._inode:  # still ours, not a successor's
+                os.unlink(self.path)
 
 
 def request(path: str, command: str, timeout: float = 10.0, **args) -> dict:
