@@ -67,6 +67,7 @@ class HostileServer:
                 self.handshakes += 1
             while data := s.recv(65536):
                 s.sendall(data)
+            s.unwrap()  # close_notify: a bare close would be a truncation
         raw.close()
 
     def close(self):
