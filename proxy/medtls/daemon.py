@@ -580,14 +580,19 @@ class Daemon:
         """Why a new connection from `source` cannot be served now, or None.
 
         max_connections counts every connection except inbound ones still unauthenticated,
-        which count against max_handshakes (and per source) instead: a flood of handshakes that
-        never finish cannot take the places of authorized peers, and is refused itself."""
+        which count against max_handshakes instead: a flood of handshakes that never finish
+        cannot take the places of authorized peers, and is refused itself. Once half of
+        max_handshakes is in use, a source holding max_handshakes_per_source gets no more: one
+        host never holds more than half (a peer box opening many at once may, until then)."""
         caps = self._caps
         pending = len(self._pending)
         if len(self.conns) - pending >= caps.connections:
             return ev.LIMIT, f"limits.max_connections ({self._cap_text(caps.connections)}) reached"
         if spec.direction == "inbound":
-            if self._pending_by_source.get(source, 0) >= caps.per_source:
+            if (
+                2 * pending >= caps.handshakes
+                and self._pending_by_source.get(source, 0) >= caps.per_source
+            ):
                 n = self._cap_text(caps.per_source)
                 return ev.SOURCE_LIMIT, f"limits.max_handshakes_per_source ({n}) reached: {source}"
             if pending >= caps.handshakes:

@@ -107,6 +107,7 @@ def test_handshakes_in_progress_hold_no_connection_slot(pki, run_medtls):
 
 
 def test_handshake_budget_refuses_the_new_handshake(pki, run_medtls):
+    """Fails before the fix: no handshake budget (the third connection was served)."""
     echo = EchoServer()
     port = free_port()
     cfg = inbound_config(pki, port, echo.port, limits={"max_handshakes": 2})
@@ -127,9 +128,12 @@ def test_handshake_budget_refuses_the_new_handshake(pki, run_medtls):
 
 
 def test_per_source_cap_refuses_that_source_only(pki, run_medtls):
+    """Fails before the fix: no per-source limit (3 from one address are all accepted)."""
     echo = EchoServer()
     port = free_port()
-    cfg = inbound_config(pki, port, echo.port, limits={"max_handshakes_per_source": 2})
+    # the cap applies once half of max_handshakes is in use
+    cfg = inbound_config(pki, port, echo.port, limits={"max_handshakes": 4,
+                                                       "max_handshakes_per_source": 2})  # fmt: skip
     b = run_medtls(cfg, "b", [port])
     held = _hold(port, 3)  # the third is refused (the daemon resets it)
     try:
