@@ -69,6 +69,10 @@ DEFER_ACCEPT = 5
 ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_BACKOFF = (0.05, 1.0)
 ACCEPT_LOG_WINDOW = 10.0
+# A handshake this old (seconds) is stalled: a LAN peer finishes in a few round trips, a flood
+# that sends a byte and waits never does (limits.max_handshakes_per_source counts these).
+STALLED_HANDSHAKE = 1.0
+_NOT_PENDING = ("", 0.0)
 
 
 def _malloc_trim():
@@ -241,9 +245,9 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._poll_add(self._wake_r.fileno(), READ, None)
-        # Inbound connections not yet authenticated (limits.max_handshakes): conn id -> source,
-        # and their number per source (limits.max_handshakes_per_source).
-        self._pending: dict[int, str] = {}
+        # Inbound connections not yet authenticated (limits.max_handshakes): conn id -> (source,
+        # accepted at), and their number per source (limits.max_handshakes_per_source).
+        self._pending: dict[int, tuple[str, float]] = {}
         self._pending_by_source: dict[str, int] = {}
         self._caps = fdlimit.raise_and_fit(config.limits)
         self._caps_for = config.limits
@@ -581,17 +585,18 @@ class Daemon:
 
         max_connections counts every connection except inbound ones still unauthenticated,
         which count against max_handshakes instead: a flood of handshakes that never finish
-        cannot take the places of authorized peers, and is refused itself. Once half of
-        max_handshakes is in use, a source holding max_handshakes_per_source gets no more: one
-        host never holds more than half (a peer box opening many at once may, until then)."""
+        cannot take the places of authorized peers, and is refused itself. A source with
+        max_handshakes_per_source handshakes stalled (older than STALLED_HANDSHAKE) gets no
+        more; one still completing many at once (a peer box carries all its device's
+        connections from one address) is not held back."""
         caps = self._caps
         pending = len(self._pending)
         if len(self.conns) - pending >= caps.connections:
             return ev.LIMIT, f"limits.max_connections ({self._cap_text(caps.connections)}) reached"
         if spec.direction == "inbound":
             if (
-                2 * pending >= caps.handshakes
-                and self._pending_by_source.get(source, 0) >= caps.per_source
+                self._pending_by_source.get(source, 0) >= caps.per_source
+                and self._stalled(source) >= caps.per_source
             ):
                 n = self._cap_text(caps.per_source)
                 return ev.SOURCE_LIMIT, f"limits.max_handshakes_per_source ({n}) reached: {source}"
@@ -604,9 +609,14 @@ class Daemon:
     def _cap_text(self, n: int) -> str:
         return f"{n}, lowered to fit RLIMIT_NOFILE" if self._caps.warning else str(n)
 
+    def _stalled(self, source: str) -> int:
+        # Only for a source with many pending: at most max_handshakes entries.
+        since = time.monotonic() - STALLED_HANDSHAKE
+        return sum(1 for src, t in self._pending.values() if src == source and t <= since)
+
     def _end_pending(self, conn_id: int) -> None:
-        source = self._pending.pop(conn_id, None)
-        if source is not None:
+        source, _ = self._pending.pop(conn_id, _NOT_PENDING)
+        if source:
             left = self._pending_by_source[source] - 1
             if left:
                 self._pending_by_source[source] = left
@@ -669,7 +679,7 @@ class Daemon:
         else:
             c.tls_side = c.client
             c.client.start_tls(rt.inbound_ctx[route.name], server=True)
-            self._pending[info.id] = source
+            self._pending[info.id] = (source, c.t0)
             self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
             self._enter_handshake(c, wait_for_hello=True)
 

@@ -131,12 +131,12 @@ def test_per_source_cap_refuses_that_source_only(pki, run_medtls):
     """Fails before the fix: no per-source limit (3 from one address are all accepted)."""
     echo = EchoServer()
     port = free_port()
-    # the cap applies once half of max_handshakes is in use
-    cfg = inbound_config(pki, port, echo.port, limits={"max_handshakes": 4,
-                                                       "max_handshakes_per_source": 2})  # fmt: skip
+    cfg = inbound_config(pki, port, echo.port, limits={"max_handshakes_per_source": 2})
     b = run_medtls(cfg, "b", [port])
-    held = _hold(port, 3)  # the third is refused (the daemon resets it)
+    held = _hold(port, 2)
     try:
+        time.sleep(1.2)  # stalled: older than daemon.STALLED_HANDSHAKE
+        held += _hold(port, 1)  # refused (the daemon resets it)
         line = b.wait_conn("max_handshakes_per_source", "client=127.0.0.1:")
         assert 'detail="limits.max_handshakes_per_source (2) reached: 127.0.0.1"' in line
         # another address, same peer certificate: served
