@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from medtls import fdlimit
 from medtls.config import ConfigError, load_config
 
 log = logging.getLogger("medtls")
@@ -50,6 +51,9 @@ def cmd_check(args) -> int:
     except ConfigError as e:
         return _problems(e.problems)
     problems, warnings = check_material(config)
+    descriptors = fdlimit.check(config.limits)  # what `run` would meet under this RLIMIT_NOFILE
+    if descriptors:
+        warnings = [*warnings, descriptors]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if problems:

@@ -182,6 +182,8 @@ class Limits:
     """Resource limits and timeouts (seconds; 0 disables idle_timeout)."""
 
     max_connections: int = 1024
+    max_handshakes: int = 256
+    max_handshakes_per_source: int = 16
     handshake_timeout: float = 10.0
     connect_timeout: float = 10.0
     idle_timeout: float = 0.0
@@ -768,12 +770,17 @@ def _ntp(r: _Reader, raw: object) -> Ntp:
 
 
 def _limits(r: _Reader, raw: object) -> Limits:
-    keys = {"max_connections", "handshake_timeout", "connect_timeout", "idle_timeout",
-            "buffer_size", "drain_timeout", "keepalive"}  # fmt: skip
+    keys = {"max_connections", "max_handshakes", "max_handshakes_per_source",
+            "handshake_timeout", "connect_timeout", "idle_timeout", "buffer_size", "drain_timeout",
+            "keepalive"}  # fmt: skip
     d = r.mapping(raw, "limits", keys) or {}
     dflt = Limits()
     lim = Limits(
         max_connections=r.get(d, "max_connections", "limits", _pos_int, dflt.max_connections),
+        max_handshakes=r.get(d, "max_handshakes", "limits", _pos_int, dflt.max_handshakes),
+        max_handshakes_per_source=r.get(
+            d, "max_handshakes_per_source", "limits", _pos_int, dflt.max_handshakes_per_source
+        ),
         handshake_timeout=r.get(d, "handshake_timeout", "limits", _seconds, 10.0),
         connect_timeout=r.get(d, "connect_timeout", "limits", _seconds, 10.0),
         idle_timeout=r.get(d, "idle_timeout", "limits", _seconds, 0.0),

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import errno
 import gc
+import ipaddress
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from medtls import events as ev
-from medtls import relay, sessions
+from medtls import fdlimit, relay, sessions
 from medtls.certparse import CertParseError
 from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
 from medtls.material import Runtime, validate
@@ -63,6 +64,16 @@ BIO_RENEW_IDLE = 5.0
 # retransmissions at 1, 3 and 7 s); after that it is accepted and meets limits.handshake_timeout.
 # Outbound (device) listeners cannot: a protocol whose server speaks first would never start.
 DEFER_ACCEPT = 5
+# accept() out of descriptors or memory: the listener leaves the epoll set for a back-off (doubling
+# from the first to the last step) instead of spinning on a socket that stays readable; the error
+# is logged once, then as a count every ACCEPT_LOG_WINDOW seconds while it lasts.
+ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_BACKOFF = (0.05, 1.0)
+ACCEPT_LOG_WINDOW = 10.0
+# A handshake this old (seconds) is stalled: a LAN peer finishes in a few round trips, a flood
+# that sends a byte and waits never does (limits.max_handshakes_per_source counts these).
+STALLED_HANDSHAKE = 1.0
+_NOT_PENDING = ("", 0.0)
 
 
 def _malloc_trim():
@@ -242,7 +253,17 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._poll_add(self._wake_r.fileno(), READ, None)
-        self._last_limit_log = 0.0
+        # Inbound connections not yet authenticated (limits.max_handshakes): conn id -> (source,
+        # accepted at), and their number per source (limits.max_handshakes_per_source).
+        self._pending: dict[int, tuple[str, float]] = {}
+        self._pending_by_source: dict[str, int] = {}
+        self._caps = fdlimit.raise_and_fit(config.limits)
+        self._caps_for = config.limits
+        if self._caps.warning:
+            log.warning("%s", self._caps.warning)
+        self._paused: dict[ListenerSpec, tuple[socket.socket, float]] = {}  # -> (socket, until)
+        self._accept_delay: dict[ListenerSpec, float] = {}  # the last back-off step
+        self._accept_failures: dict[tuple[str, str], list] = {}  # -> [window start, count]
         self._malloc_trim = _malloc_trim()
         self._closed_since_trim = 0
         self._next_trim = 0.0
@@ -438,7 +459,7 @@ class Daemon:
 
     def _run_once(self) -> None:
         now = time.monotonic()
-        timeout = max(0.0, min(0.5, self._next_timer - now)) if self.conns else 1.0
+        timeout = max(0.0, min(0.5, self._next_timer - now)) if self.conns or self._paused else 1.0
         fdmap = self.fdmap
         for fd, event in self.ep.poll(timeout):
             data = fdmap.get(fd, _GONE)
@@ -487,6 +508,7 @@ class Daemon:
                 log.exception("internal error in %s", getattr(fn, "__name__", fn))
 
     def _timers(self, now: float) -> None:
+        self._limit_timers(now)
         if now >= self._next_trim:
             self._next_trim = now + TRIM_INTERVAL
             self._trim_memory()
@@ -520,19 +542,112 @@ class Daemon:
     # ------------------------------------------------------------------ accept
 
     def _accept(self, lsock: socket.socket, spec: ListenerSpec) -> None:
-        for _ in range(64):
+        for i in range(64):
             try:
                 sock, addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept on %s failed: %s", spec.name, e.strerror)
+                if e.errno in ACCEPT_RESOURCE_ERRORS:
+                    self._pause_listener(lsock, spec, e.strerror or str(e), progress=i > 0)
                 return
             try:
                 self._new_conn(sock, addr, spec)
             except Exception:
                 self._setup_crashed(sock)
+        if self._accept_delay:
+            self._accept_delay.pop(spec, None)  # accepting again: the next back-off starts small
+
+    def _pause_listener(
+        self, lsock: socket.socket, spec: ListenerSpec, why: str, progress: bool
+    ) -> None:
+        """Out of descriptors (or memory): the pending connection stays in the kernel's queue
+        and the listener stays readable; take it out of epoll until the back-off is over. After
+        progress (this call accepted some), the next loop turn, which may close some, tries
+        again; the back-off grows only while nothing can be accepted."""
+        now = time.monotonic()
+        first, last = ACCEPT_BACKOFF
+        if progress:
+            self._accept_delay.pop(spec, None)
+        else:
+            delay = min(last, self._accept_delay.get(spec, first / 2) * 2)
+            self._accept_delay[spec] = delay
+            self._poll_del(lsock.fileno())
+            self._paused[spec] = (lsock, now + delay)
+            self._next_timer = min(self._next_timer, now + delay)
+        key = (spec.name, why)
+        window = self._accept_failures.get(key)
+        if window is None:
+            self._accept_failures[key] = [now, 0]
+            log.error("accept on %s failed: %s (pausing the listener, retrying)", spec.name, why)
+        else:
+            window[1] += 1
+
+    def _limit_timers(self, now: float) -> None:
+        for spec, (lsock, until) in list(self._paused.items()):
+            if now >= until:
+                del self._paused[spec]
+                if self.listeners.get(spec) is lsock:  # not closed by a reload or stop meanwhile
+                    self._poll_add(lsock.fileno(), READ, (spec, lsock))
+        for key, window in list(self._accept_failures.items()):
+            if now - window[0] >= ACCEPT_LOG_WINDOW:
+                if window[1]:
+                    log.error(
+                        "accept on %s failed: %s (%d times in the last %g s)",
+                        key[0], key[1], window[1], now - window[0],
+                    )  # fmt: skip
+                    self._accept_failures[key] = [now, 0]
+                else:
+                    del self._accept_failures[key]
+        limits = self.config.limits
+        if limits is not self._caps_for:  # a reload changed the configuration
+            self._caps_for = limits
+            self._caps = fdlimit.raise_and_fit(limits)
+            if self._caps.warning:
+                log.warning("%s", self._caps.warning)
+
+    def _refusal(self, spec: ListenerSpec, source: str) -> tuple[str, str] | None:
+        """Why a new connection from `source` cannot be served now, or None.
+
+        max_connections counts every connection except inbound ones still unauthenticated,
+        which count against max_handshakes instead: a flood of handshakes that never finish
+        cannot take the places of authorized peers, and is refused itself. A source with
+        max_handshakes_per_source handshakes stalled (older than STALLED_HANDSHAKE) gets no
+        more; one still completing many at once (a peer box carries all its device's
+        connections from one address) is not held back."""
+        caps = self._caps
+        pending = len(self._pending)
+        if len(self.conns) - pending >= caps.connections:
+            return ev.LIMIT, f"limits.max_connections ({self._cap_text(caps.connections)}) reached"
+        if spec.direction == "inbound":
+            if (
+                self._pending_by_source.get(source, 0) >= caps.per_source
+                and self._stalled(source) >= caps.per_source
+            ):
+                n = self._cap_text(caps.per_source)
+                return ev.SOURCE_LIMIT, f"limits.max_handshakes_per_source ({n}) reached: {source}"
+            if pending >= caps.handshakes:
+                return ev.HANDSHAKE_LIMIT, (
+                    f"limits.max_handshakes ({self._cap_text(caps.handshakes)}) reached"
+                )
+        return None
+
+    def _cap_text(self, n: int) -> str:
+        return f"{n}, lowered to fit RLIMIT_NOFILE" if self._caps.warning else str(n)
+
+    def _stalled(self, source: str) -> int:
+        # Only for a source with many pending: at most max_handshakes entries.
+        since = time.monotonic() - STALLED_HANDSHAKE
+        return sum(1 for src, t in self._pending.values() if src == source and t <= since)
+
+    def _end_pending(self, conn_id: int) -> None:
+        source, _ = self._pending.pop(conn_id, _NOT_PENDING)
+        if source:
+            left = self._pending_by_source[source] - 1
+            if left:
+                self._pending_by_source[source] = left
+            else:
+                del self._pending_by_source[source]
 
     def _new_conn(self, sock: socket.socket, addr, spec: ListenerSpec) -> None:
         rt = self.rt
@@ -565,15 +680,12 @@ class Daemon:
         )  # fmt: skip
         c = Conn(info, rt, sock, cfg.limits.buffer_size)
         c.route = route
+        source = _source_key(client[0])
+        refusal = self._refusal(spec, source)
         self.conns[info.id] = c
         self.events.connection_opened(info)
-        if len(self.conns) > cfg.limits.max_connections:
-            now = time.monotonic()
-            if now - self._last_limit_log > 1:
-                self._last_limit_log = now
-            self._fail(
-                c, ev.LIMIT, f"limits.max_connections ({cfg.limits.max_connections}) reached"
-            )
+        if refusal is not None:
+            self._fail(c, *refusal)
             return
         if route is None:
             table = "outbound peer" if spec.direction == "outbound" else "inbound port"
@@ -593,6 +705,8 @@ class Daemon:
         else:
             c.tls_side = c.client
             c.client.start_tls(rt.inbound_ctx[route.name], server=True)
+            self._pending[info.id] = (source, c.t0)
+            self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
             self._enter_handshake(c, wait_for_hello=True)
 
     # ------------------------------------------------------------------ setup
@@ -766,6 +880,7 @@ class Daemon:
         self._fail(c, reason, detail)
 
     def _tls_ok(self, c: Conn) -> None:
+        self._end_pending(c.info.id)  # authenticated: out of the handshake budget
         self.events.tls_established(c.info, c.version, c.cipher, c.peer)
 
     def _start_relay(self, c: Conn) -> None:
@@ -937,6 +1052,8 @@ class Daemon:
                 side.conn = None  # no Conn <-> Side cycle: freed by refcount, not by the GC
         self._closed_since_trim += 1
         self.conns.pop(c.info.id, None)
+        if self._pending:
+            self._end_pending(c.info.id)
         if c.pipes:
             for p in c.pipes:
                 p.release()
@@ -1040,6 +1157,17 @@ def _close_notify_now(side: Side) -> None:
     except (OSError, ssl.SSLError):
         pass
     abort(side.sock)
+
+
+def _source_key(ip: str) -> str:
+    """The address a per-source limit counts: IPv4 as is, IPv6 by its /64 (one host can use
+    every address of its subnet)."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    except ValueError:
+        return ip
 
 
 def _fmt(addr) -> str:

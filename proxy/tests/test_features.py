@@ -68,20 +68,25 @@ def test_explicit_plaintext_pass_through_warns(pki, run_medtls):
 
 
 def test_max_connections(pki, run_medtls):
+    """max_connections counts connections past their handshake (handshakes have their own
+    budget: tests/test_limits.py)."""
+    from test_lifecycle import TLSClient
+
     echo = EchoServer()
     port = free_port()
     cfg = inbound_config(pki, port, echo.port, limits={"max_connections": 2})
     b = run_medtls(cfg, "b", [port])
-    # Each sends the first byte of a TLS record: accepted, then stuck in the handshake.
-    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-    for s in held:
-        s.sendall(b"\x16")
-    time.sleep(0.2)
+    held = [TLSClient(pki, port, "box-a") for _ in range(2)]
+    for c in held:
+        assert c.echo() == b"ping"
     assert try_echo(pki, port, "box-a") == b""
     b.wait_conn("max_connections", 'detail="limits.max_connections (2) reached"')
-    for s in held:
-        s.close()
-    time.sleep(0.3)
+    for c in held:
+        c.close()
+    deadline = time.monotonic() + 10
+    while len([x for x in b.conn_lines() if " result=ok " in x]) < 2:
+        assert time.monotonic() < deadline, b.log()
+        time.sleep(0.05)
     assert try_echo(pki, port, "box-a") == b"ping"
     echo.close()
 

@@ -55,6 +55,8 @@ def test_listeners(host):
     ("prop", "value"),
     [
         ("Restart", "on-failure"),
+        # 2 x (max_connections 1024 + max_handshakes 256) + 256 (molecule/shared/vars.yml)
+        ("LimitNOFILE", "2816"),
         ("WatchdogUSec", "5s"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
