@@ -30,7 +30,9 @@ def _tls_echo(pki, port: int, source: str = "127.0.0.1", host: str = "127.0.0.1"
     try:
         raw = socket.create_connection((host, port), timeout=10, source_address=(source, 0))
         with ctx.wrap_socket(raw) as t:
-            return echo_once(t, b"ping")
+            got = echo_once(t, b"ping")
+            t.unwrap()  # close_notify: a bare close is a truncation
+            return got
     except (OSError, ssl.SSLError):
         return b""
 
@@ -310,6 +312,7 @@ for i in range(n):
                 if not chunk:
                     break
                 got += chunk
+            t.unwrap()
         print("ok" if got == payload else "short %r" % got, flush=True)
     except (OSError, ssl.SSLError) as e:
         print("failed", type(e).__name__, e, flush=True)
