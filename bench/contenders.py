@@ -212,6 +212,7 @@ class Medtls(Contender):
             workers=os.environ.get("MEDTLS_BENCH_WORKERS", "1"),
             buffer_size=os.environ.get("MEDTLS_BENCH_BUFFER_SIZE", _default_buffer()),
             audit_socket=audit_socket(s.workdir),
+            control_socket=s.workdir / f"control-{tag}{s.suffix}.sock",
             session_lifetime=SESSION_LIFETIME if s.resume else 0,
             **values,
         )
