@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medtls.tlshello import resumed
+from medtls.core.tlshello import resumed
 
 from . import load, procs
 from .certs import SERVER_NAME, Pki

@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from medtls.tlshello import NotTls, hello_extensions
+from medtls.core.tlshello import NotTls, hello_extensions
 
 from .loopback import LoopbackServer
 

@@ -47,8 +47,8 @@ class ScanResult:
 
 def expected(profile_name: str, kind: str) -> dict[str, set[int]]:
     """Code points a server with a `kind` ("rsa"/"ec") key and this medtls profile must offer."""
-    from medtls.profiles import PROFILES
-    from medtls.tlsctx import apply_profile
+    from medtls.config.profiles import PROFILES
+    from medtls.tls.context import apply_profile
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     apply_profile(ctx, PROFILES[profile_name])

@@ -12,7 +12,7 @@ import os
 
 _suites = os.environ.get("MEDTLS_BENCH_TLS13_SUITES")
 if _suites:
-    from medtls import profiles
+    from medtls.config import profiles
 
     for _name, _profile in list(profiles.PROFILES.items()):
         if _profile.tls13_suites:

@@ -9,8 +9,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from medtls.certparse import CertParseError, parse_der
-    from medtls.policy import cert_identity
+    from medtls.core.certparse import CertParseError, parse_der
+    from medtls.core.policy import cert_identity
 
 
 def TestOneInput(data: bytes) -> None:

@@ -13,8 +13,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from medtls.certparse import CertParseError
-    from medtls.crlparse import crl_blocks, parse_crl
+    from medtls.core.certparse import CertParseError
+    from medtls.core.crlparse import crl_blocks, parse_crl
 
 BEGIN = b"-----BEGIN X509 CRL-----"
 

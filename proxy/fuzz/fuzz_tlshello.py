@@ -9,7 +9,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from medtls import tlshello
+    from medtls.core import tlshello
 
 
 def TestOneInput(data: bytes) -> None:

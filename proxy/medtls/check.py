@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from medtls.config import Config, Problem
-from medtls.material import validate
-from medtls.tlsctx import TLSSetupError, read_crls, read_passphrase
+from medtls.tls.context import TLSSetupError, read_crls, read_passphrase
+from medtls.tls.material import validate
 
 EXPIRY_WARNING_DAYS = 30
 # CRLs are reissued every few days; one due within this is a renewal job that may have stopped.

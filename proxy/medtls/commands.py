@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 
-from medtls import fdlimit
 from medtls.config import ConfigError, load_config
+from medtls.engine import fdlimit
 
 log = logging.getLogger("medtls")
 
@@ -63,8 +63,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from medtls.daemon import Daemon
-    from medtls.tlsctx import TLSSetupError
+    from medtls.engine.daemon import Daemon
+    from medtls.tls.context import TLSSetupError
 
     try:
         config = load_config(args.config)
@@ -110,10 +110,10 @@ def _probe(config) -> None:
     Workers then open their own SO_REUSEPORT listeners and epoll (neither may be shared across
     fork, and an idle listener in the group would strand connections).
     """
-    from medtls.daemon import listener_specs
-    from medtls.material import validate
-    from medtls.netutil import listen_socket
-    from medtls.tlsctx import self_test
+    from medtls.engine.daemon import listener_specs
+    from medtls.engine.netutil import listen_socket
+    from medtls.tls.context import self_test
+    from medtls.tls.material import validate
 
     self_test()
     validate(config, 1)  # the same validation as `medtls check` and reload
@@ -214,9 +214,9 @@ def _service_control(config, workers: int):
 
 def _worker(config, worker: tuple[int, int], alive_fd: int) -> int:
     """One worker: the same daemon and ops as a single process, minus what the parent owns."""
-    from medtls.daemon import Daemon
+    from medtls.engine.daemon import Daemon
     from medtls.ops.runtime import attach
-    from medtls.tlsctx import TLSSetupError
+    from medtls.tls.context import TLSSetupError
 
     def tick() -> None:
         with contextlib.suppress(OSError):

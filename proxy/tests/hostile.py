@@ -34,7 +34,7 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 def elements(der: bytes) -> list[bytes]:
     """The DER elements (header included) inside the SEQUENCE `der`."""
-    from medtls.certparse import _children, _tlv
+    from medtls.core.certparse import _children, _tlv
 
     _, s, e = _tlv(der, 0, len(der))
     return [der[h:ce] for _, _, ce, h in _children(der, s, e)]

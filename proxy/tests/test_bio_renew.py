@@ -3,7 +3,7 @@
 import ssl
 import time
 
-from medtls import tlsctx
+from medtls.tls import context as tlsctx
 from test_lifecycle import TLSClient, daemon_env, wait_for  # noqa: F401 (fixture)
 
 
@@ -81,8 +81,8 @@ def test_a_bio_holding_bytes_is_kept(pki):
 
 
 def test_daemon_renews_after_handshake_and_after_a_quiet_burst(pki, request, monkeypatch):
-    from medtls import daemon as daemon_mod
-    from medtls import relay
+    from medtls.engine import daemon as daemon_mod
+    from medtls.engine import relay
 
     calls = []
 

@@ -2,7 +2,7 @@
 
 import socket
 
-from medtls import relay
+from medtls.engine import relay
 
 
 def _pair():

@@ -8,8 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from medtls.certparse import CertParseError, parse_der, pem_certificates
-from medtls.policy import cert_identity
+from medtls.core.certparse import CertParseError, parse_der, pem_certificates
+from medtls.core.policy import cert_identity
 
 N = NameOID
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

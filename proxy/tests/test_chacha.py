@@ -1,14 +1,14 @@
 """ChaCha20-Poly1305 preference for CPUs without AES instructions (the Raspberry Pi 4 case)."""
 
 from conftest import memory_handshake
-from medtls.profiles import (
+from medtls.config.profiles import (
     CHACHA20_TLS13,
     PROFILES,
     client_tls13_order,
     cpu_has_aes,
     tls13_suite_list,
 )
-from medtls.tlsctx import SSL_OP_PRIORITIZE_CHACHA, build_context
+from medtls.tls.context import SSL_OP_PRIORITIZE_CHACHA, build_context
 
 X86_AES = "processor\t: 0\nflags\t\t: fpu vme sse2 aes avx2 pclmulqdq\n"
 PI4 = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
@@ -42,7 +42,7 @@ def test_client_order_never_adds_chacha():
 
 
 def _ctx(pki, server, has_aes, monkeypatch):
-    monkeypatch.setattr("medtls.tlsctx.local_cpu_has_aes", lambda: has_aes)
+    monkeypatch.setattr("medtls.tls.context.local_cpu_has_aes", lambda: has_aes)
     cn = "box-a" if server else "his"
     return build_context(server, "bcp195", pki.ca, pki.crt(cn), pki.key(cn), None)
 

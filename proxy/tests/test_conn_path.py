@@ -8,8 +8,8 @@ import time
 
 import pytest
 from conftest import box_config, free_port
-from medtls import policy
-from medtls.certparse import CertParseError
+from medtls.core import policy
+from medtls.core.certparse import CertParseError
 from test_lifecycle import TLSClient, daemon_env, wait_for  # noqa: F401 (fixture)
 
 

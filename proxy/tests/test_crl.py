@@ -183,8 +183,8 @@ def test_resumption_and_crl_do_not_mix(pki, tmp_path):
 
 def test_crl_facts_read_with_the_stdlib_match_cryptography(pki, tmp_path):
     from cryptography import x509
-    from medtls.certparse import CertParseError
-    from medtls.crlparse import parse_crl, pem_crls
+    from medtls.core.certparse import CertParseError
+    from medtls.core.crlparse import parse_crl, pem_crls
 
     ders = pem_crls(pki.crl(tmp_path / "c.pem", revoked=("box-a", "inter")).read_bytes())
     assert len(ders) == 2
@@ -338,7 +338,7 @@ def _crl_pem(pki, tmp_path) -> bytes:
 def test_the_crl_reader_names_the_block_and_line_of_anything_but_crl_blocks(
     pki, tmp_path, damage, expected
 ):
-    from medtls.crlparse import crl_blocks
+    from medtls.core.crlparse import crl_blocks
 
     good = _crl_pem(pki, tmp_path)
     data = damage(good)
@@ -354,7 +354,7 @@ def test_only_crls_reach_the_trust_store(pki, tmp_path):
     """What `load_crls` adds: each CRL block, parsed by OpenSSL; never a certificate."""
     import ssl
 
-    from medtls.tlsctx import TLSSetupError, load_crls
+    from medtls.tls.context import TLSSetupError, load_crls
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_verify_locations(cafile=str(pki.ca))

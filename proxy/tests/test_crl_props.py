@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from medtls.certparse import CertParseError
-from medtls.crlparse import crl_blocks, parse_crl
+from medtls.core.certparse import CertParseError
+from medtls.core.crlparse import crl_blocks, parse_crl
 
 BEGIN, END = b"-----BEGIN X509 CRL-----", b"-----END X509 CRL-----"
 KEY = ed25519.Ed25519PrivateKey.generate()  # deterministic signatures: stable sizes

@@ -5,7 +5,8 @@ import socket
 import ssl
 
 import pytest
-from medtls import relay, tlsctx
+from medtls.engine import relay
+from medtls.tls import context as tlsctx
 
 
 def _pair():

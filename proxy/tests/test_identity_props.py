@@ -19,8 +19,8 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from medtls.certparse import CertParseError
-from medtls.policy import cert_identity
+from medtls.core.certparse import CertParseError
+from medtls.core.policy import cert_identity
 from medtls_testpki import Issued
 
 # mutated serial numbers make cryptography warn (negative serials): not what is tested here

@@ -54,7 +54,7 @@ def test_serving_process_imports_no_optional_modules(make_pair, echo_server, tmp
     pair.a.wait_conn("ok")
     for m in (pair.a, pair.b):
         mods = _imported(m.log())
-        assert "medtls.daemon" in mods and "medtls.ops.runtime" in mods, m.log()[-2000:]
+        assert "medtls.engine.daemon" in mods and "medtls.ops.runtime" in mods, m.log()[-2000:]
         assert _forbidden(mods) == []
 
 

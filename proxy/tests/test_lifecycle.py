@@ -10,8 +10,8 @@ import time
 
 import pytest
 from conftest import box_config, echo_once, free_port, write_yaml
-from medtls import events as ev
-from medtls.daemon import Daemon
+from medtls.core import events as ev
+from medtls.engine.daemon import Daemon
 
 
 class Recorder(ev.Observer):

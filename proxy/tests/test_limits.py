@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MEDTLS, EchoServer, Medtls, box_config, echo_once, free_port, write_yaml
-from medtls import fdlimit
 from medtls.config import ConfigError, Limits, load_config
+from medtls.engine import fdlimit
 from test_lifecycle import inbound_config
 
 

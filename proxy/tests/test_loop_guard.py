@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from medtls import daemon as daemon_mod
+from medtls.engine import daemon as daemon_mod
 from test_lifecycle import daemon_env, try_echo, wait_for  # noqa: F401 (fixture)
 
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 from conftest import box_config, free_port, memory_handshake
-from medtls.tlsctx import _libssl, _ssl_ptr, build_context
+from medtls.tls.context import _libssl, _ssl_ptr, build_context
 
 
 def _handshake(server_ctx, client_ctx):

@@ -4,11 +4,10 @@ import ssl
 from pathlib import Path
 
 import pytest
-from medtls import events as ev
-from medtls.certparse import CertParseError
 from medtls.config import AllowRule, Verify, load_config
-from medtls.daemon import classify_tls_error
-from medtls.policy import (
+from medtls.core import events as ev
+from medtls.core.certparse import CertParseError
+from medtls.core.policy import (
     acl_allows,
     allow_rule_matches,
     cert_identity,
@@ -17,6 +16,7 @@ from medtls.policy import (
     route_outbound,
     verify_mismatches,
 )
+from medtls.engine.daemon import classify_tls_error
 from pki import make_ca, make_leaf
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"
@@ -183,7 +183,7 @@ def test_cn_rules_match_a_subject_with_exactly_that_one_cn():
 
 
 def test_a_ca_certificate_is_refused_as_a_peer_identity(monkeypatch):
-    monkeypatch.setattr("medtls.policy._identities", {})
+    monkeypatch.setattr("medtls.core.policy._identities", {})
     der = _named(cns=("box-a",), ca=True)
     assert cert_identity(der).ca
     for _ in range(2):  # the refusal is remembered, and raised again
@@ -193,7 +193,7 @@ def test_a_ca_certificate_is_refused_as_a_peer_identity(monkeypatch):
 
 
 def test_malformed_peer_certificate_is_a_parse_error_not_a_crash(monkeypatch):
-    monkeypatch.setattr("medtls.policy._identities", {})
+    monkeypatch.setattr("medtls.core.policy._identities", {})
     der = _named(dns=("ris.test",))
     i = der.index(b"ris.test")
     hostile = der[:i] + b"r\xffs.test" + der[i + 8 :]

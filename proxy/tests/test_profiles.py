@@ -3,8 +3,8 @@
 import ssl
 
 import pytest
-from medtls.profiles import LEGACY_PROFILES, PROFILES
-from medtls.tlsctx import apply_profile, set_tls13_suites
+from medtls.config.profiles import LEGACY_PROFILES, PROFILES
+from medtls.tls.context import apply_profile, set_tls13_suites
 
 
 def names(profile, proto=None):
@@ -74,7 +74,7 @@ def test_no_profile_below_tls12_except_aes_legacy():
 
 
 def test_set_tls13_suites_rejects_garbage():
-    from medtls.tlsctx import TLSSetupError
+    from medtls.tls.context import TLSSetupError
 
     with pytest.raises(TLSSetupError):
         set_tls13_suites(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), ["TLS_NOPE"])

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 from conftest import box_config, free_port, memory_handshake, write_yaml
-from medtls import tlsctx
+from medtls.tls import context as tlsctx
 from medtls_testpki import CA
 
 RESUME = {"profile": "bcp195", "session_lifetime": 3600}

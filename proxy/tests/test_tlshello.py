@@ -5,7 +5,8 @@ import contextlib
 import ssl
 
 import pytest
-from medtls import tlsctx, tlshello
+from medtls.core import tlshello
+from medtls.tls import context as tlsctx
 
 SERVER_NAME = "box-b.test"
 

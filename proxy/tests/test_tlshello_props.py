@@ -10,7 +10,7 @@ import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from medtls import tlshello
+from medtls.core import tlshello
 
 HELLO_FILE = tlshello.__file__
 

@@ -7,8 +7,9 @@ import logging
 import os
 import socket
 
+from medtls.config.ops import AuditConfig
+
 from . import audit_xml, auditspool, syslog
-from .config import AuditConfig
 
 log = logging.getLogger("medtls.ops")
 

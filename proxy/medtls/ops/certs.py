@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from medtls.certparse import parse_der, pem_certificates, sha256_fingerprint
+from medtls.core.certparse import parse_der, pem_certificates, sha256_fingerprint
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def load_infos(path: str, role: str) -> list[CertInfo]:
 
 
 def _crl_infos(path: str, data: bytes) -> list[CertInfo]:
-    from medtls.crlparse import crl_blocks, parse_crl
+    from medtls.core.crlparse import crl_blocks, parse_crl
 
     out = []
     for block in crl_blocks(data):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from medtls.config.ops import DEFAULT_CONTROL_SOCKET, parse_ops_sections
+
 from . import control, health
-from .config import DEFAULT_CONTROL_SOCKET, parse_ops_sections
 
 
 def register(subparsers) -> None:

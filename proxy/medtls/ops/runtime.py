@@ -13,11 +13,12 @@ import signal
 import threading
 import time
 
-from medtls.events import RESULT_TRUNCATED, Observer
+from medtls.config.ops import OpsConfig
+from medtls.core import connlog
+from medtls.core.events import RESULT_TRUNCATED, Observer
 
-from . import certs, clock, connlog
+from . import certs, clock
 from .auditing import Auditor
-from .config import OpsConfig
 from .control import ControlServer
 from .filewatch import FileWatcher
 from .instruments import Instruments
@@ -410,7 +411,7 @@ class OpsRuntime(Observer):
                 tls_version=state.version,
                 cipher=state.cipher,
             )
-        # The daemon logs the one line per connection (medtls.ops.connlog.connection_line).
+        # The daemon logs the one line per connection (medtls.core.connlog.connection_line).
 
     def reloading(self) -> None:
         self._reloading_sent = True

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from medtls.events import ConnInfo
-from medtls.ops.config import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
+from medtls.config.ops import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
+from medtls.core.events import ConnInfo
 from medtls.ops.runtime import OpsRuntime
 
 from .atna import summary, validate_event

@@ -8,9 +8,9 @@ import os
 import socket
 
 import pytest
+from medtls.config.ops import AuditConfig, parse_ops_sections
 from medtls.ops import audit_xml, auditspool
 from medtls.ops.auditing import Auditor
-from medtls.ops.config import AuditConfig, parse_ops_sections
 
 from .atna import summary
 

@@ -6,10 +6,10 @@ import socket
 import time
 from types import SimpleNamespace
 
-from medtls.events import ConnInfo
+from medtls.config.ops import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
+from medtls.core.events import ConnInfo
 from medtls.ops import health
 from medtls.ops.clock import ClockState
-from medtls.ops.config import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
 from medtls.ops.runtime import OpsRuntime
 
 from . import promparse

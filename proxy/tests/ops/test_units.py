@@ -7,8 +7,9 @@ import socket
 import time
 
 import pytest
-from medtls.ops import audit_xml, clock, connlog, control, credentials, health, sdnotify, syslog
-from medtls.ops.config import OpsConfig, parse_host_port, parse_ops_sections
+from medtls.config.ops import OpsConfig, parse_host_port, parse_ops_sections
+from medtls.core import connlog
+from medtls.ops import audit_xml, clock, control, credentials, health, sdnotify, syslog
 from medtls.ops.metrics import Registry
 
 from . import promparse
@@ -447,7 +448,7 @@ def test_control_roundtrip_and_errors(tmp_path):
 
 
 def test_connection_line_is_key_value():
-    from medtls.events import ConnInfo
+    from medtls.core.events import ConnInfo
 
     conn = ConnInfo(7, "outbound", "pacs", ("198.18.0.10", 40000), ("198.18.0.20", 104), 0.0)
     line = connlog.connection_line(
@@ -487,8 +488,8 @@ def test_file_watcher_waits_until_files_settle():
 
 
 def test_local_transport_sends_rfc5424_datagrams(tmp_path):
+    from medtls.config.ops import AuditConfig
     from medtls.ops.auditing import Auditor
-    from medtls.ops.config import AuditConfig
 
     path = str(tmp_path / "log")
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml  # (no `typing`: 0.5 MiB in each serving process, docs/performance.md item 43)
 
-from medtls.ops.config import OPS_SECTIONS, OpsConfig, parse_ops_sections
-from medtls.profiles import LEGACY_PROFILES, PROFILES
+from medtls.config.ops import OPS_SECTIONS, OpsConfig, parse_ops_sections
+from medtls.config.profiles import LEGACY_PROFILES, PROFILES
 
 DEFAULT_PROFILE = "bcp195"
 # TLS session tickets: how long a peer may resume without a full handshake (0: never, the

@@ -21,20 +21,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from medtls import events as ev
-from medtls import fdlimit, relay, sessions
-from medtls.certparse import CertParseError
 from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_config
-from medtls.material import Runtime, validate
-from medtls.netutil import (
-    abort,
-    listen_socket,
-    original_dst_nat,
-    set_options,
-    upstream_socket,
-)
-from medtls.ops.connlog import connection_line
-from medtls.policy import (
+from medtls.core import events as ev
+from medtls.core.certparse import CertParseError
+from medtls.core.connlog import connection_line
+from medtls.core.policy import (
     CertIdentity,
     acl_allows,
     peer_identity,
@@ -43,9 +34,18 @@ from medtls.policy import (
     unmap_v4,
     verify_mismatches,
 )
-from medtls.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side, Truncated
-from medtls.tlsctx import TLSSetupError, issue_no_ticket, rotate_ticket_keys, self_test
-from medtls.tlshello import offers_psk
+from medtls.core.tlshello import offers_psk
+from medtls.engine import fdlimit, relay, sessions
+from medtls.engine.netutil import (
+    abort,
+    listen_socket,
+    original_dst_nat,
+    set_options,
+    upstream_socket,
+)
+from medtls.engine.relay import READ, WRITE, BufferPool, Pipe, RelayError, Side, Truncated
+from medtls.tls.context import TLSSetupError, issue_no_ticket, rotate_ticket_keys, self_test
+from medtls.tls.material import Runtime, validate
 
 log = logging.getLogger("medtls")
 conn_log = logging.getLogger("medtls.conn")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 
-from medtls.material import Runtime
+from medtls.tls.material import Runtime
 
 
 def offer(rt: Runtime, route: str, now: float) -> ssl.SSLSession | None:

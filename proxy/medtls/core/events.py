@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-log = logging.getLogger("medtls.events")
+log = logging.getLogger("medtls.core.events")
 
 # handshake_failed / connection_closed reason categories
 # We refuse the peer:

@@ -45,7 +45,7 @@ def connection_line(
     detail: str = "",
     resumed: bool = False,
 ) -> str:
-    """The one line logged per connection, at close; `conn` is a medtls.events.ConnInfo."""
+    """The one line logged per connection, at close; `conn` is a medtls.core.events.ConnInfo."""
     if conn.direction == "outbound":
         device_to_lan, lan_to_device = bytes_from_client, bytes_from_server
     else:

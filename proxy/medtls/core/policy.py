@@ -7,8 +7,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-from medtls.certparse import CertParseError, parse_der
 from medtls.config import AllowRule, Config, InboundPort, OutboundPeer, Verify, parse_dn
+from medtls.core.certparse import CertParseError, parse_der
 
 
 @dataclass(frozen=True)

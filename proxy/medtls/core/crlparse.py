@@ -9,7 +9,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from medtls.certparse import CertParseError, _name, _time, tbs_fields
+from medtls.core.certparse import CertParseError, _name, _time, tbs_fields
 
 _BEGIN = b"-----BEGIN X509 CRL-----"
 _END = b"-----END X509 CRL-----"

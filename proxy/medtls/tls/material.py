@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from medtls.certparse import CertFacts, parse_der, pem_certificates
 from medtls.config import Config
-from medtls.profiles import PROFILES
-from medtls.tlsctx import TLSSetupError, apply_profile, build_context, read_passphrase
+from medtls.config.profiles import PROFILES
+from medtls.core.certparse import CertFacts, parse_der, pem_certificates
+from medtls.tls.context import TLSSetupError, apply_profile, build_context, read_passphrase
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import warnings
 from functools import cache
 from pathlib import Path
 
-from medtls.profiles import (
+from medtls.config.profiles import (
     PROFILES,
     Profile,
     client_tls13_order,
@@ -265,7 +265,7 @@ def read_crls(crl: Path, store: int | None = None) -> list:
     The file never goes to an OpenSSL file loader: those also take certificates, and a
     certificate in this file would become a trust anchor.
     """
-    from medtls.crlparse import crl_blocks  # only configurations with a CRL pay for the import
+    from medtls.core.crlparse import crl_blocks  # only configurations with a CRL pay for the import
 
     try:
         blocks = crl_blocks(crl.read_bytes())

@@ -1,0 +1,1 @@
+"""TLS contexts from profiles and material; every ctypes call into OpenSSL lives here."""
