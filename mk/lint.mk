@@ -1,5 +1,5 @@
-.PHONY: lint-python lint-shell
-LINT_TARGETS += lint-python lint-shell
+.PHONY: lint-python lint-shell lint-imports
+LINT_TARGETS += lint-python lint-shell lint-imports
 
 lint-python: setup-venv
 	ruff check .
@@ -7,3 +7,6 @@ lint-python: setup-venv
 
 lint-shell:
 	shellcheck -x $$(git ls-files -co --exclude-standard '*.sh' '.ci/run' | sort -u)
+
+lint-imports: setup-venv ## the import rule between the package's wings (proxy/pyproject.toml)
+	cd proxy && lint-imports --no-cache
