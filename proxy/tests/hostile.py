@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from medtls_testpki import Issued
 
-MARK = "zq"  # a two-character marker the patch replaces (found once in the TBSCertificate)
+# A marker the patch overwrites from its start (found exactly once in the TBSCertificate). Long
+# enough that random serial, key and signature bytes never contain it by chance.
+MARK = "zqmedtlsmarkzq"
 
 
 def tlv(tag: int, content: bytes) -> bytes:
@@ -90,11 +92,17 @@ def leaf(
     return b.sign(issuer.key, hashes.SHA256())
 
 
-def patched(cert: x509.Certificate, issuer: Issued, new: bytes, old: bytes = MARK.encode()):
-    """`cert` with the bytes `old` in its TBSCertificate replaced by `new` (same length)."""
+def mark_overwritten(data: bytes, new: bytes) -> bytes:
+    """`data` with the start of its one MARK overwritten by `new` (lengths unchanged)."""
+    old = MARK.encode()
+    assert data.count(old) == 1 and len(new) <= len(old), (old, new)
+    return data.replace(old, new + old[len(new) :])
+
+
+def patched(cert: x509.Certificate, issuer: Issued, new: bytes):
+    """`cert` with the start of MARK in its TBSCertificate overwritten by `new`, re-signed."""
     tbs = cert.tbs_certificate_bytes
-    assert tbs.count(old) == 1 and len(new) == len(old), (old, new)
-    return resign(tbs.replace(old, new), issuer, elements(tbs)[2])
+    return resign(mark_overwritten(tbs, new), issuer, elements(tbs)[2])
 
 
 def ber_subject(cert: x509.Certificate, issuer: Issued) -> bytes:
