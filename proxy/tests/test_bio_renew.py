@@ -4,6 +4,7 @@ import ssl
 import time
 
 from medtls.tls import context as tlsctx
+from medtls.tls import openssl
 from test_lifecycle import TLSClient, daemon_env, wait_for  # noqa: F401 (fixture)
 
 
@@ -42,8 +43,8 @@ def _handshake(a, b):
 
 
 def _in_use(end):
-    lib = tlsctx._libssl()
-    ptr = tlsctx._ssl_ptr(end.tls)
+    lib = openssl._lib()
+    ptr = openssl._ssl_ptr(end.tls)
     return lib.SSL_get_rbio(ptr), lib.SSL_get_wbio(ptr)
 
 
@@ -53,9 +54,9 @@ def test_renewed_bios_are_used_and_carry_data_both_ways(pki):
     _handshake(client, server)
     for end in (server, client):
         old = (end.inc, end.out)
-        end.inc, end.out = tlsctx.renew_bios(end.tls, end.inc, end.out)
+        end.inc, end.out = openssl.renew_bios(end.tls, end.inc, end.out)
         assert end.inc is not old[0] and end.out is not old[1]
-        assert _in_use(end) == (tlsctx._bio_ptr(end.inc), tlsctx._bio_ptr(end.out))
+        assert _in_use(end) == (openssl._bio_ptr(end.inc), openssl._bio_ptr(end.out))
     payload = bytes(range(256)) * 64
     client.tls.write(payload)
     client.send_to(server)
@@ -73,7 +74,7 @@ def test_a_bio_holding_bytes_is_kept(pki):
     client.send_to(server)  # ciphertext waits in the server's incoming BIO
     server.tls.write(b"unsent")  # ciphertext waits in the server's outgoing BIO
     inc, out = server.inc, server.out
-    server.inc, server.out = tlsctx.renew_bios(server.tls, server.inc, server.out)
+    server.inc, server.out = openssl.renew_bios(server.tls, server.inc, server.out)
     assert server.inc is inc and server.out is out
     assert server.tls.read(100) == b"in flight"
     server.send_to(client)
@@ -88,7 +89,7 @@ def test_daemon_renews_after_handshake_and_after_a_quiet_burst(pki, request, mon
 
     def counting(sslobj, inc, out):
         calls.append((inc.pending, out.pending))
-        return tlsctx.renew_bios(sslobj, inc, out)
+        return openssl.renew_bios(sslobj, inc, out)
 
     monkeypatch.setattr(relay, "renew_bios", counting)
     monkeypatch.setattr(daemon_mod, "BIO_RENEW_IDLE", 0.3)

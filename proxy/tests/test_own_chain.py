@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 from conftest import box_config, free_port, memory_handshake
-from medtls.tls.context import _libssl, _ssl_ptr, build_context
+from medtls.tls.context import build_context
+from medtls.tls.openssl import _lib, _ssl_ptr
 
 
 def _handshake(server_ctx, client_ctx):
@@ -22,7 +23,7 @@ def _handshake(server_ctx, client_ctx):
 
 def _received(obj: ssl.SSLObject) -> int:
     """Certificates the peer sent (SSL_get_peer_cert_chain: a server's view omits the leaf)."""
-    lib = _libssl()
+    lib = _lib()
     lib.SSL_get_peer_cert_chain.argtypes = [ctypes.c_void_p]
     lib.SSL_get_peer_cert_chain.restype = ctypes.c_void_p
     lib.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
