@@ -66,6 +66,8 @@ TRIM_AFTER_CLOSED = 64
 # A connection quiet this long after traffic gets fresh TLS BIOs (a BIO never shrinks).
 BIO_RENEW_IDLE = 5.0
 _CLOSED = cx.CLOSED
+_HANDSHAKE = cx.HANDSHAKE
+_RELAY_OPENING = cx.RELAY_OPENING
 _RELAYING = cx.RELAYING
 _HANDSHAKING = cx.HANDSHAKING
 _DIALLING = cx.DIALLING
@@ -696,7 +698,7 @@ class Daemon(EventLoop, EngineHandle):
                 try:
                     if mask & READ:
                         side.recv_tls(self.scratch)
-                    if state == cx.HANDSHAKE:
+                    if state == _HANDSHAKE:
                         self._handshake_step(c)
                     elif side.inc.pending or side.raw_eof:
                         self._hello(c)
@@ -719,7 +721,7 @@ class Daemon(EventLoop, EngineHandle):
         if t is not None and t.handshake_bios and not t.inc.pending and not t.pending_out:
             t.handshake_bios = False
             self._renew_bios(c, c.last_activity)
-        if c.state == cx.RELAY_OPENING:
+        if c.state == _RELAY_OPENING:
             if t is not None:
                 p = pipes[1 if t is c.server else 0]
                 if p.count or p.end:
