@@ -10,8 +10,10 @@ import time
 
 import pytest
 from conftest import box_config, echo_once, free_port, write_yaml
+from medtls.config.ops import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
 from medtls.core import events as ev
 from medtls.engine.daemon import Daemon
+from medtls.ops.runtime import OpsRuntime
 
 
 class Recorder(ev.Observer):
@@ -113,8 +115,23 @@ def wait_for(pred, timeout=5):
     return False
 
 
-def test_events_and_snapshot(pki, daemon_env):
+def _ops_observer(d, tmp_path) -> OpsRuntime:
+    """The operations wing as it runs beside the engine: it keeps per-peer state itself, from
+    the events (the engine keeps none)."""
+    ops = OpsConfig(
+        metrics=MetricsConfig(enabled=False),
+        audit=AuditConfig(transport="none"),
+        clock=ClockConfig(require_sync=False),
+        control=ControlConfig(socket=str(tmp_path / "c.sock"), watch_files=False),
+    )
+    rt = OpsRuntime(d.config, daemon=d, start_servers=False, ops=ops)
+    d.add_observer(rt)
+    return rt
+
+
+def test_events_and_snapshot(pki, daemon_env, tmp_path):
     d, rec, port, _ = daemon_env
+    ops = _ops_observer(d, tmp_path)
     assert try_echo(pki, port, "box-a") == b"ping"
     assert wait_for(lambda: "connection_closed" in rec.names())
     assert rec.events[0] == ("listener_ready", "svc", "inbound")
@@ -134,11 +151,14 @@ def test_events_and_snapshot(pki, daemon_env):
     roles = {c["role"] for c in snap["certificates"]}
     assert {"identity.certificate", "trust.ca"} <= roles
     assert all(c["not_after"] for c in snap["certificates"])
-    assert snap["peers"]["svc"]["last_success"] > 0
+    assert "peers" not in snap  # per-peer state is ops' (one fact in one place)
+    peers = {p["name"]: p for p in ops.status()["peers"]}
+    assert peers["svc"]["last_success"] > 0
 
     assert try_echo(pki, port, "his") == b""
     assert wait_for(lambda: ("handshake_failed", "acl_denied") in rec.events)
-    assert d.snapshot()["peers"]["svc"]["last_failure_reason"] == "acl_denied"
+    peers = {p["name"]: p for p in ops.status()["peers"]}
+    assert peers["svc"]["last_failure_reason"] == "acl_denied"
 
 
 def test_active_connections_in_snapshot(pki, daemon_env):

@@ -137,7 +137,7 @@ def test_per_source_cap_refuses_that_source_only(pki, run_medtls):
     b = run_medtls(cfg, "b", [port])
     held = _hold(port, 2)
     try:
-        time.sleep(1.2)  # stalled: older than daemon.STALLED_HANDSHAKE
+        time.sleep(1.2)  # stalled: older than listeners.STALLED_HANDSHAKE
         held += _hold(port, 1)  # refused (the daemon resets it)
         line = b.wait_conn("max_handshakes_per_source", "client=127.0.0.1:")
         assert 'detail="limits.max_handshakes_per_source (2) reached: 127.0.0.1"' in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from medtls.engine import connection
 from medtls.engine import daemon as daemon_mod
 from test_lifecycle import daemon_env, try_echo, wait_for  # noqa: F401 (fixture)
 
@@ -42,3 +43,24 @@ def test_exception_while_relaying_resets_only_that_connection(pki, request, monk
     assert wait_for(lambda: any(e[-1:] == ("internal_error",) for e in rec.events))
     assert try_echo(pki, port, "box-a") == b"ping"
     assert d.conns == {} or all(c.state != "closed" for c in d.conns.values())
+
+
+def test_event_refused_by_the_state_machine_resets_only_that_connection(pki, request, monkeypatch):
+    """A transition the table does not have (a daemon bug) raises ProtocolError; the loop guard
+    turns it into internal_error for that connection, fed to its machine like any event."""
+    real_step = connection.step
+    refused = []
+
+    def step(state, event):
+        if event == connection.CLIENT_AUTHORIZED and not refused:
+            refused.append(state)
+            raise connection.ProtocolError(f"event {event!r} in state {state!r}")
+        return real_step(state, event)
+
+    monkeypatch.setattr(connection, "step", step)
+    d, rec, port, _ = request.getfixturevalue("daemon_env")
+    assert try_echo(pki, port, "box-a") == b""
+    assert wait_for(lambda: ("handshake_failed", "internal_error") in rec.events)
+    assert refused == [connection.VERIFYING]
+    assert try_echo(pki, port, "box-a") == b"ping"
+    assert wait_for(lambda: not d.conns)

@@ -7,6 +7,7 @@ import pytest
 from medtls.config import AllowRule, Verify, load_config
 from medtls.core import events as ev
 from medtls.core.certparse import CertParseError
+from medtls.core.outcomes import classify_tls_error
 from medtls.core.policy import (
     acl_allows,
     allow_rule_matches,
@@ -16,7 +17,6 @@ from medtls.core.policy import (
     route_outbound,
     verify_mismatches,
 )
-from medtls.engine.daemon import classify_tls_error
 from pki import make_ca, make_leaf
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ct-modality.yaml"

@@ -56,7 +56,6 @@ class Side:
         "only_close",
         "out",
         "raw_eof",
-        "registered",
         "shut_out",
         "sock",
         "sslobj",
@@ -84,7 +83,6 @@ class Side:
         self.fin_after_flush = False
         self.only_close = False  # nothing but close_notify is queued
         self.mask = 0
-        self.registered = False
         self.handshake_bios = False  # BIOs still sized for the handshake flight
 
     def start_tls(

@@ -1,0 +1,200 @@
+"""One relayed connection as a state machine: states, events, and the transition table.
+
+Pure, in the spirit of h11's `_state.py`: `step(state, event)` says which state comes next and
+which actions the caller (the daemon) performs, in order; it does no I/O and knows no socket. The
+daemon feeds an event at every change of a connection's life (accept, routing, connect,
+handshake, identity, first data, end), never per read: the relay hot path does not pass here.
+An action that may feed a further event (CONNECT, START_*, CONTINUE_HANDSHAKE, CHECK_IDENTITY)
+comes last in its transition.
+
+Lifecycle (an outbound TLS connection, an inbound one, a plaintext pass-through):
+
+    ACCEPTED -route_outbound-> CONNECTING_TLS -connected-> HANDSHAKE -handshake_done-> VERIFYING
+        -peer_verified-> RELAY_OPENING -first_data-> RELAY -eof-> CLOSED
+    ACCEPTED -route_inbound-> AWAIT_HELLO -hello-> HANDSHAKE -handshake_done-> VERIFYING
+        -client_authorized-> CONNECTING -connected-> RELAY_OPENING -first_data-> RELAY ...
+    ACCEPTED -route_plaintext-> CONNECTING -connected-> RELAY_OPENING ...
+
+Every open state also takes `drain_deadline` (cut at stop) and `internal_error` (a bug while
+handling this connection). An event a state does not take raises `ProtocolError`, which the
+daemon's loop guard turns into `internal_error` for that connection only.
+"""
+
+from __future__ import annotations
+
+from medtls.core import events as ev
+
+# ---------------------------------------------------------------- states
+ACCEPTED = "accepted"  # accepted, not yet routed nor checked against the limits
+CONNECTING_TLS = "connecting_tls"  # outbound: dialling the LAN peer; our TLS client follows
+CONNECTING = "connecting"  # dialling the far side; the relay follows (device, or plaintext peer)
+AWAIT_HELLO = "await_hello"  # inbound: our TLS server waits for the ClientHello
+HANDSHAKE = "handshake"  # TLS handshake in progress
+VERIFYING = "verifying"  # handshake complete; the peer's identity is being checked
+# Relaying, before the TLS peer's first application data: a TLS 1.3 server may still reject our
+# certificate, and a session ticket may still arrive. A plaintext pass-through has no TLS peer
+# and stays here until it ends.
+RELAY_OPENING = "relay_opening"
+RELAY = "relay"  # relaying, the TLS peer's stream confirmed
+CLOSED = "closed"
+
+STATES = (
+    ACCEPTED, CONNECTING_TLS, CONNECTING, AWAIT_HELLO, HANDSHAKE, VERIFYING, RELAY_OPENING,
+    RELAY, CLOSED,
+)  # fmt: skip
+# Groups the daemon tests membership of (timers, I/O dispatch).
+DIALLING = frozenset({CONNECTING_TLS, CONNECTING})
+HANDSHAKING = frozenset({AWAIT_HELLO, HANDSHAKE})
+RELAYING = frozenset({RELAY_OPENING, RELAY})
+WITH_DEADLINE = DIALLING | HANDSHAKING  # limits.connect_timeout / limits.handshake_timeout
+# The state names status shows (snapshot()["connections"]["by_state"]): the four it always had.
+STATUS_LABEL = {
+    ACCEPTED: "connecting", CONNECTING_TLS: "connecting", CONNECTING: "connecting",
+    AWAIT_HELLO: "handshake", HANDSHAKE: "handshake", VERIFYING: "handshake",
+    RELAY_OPENING: "relay", RELAY: "relay", CLOSED: "closed",
+}  # fmt: skip
+
+# ---------------------------------------------------------------- events
+ROUTE_OUTBOUND = "route_outbound"  # an outbound TLS peer matched
+ROUTE_PLAINTEXT = "route_plaintext"  # an outbound plaintext pass-through matched
+ROUTE_INBOUND = "route_inbound"  # an inbound port matched
+NO_ROUTE = "no_route"  # nothing matched (default deny)
+REFUSED = "refused"  # a limit is reached (reason: max_connections, max_handshakes...)
+GATE_CLOSED = "gate_closed"  # certificates must not be validated now (clock not synchronised)
+CONNECTED = "connected"
+CONNECT_FAILED = "connect_failed"
+HELLO = "hello"  # the ClientHello (or the end of the stream) was read
+HANDSHAKE_DONE = "handshake_done"
+HANDSHAKE_FAILED = "handshake_failed"  # reason: classified from the TLS error
+IDENTITY_REFUSED = "identity_refused"  # reason: no/bad certificate, expired session, mismatch
+ACL_DENIED = "acl_denied"  # inbound: the verified client is not allowed on this port
+PEER_VERIFIED = "peer_verified"  # outbound: the server is who the peer's verify: rules say
+CLIENT_AUTHORIZED = "client_authorized"  # inbound: the client passed the ACL
+FIRST_DATA = "first_data"  # the TLS peer's first application data (or its end) arrived
+REJECTED = "rejected"  # reason: a TLS 1.3 server rejected our certificate after its Finished
+EOF = "eof"  # both directions ended cleanly, every byte delivered
+TRUNCATED = "truncated"  # the TLS peer's stream ended without close_notify
+RESET = "reset"  # a side reset or failed
+TIMEOUT = "timeout"  # the state's deadline passed (connect or handshake)
+IDLE = "idle"  # no traffic for limits.idle_timeout
+DRAIN_DEADLINE = "drain_deadline"  # still open at the end of limits.drain_timeout
+INTERNAL_ERROR = "internal_error"
+
+EVENTS = (
+    ROUTE_OUTBOUND, ROUTE_PLAINTEXT, ROUTE_INBOUND, NO_ROUTE, REFUSED, GATE_CLOSED, CONNECTED,
+    CONNECT_FAILED, HELLO, HANDSHAKE_DONE, HANDSHAKE_FAILED, IDENTITY_REFUSED, ACL_DENIED,
+    PEER_VERIFIED, CLIENT_AUTHORIZED, FIRST_DATA, REJECTED, EOF, TRUNCATED, RESET, TIMEOUT, IDLE,
+    DRAIN_DEADLINE, INTERNAL_ERROR,
+)  # fmt: skip
+
+# ---------------------------------------------------------------- actions
+CONNECT = "connect"  # open the far socket and connect (may feed connected/connect_failed)
+START_TLS_CLIENT = "start_tls_client"  # outbound: TLS client on the server side, first step
+START_TLS_SERVER = "start_tls_server"  # inbound: TLS server on the client side, read the hello
+CONTINUE_HANDSHAKE = "continue_handshake"  # run the handshake as far as the input allows
+CHECK_IDENTITY = "check_identity"  # the peer's certificate against verify: rules or the ACL
+FLUSH_TLS = "flush_tls"  # send what TLS queued (our alert, a client's last flight), best effort
+TLS_OK = "tls_ok"  # authenticated: leave the handshake budget, report tls_established
+START_RELAY = "start_relay"
+KEEP_SESSION = "keep_session"  # outbound: keep the TLS session (ticket) for resumption
+FAIL = "fail"  # report handshake_failed(result, detail)
+CLOSE_CLEAN = "close_clean"  # FIN (close_notify already sent by the relay)
+CLOSE_IF_QUIET = "close_if_quiet"  # close_notify + FIN if no byte is in flight, else RST
+RESET_BOTH = "reset_both"  # RST on both sockets
+LOG_RESULT = "log_result"  # the connection line and connection_closed(result)
+
+# `result` of a transition that takes the reason the event carries.
+FROM_EVENT = "<from the event>"
+
+
+class Transition:
+    """Where an event leads: the next state, the actions in order, and the result."""
+
+    __slots__ = ("actions", "next", "result")
+
+    def __init__(self, next_state: str, actions: tuple[str, ...], result: str = ""):
+        self.next = next_state
+        self.actions = actions
+        self.result = result  # the failure reason or the close result; "" while it lives
+
+    def __repr__(self) -> str:
+        return f"Transition({self.next!r}, {self.actions!r}, {self.result!r})"
+
+
+class ProtocolError(Exception):
+    """An event the connection's state does not take: a bug in the caller."""
+
+
+_FAIL = (FAIL, RESET_BOTH, LOG_RESULT)
+_FAIL_AFTER_TLS = (FLUSH_TLS, FAIL, RESET_BOTH, LOG_RESULT)
+_CUT = (RESET_BOTH, LOG_RESULT)
+_OPEN = (ACCEPTED, CONNECTING_TLS, CONNECTING, AWAIT_HELLO, HANDSHAKE, VERIFYING, RELAY_OPENING,
+         RELAY)  # fmt: skip
+
+TABLE: dict[tuple[str, str], Transition] = {
+    # routing and admission
+    (ACCEPTED, ROUTE_OUTBOUND): Transition(CONNECTING_TLS, (CONNECT,)),
+    (ACCEPTED, ROUTE_PLAINTEXT): Transition(CONNECTING, (CONNECT,)),
+    (ACCEPTED, ROUTE_INBOUND): Transition(AWAIT_HELLO, (START_TLS_SERVER,)),
+    (ACCEPTED, NO_ROUTE): Transition(CLOSED, _FAIL, ev.NO_ROUTE),
+    (ACCEPTED, REFUSED): Transition(CLOSED, _FAIL, FROM_EVENT),
+    (ACCEPTED, GATE_CLOSED): Transition(CLOSED, _FAIL, ev.CLOCK_UNSYNCED),
+    # dialling
+    (CONNECTING_TLS, CONNECTED): Transition(HANDSHAKE, (START_TLS_CLIENT,)),
+    (CONNECTING_TLS, CONNECT_FAILED): Transition(CLOSED, _FAIL, ev.CONNECT_FAILED),
+    (CONNECTING_TLS, TIMEOUT): Transition(CLOSED, _FAIL, ev.CONNECT_FAILED),
+    (CONNECTING, CONNECTED): Transition(RELAY_OPENING, (START_RELAY,)),
+    (CONNECTING, CONNECT_FAILED): Transition(CLOSED, _FAIL, ev.CONNECT_FAILED),
+    (CONNECTING, TIMEOUT): Transition(CLOSED, _FAIL, ev.CONNECT_FAILED),
+    # TLS handshake
+    (AWAIT_HELLO, HELLO): Transition(HANDSHAKE, (CONTINUE_HANDSHAKE,)),
+    (AWAIT_HELLO, RESET): Transition(CLOSED, _FAIL, ev.HANDSHAKE_ERROR),
+    (AWAIT_HELLO, TIMEOUT): Transition(CLOSED, _FAIL, ev.TIMEOUT),
+    (HANDSHAKE, HANDSHAKE_DONE): Transition(VERIFYING, (CHECK_IDENTITY,)),
+    (HANDSHAKE, HANDSHAKE_FAILED): Transition(CLOSED, _FAIL_AFTER_TLS, FROM_EVENT),
+    (HANDSHAKE, RESET): Transition(CLOSED, _FAIL, ev.HANDSHAKE_ERROR),
+    (HANDSHAKE, TIMEOUT): Transition(CLOSED, _FAIL, ev.TIMEOUT),
+    # identity and policy
+    (VERIFYING, IDENTITY_REFUSED): Transition(CLOSED, _FAIL_AFTER_TLS, FROM_EVENT),
+    (VERIFYING, ACL_DENIED): Transition(CLOSED, _FAIL_AFTER_TLS, ev.ACL_DENIED),
+    (VERIFYING, PEER_VERIFIED): Transition(RELAY_OPENING, (TLS_OK, START_RELAY)),
+    (VERIFYING, CLIENT_AUTHORIZED): Transition(CONNECTING, (TLS_OK, CONNECT)),
+    # relaying
+    (RELAY_OPENING, FIRST_DATA): Transition(RELAY, (KEEP_SESSION,)),
+    (RELAY_OPENING, REJECTED): Transition(CLOSED, _FAIL, FROM_EVENT),
+    # No data ever came back: a ticket, if any, was read with the close.
+    (RELAY_OPENING, EOF): Transition(CLOSED, (KEEP_SESSION, CLOSE_CLEAN, LOG_RESULT), ev.RESULT_OK),
+    (RELAY, EOF): Transition(CLOSED, (CLOSE_CLEAN, LOG_RESULT), ev.RESULT_OK),
+    **{
+        (state, event): Transition(CLOSED, how, result)
+        for state in (RELAY_OPENING, RELAY)
+        for event, how, result in (
+            (TRUNCATED, _CUT, ev.RESULT_TRUNCATED),
+            (RESET, _CUT, ev.RESULT_RESET),
+            (IDLE, (CLOSE_IF_QUIET, LOG_RESULT), ev.RESULT_IDLE),
+            (INTERNAL_ERROR, _CUT, ev.INTERNAL_ERROR),
+        )
+    },
+    # every setup state: a bug fails the setup (observers hear handshake_failed)
+    **{
+        (state, INTERNAL_ERROR): Transition(CLOSED, _FAIL, ev.INTERNAL_ERROR)
+        for state in _OPEN
+        if state not in RELAYING
+    },
+    # every open state: what the drain timeout finds still open is cut (no device takes a cut
+    # transfer for a complete one)
+    **{(state, DRAIN_DEADLINE): Transition(CLOSED, _CUT, ev.RESULT_SHUTDOWN) for state in _OPEN},
+}  # fmt: skip
+
+
+def step(state: str, event: str) -> Transition:
+    """The transition `event` makes from `state`; ProtocolError if the state does not take it."""
+    try:
+        return TABLE[state, event]
+    except KeyError:
+        raise ProtocolError(f"event {event!r} in state {state!r}") from None
+
+
+def result_of(t: Transition, reason: str) -> str:
+    """The transition's result, with `reason` (the event's) where the table defers to it."""
+    return reason if t.result is FROM_EVENT else t.result
