@@ -112,8 +112,8 @@ def _probe(config) -> None:
     """
     from medtls.engine.daemon import listener_specs
     from medtls.engine.netutil import listen_socket
-    from medtls.tls.context import self_test
     from medtls.tls.material import validate
+    from medtls.tls.openssl import self_test
 
     self_test()
     validate(config, 1)  # the same validation as `medtls check` and reload

@@ -78,7 +78,7 @@ def test_a_free_threaded_object_header_is_refused(monkeypatch, runtime):
 
 def test_start_refuses_an_unknown_runtime(runtime):
     """`medtls run` and `check` call self_test() first: the error is the one printed."""
-    from medtls.tls.context import self_test
+    from medtls.engine.daemon import self_test
 
     runtime("cpython", (3, 99, 0), (3, 5, 0))
     with pytest.raises(TLSSetupError, match=r"^this Python 3\.99\.0 / OpenSSL 3\.5\.0 is not"):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import box_config, free_port, memory_handshake, write_yaml
 from medtls.tls import context as tlsctx
+from medtls.tls import openssl
 from medtls_testpki import CA
 
 RESUME = {"profile": "bcp195", "session_lifetime": 3600}
@@ -167,5 +168,5 @@ def test_rotated_ticket_keys_refuse_older_tickets(pki):
     first, _ = _memory_session(srv, cli)
     assert first.has_ticket and first.ticket_lifetime_hint == 3600
     assert _memory_session(srv, cli, first)[1] is True
-    tlsctx.rotate_ticket_keys(srv)
+    openssl.rotate_ticket_keys(srv)
     assert _memory_session(srv, cli, first)[1] is False

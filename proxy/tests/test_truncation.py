@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import box_config, free_port
-from medtls.tls.context import send_close_notify
+from medtls.tls.openssl import send_close_notify
 from ops import atna, promparse
 
 RECORD = 16384  # one full TLS record of application data

@@ -52,8 +52,9 @@ from medtls.engine.listeners import (
 from medtls.engine.loop import ERRHUP, GONE, READ, WRITE, EventLoop
 from medtls.engine.netutil import abort, original_dst_nat, set_options, upstream_socket
 from medtls.engine.relay import BufferPool, Pipe, RelayError, Side, Truncated
-from medtls.tls.context import TLSSetupError, issue_no_ticket, rotate_ticket_keys, self_test
+from medtls.tls import TLSSetupError
 from medtls.tls.material import Runtime, validate
+from medtls.tls.openssl import issue_no_ticket, rotate_ticket_keys, self_test
 
 __all__ = ["Conn", "Daemon", "ListenerSpec", "listener_specs"]
 

@@ -17,7 +17,7 @@ import select
 import socket
 import ssl
 
-from medtls.tls.context import renew_bios, send_close_notify
+from medtls.tls.openssl import renew_bios, send_close_notify
 
 READ = select.EPOLLIN
 WRITE = select.EPOLLOUT

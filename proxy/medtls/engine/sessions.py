@@ -1,7 +1,7 @@
 """TLS session resumption: which session an outbound connection offers, which one is kept.
 
 Servers (inbound ports) issue one stateless ticket per full handshake (`tlsctx.configure_tickets`;
-none when the ClientHello already offers one, `tlsctx.issue_no_ticket`);
+none when the ClientHello already offers one, `openssl.issue_no_ticket`);
 their ticket keys are replaced every `tls.session_lifetime` seconds and on every reload (a reload
 builds new contexts). Clients (outbound routes) keep the newest ticket-carrying session per route
 of the running configuration generation and offer it while it is younger than the lifetime.
@@ -32,7 +32,7 @@ def keep(rt: Runtime, route: str, tls: ssl.SSLObject, now: float, resumed: bool)
     """After a full handshake, remember its session if the server gave it a ticket (TLS 1.3:
     after the handshake, so call this once data has been read), or forget the one that was
     refused. A resumed connection keeps the ticket it used until the lifetime ends: medtls
-    servers do not renew tickets (`tlsctx.issue_no_ticket`), and reading `SSLObject.session`
+    servers do not renew tickets (`openssl.issue_no_ticket`), and reading `SSLObject.session`
     costs ≈ 0.2 ms (CPython copies the session through DER)."""
     if not rt.config.session_lifetime or resumed:
         return

@@ -28,13 +28,6 @@ from medtls.tls.openssl import (
     set_tls13_suites,
 )
 
-# `x as x`: re-exported for engine/ and commands.py, which import the hooks from here today.
-from medtls.tls.openssl import issue_no_ticket as issue_no_ticket
-from medtls.tls.openssl import renew_bios as renew_bios
-from medtls.tls.openssl import rotate_ticket_keys as rotate_ticket_keys
-from medtls.tls.openssl import self_test as self_test
-from medtls.tls.openssl import send_close_notify as send_close_notify
-
 # Server: when the client lists ChaCha20-Poly1305 first (a CPU without AES instructions),
 # choose it over our AES preference. Python's ssl module has no name for this option.
 SSL_OP_PRIORITIZE_CHACHA = 1 << 21
