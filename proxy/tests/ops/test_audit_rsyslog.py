@@ -21,6 +21,7 @@ def _config(tmp_path, pki, port, spool="off"):
         device=SimpleNamespace(ip="198.18.0.10", mac=None),
         identity=SimpleNamespace(certificate=dev_crt, key=dev_key),
         trust_ca=pki.path,
+        trust_crl=None,
         outbound=[SimpleNamespace(name="pacs", verify=None)],
         inbound=[SimpleNamespace(name="dicom", device_port=104, ca=None)],
         ops=OpsConfig(

@@ -17,26 +17,27 @@ from . import promparse
 
 def _runtime(tmp_path, ops_pki, require_sync=True, synced=False, env=None):
     cert, key = ops_pki.issue("device", cn="ct-box")
-    cfg = SimpleNamespace(
-        path=str(tmp_path / "medtls.yaml"),
-        device=SimpleNamespace(ip="198.18.0.10", mac="02:00:5e:10:00:10"),
-        identity=SimpleNamespace(certificate=cert, key=key),
-        trust_ca=ops_pki.path,
-        outbound=[SimpleNamespace(name="pacs", verify=None)],
-        inbound=[],
-    )
     ops = OpsConfig(
         metrics=MetricsConfig(enabled=False),
         audit=AuditConfig(transport="none"),
         clock=ClockConfig(require_sync=require_sync),
         control=ControlConfig(socket=str(tmp_path / "c.sock"), watch_files=False),
     )
+    cfg = SimpleNamespace(
+        path=str(tmp_path / "medtls.yaml"),
+        device=SimpleNamespace(ip="198.18.0.10", mac="02:00:5e:10:00:10"),
+        identity=SimpleNamespace(certificate=cert, key=key),
+        trust_ca=ops_pki.path,
+        trust_crl=None,
+        outbound=[SimpleNamespace(name="pacs", verify=None)],
+        inbound=[],
+        ops=ops,
+    )
     state = {"synced": synced}
     rt = OpsRuntime(
         cfg,
         env=env or {},
         start_servers=False,
-        ops=ops,
         clock_reader=lambda: ClockState(state["synced"], "test", "test clock"),
     )
     rt.listener_ready("outbound", "outbound", ("0.0.0.0", 15001))
