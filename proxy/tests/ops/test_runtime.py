@@ -18,8 +18,8 @@ from medtls.ops.runtime import OpsRuntime
 from . import promparse
 
 
-def _runtime(tmp_path, ops_pki, require_sync=True, synced=False, env=None, watch_files=False):
-    cert, key = ops_pki.issue("device", cn="ct-box")
+def _runtime(tmp_path, fresh_pki, require_sync=True, synced=False, env=None, watch_files=False):
+    cert, key = fresh_pki.issue("device", cn="ct-box")
     ops = OpsConfig(
         metrics=MetricsConfig(enabled=False),
         audit=AuditConfig(transport="none"),
@@ -30,7 +30,7 @@ def _runtime(tmp_path, ops_pki, require_sync=True, synced=False, env=None, watch
         path=str(tmp_path / "medtls.yaml"),
         device=SimpleNamespace(ip="198.18.0.10", mac="02:00:5e:10:00:10"),
         identity=SimpleNamespace(certificate=cert, key=key),
-        trust_ca=ops_pki.path,
+        trust_ca=fresh_pki.ca,
         trust_crl=None,
         outbound=[SimpleNamespace(name="pacs", verify=None)],
         inbound=[],
@@ -47,8 +47,8 @@ def _runtime(tmp_path, ops_pki, require_sync=True, synced=False, env=None, watch
     return rt, state
 
 
-def test_clock_gate_refuses_until_synchronised(tmp_path, ops_pki):
-    rt, state = _runtime(tmp_path, ops_pki)
+def test_clock_gate_refuses_until_synchronised(tmp_path, fresh_pki):
+    rt, state = _runtime(tmp_path, fresh_pki)
     rt.reload_ok(1)  # initial load = ready
     reason = rt.validation_gate()
     assert reason and "refusing certificate validation" in reason
@@ -67,20 +67,20 @@ def test_clock_gate_refuses_until_synchronised(tmp_path, ops_pki):
     assert promparse.value(fams, "medtls_certificate_validation_allowed") == 1
 
 
-def test_clock_gate_can_be_disabled(tmp_path, ops_pki):
-    rt, _ = _runtime(tmp_path, ops_pki, require_sync=False)
+def test_clock_gate_can_be_disabled(tmp_path, fresh_pki):
+    rt, _ = _runtime(tmp_path, fresh_pki, require_sync=False)
     rt.reload_ok(1)
     assert rt.validation_gate() is None
     assert health.evaluate(rt.status())[0] == health.WARNING
 
 
-def test_ready_status_line_and_peer_tracking(tmp_path, ops_pki):
+def test_ready_status_line_and_peer_tracking(tmp_path, fresh_pki):
     path = str(tmp_path / "notify")
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(path)
     rx.settimeout(2)
     try:
-        rt, _ = _runtime(tmp_path, ops_pki, synced=True, env={"NOTIFY_SOCKET": path})
+        rt, _ = _runtime(tmp_path, fresh_pki, synced=True, env={"NOTIFY_SOCKET": path})
         rt.reload_ok(1)
         assert rx.recv(4096).startswith(b"READY=1\nSTATUS=0 active connections")
         conn = ConnInfo(
@@ -175,8 +175,8 @@ def _info(role, key, path, subject, fingerprint, not_after=2e9):
     return CertInfo(role, key, str(path), subject, not_after, fingerprint)
 
 
-def test_certificates_come_from_the_engine_once_per_file(tmp_path, ops_pki):
-    base, _ = _runtime(tmp_path, ops_pki, synced=True)
+def test_certificates_come_from_the_engine_once_per_file(tmp_path, fresh_pki):
+    base, _ = _runtime(tmp_path, fresh_pki, synced=True)
     infos = [
         _info("identity", "identity.certificate", "/x/id.pem", "CN=box", "aa"),
         _info("ca", "trust.ca", "/x/ca.pem", "CN=ca", "bb"),
@@ -205,8 +205,8 @@ def test_certificates_come_from_the_engine_once_per_file(tmp_path, ops_pki):
     assert rt.status()["snapshot"] == {"generation": 2}
 
 
-def test_control_reload_calls_the_engine_and_answers_its_outcome(tmp_path, ops_pki):
-    base, _ = _runtime(tmp_path, ops_pki, synced=True)
+def test_control_reload_calls_the_engine_and_answers_its_outcome(tmp_path, fresh_pki):
+    base, _ = _runtime(tmp_path, fresh_pki, synced=True)
     engine = FakeEngine(base.config, [], fail="medtls.yaml: bad key")
     rt = OpsRuntime(base.config, engine, env={}, start_servers=False)
     engine.add_observer(rt)
@@ -214,12 +214,12 @@ def test_control_reload_calls_the_engine_and_answers_its_outcome(tmp_path, ops_p
     reply = rt._cmd_reload({})
     assert reply == {"ok": False, "error": "medtls.yaml: bad key", "generation": 1}
     assert engine.reloads == 1 and rt.reloads["failed"] == 1
-    no_engine, _ = _runtime(tmp_path, ops_pki, synced=True)
+    no_engine, _ = _runtime(tmp_path, fresh_pki, synced=True)
     assert no_engine._cmd_reload({})["ok"] is False
 
 
-def test_changed_files_reload_through_the_engine(tmp_path, ops_pki):
-    base, _ = _runtime(tmp_path, ops_pki, synced=True, watch_files=True)
+def test_changed_files_reload_through_the_engine(tmp_path, fresh_pki):
+    base, _ = _runtime(tmp_path, fresh_pki, synced=True, watch_files=True)
     engine = FakeEngine(base.config, [])
     rt = OpsRuntime(base.config, engine, env={}, start_servers=False)
     engine.add_observer(rt)
