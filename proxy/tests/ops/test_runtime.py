@@ -232,3 +232,10 @@ def test_changed_files_reload_through_the_engine(tmp_path, fresh_pki):
         rt._last_file_check = 0.0
         rt.tick()
     assert engine.reloads == 1 and rt.generation == 2
+
+
+def test_the_engine_has_every_method_of_the_handle():
+    from medtls.engine.daemon import Daemon
+
+    wanted = [n for n, v in vars(EngineHandle).items() if not n.startswith("_") and v is not None]
+    assert [n for n in wanted if not hasattr(Daemon, n)] == []
