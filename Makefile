@@ -33,10 +33,10 @@ setup-apt: ## install the Debian packages listed in setup/apt/*.list
 
 setup-venv: $(VENV)/.installed ## create the pinned Python venv for tests and tooling
 
-$(VENV)/.installed: setup/requirements-dev.txt proxy/pyproject.toml
+$(VENV)/.installed: setup/requirements-dev.txt proxy/pyproject.toml proxy/testpki/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r setup/requirements-dev.txt
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e proxy
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e proxy -e proxy/testpki
 	touch $@
 
 lint: setup-venv $(LINT_TARGETS) ## ruff, shellcheck, yamllint, ansible-lint

@@ -28,6 +28,12 @@ def pki(tmp_path_factory) -> PKI:
     return PKI(tmp_path_factory.mktemp("pki"))
 
 
+@pytest.fixture
+def fresh_pki(tmp_path) -> PKI:
+    """A PKI of this test alone, for leaves it issues, rotates or revokes."""
+    return PKI(tmp_path / "pki")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,9 +114,10 @@ def box_config(pki: PKI, cn: str, **over) -> dict:
 
 
 class Medtls:
-    """A `medtls run` subprocess; `log()` returns its stderr so far."""
+    """A `medtls run` subprocess (the one harness of the tests; tests/ops/harness.py's Box is
+    one with ops wired up); `log()` returns its stderr so far. `env` adds to os.environ."""
 
-    def __init__(self, config: Path, logfile: Path):
+    def __init__(self, config: Path, logfile: Path, env: dict[str, str] | None = None):
         self.config = config
         self.logfile = logfile
         self._fh = open(logfile, "wb")  # noqa: SIM115
@@ -118,7 +125,7 @@ class Medtls:
             [*MEDTLS, "run", "--config", str(config)],
             stdout=self._fh,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def wait_ready(self, ports: list[int], timeout: float = 10) -> None:
@@ -162,8 +169,8 @@ class Medtls:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self) -> int:
-        stop_process(self.proc)
+    def stop(self, timeout: float = 10) -> int:
+        stop_process(self.proc, timeout)
         self._fh.close()
         return self.proc.returncode
 

@@ -1,4 +1,6 @@
-"""The proxy tests' PKI: root -> intermediate -> EC and RSA leaves, an expired one, a rogue CA."""
+"""The tests' one PKI: root -> intermediate -> EC and RSA leaves, an expired one, a rogue CA;
+`issue()` adds leaves of the root (tests that rotate, revoke or add identities of their own
+use a fresh PKI: the `fresh_pki` fixture)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class PKI:
         root = CA(d, "Test Root CA", org=ORG, days=3650)
         inter = CA(d, "Test Intermediate CA", issuer=root, org=ORG, days=3650, cert_file=None)
         rogue = CA(d, "Rogue CA", org=ORG, days=3650, cert_file="rogue-ca.pem")
+        self._root_ca = root
         self.root, self.inter, self.rogue = root.issuer, inter.issuer, rogue.issuer
         self.ca, self.rogue_ca = root.path, rogue.path
         self.ca_full = write_pem(d / "ca-full.pem", root.issuer.cert, inter.issuer.cert)
@@ -64,6 +67,13 @@ class PKI:
             mine = [c for c in certs if c.issuer == issuer.cert.subject]
             crls.append(testpki.make_crl(issuer, mine, days=days))
         return write_pem(path, *crls)
+
+    def issue(self, stem: str, cn: str | None = None, **options) -> tuple[Path, Path]:
+        """A leaf of the root CA (subject CN only unless `org` is given): STEM.crt, STEM.key;
+        pki.crl(..., cas=("root",)) revokes it by `stem`."""
+        crt, key = self._root_ca.issue(stem, cn, **{"org": None, **options})
+        self.leaves[stem] = self._root_ca.leaves[stem]
+        return crt, key
 
     def crt(self, cn: str) -> Path:
         return self.dir / f"{cn}.crt"

@@ -37,6 +37,11 @@ class EngineHandle:
         """Stop accepting and drain (limits.drain_timeout)."""
         raise NotImplementedError
 
+    def certificates(self) -> list:
+        """The `medtls.core.certinfo.CertInfo` list of the generation in force, as parsed when
+        the engine built it (identity, trust.ca, trust.crl, peer CAs)."""
+        raise NotImplementedError
+
     def snapshot(self) -> dict:
         """Plain data: pid, started, config, generation, mode, stopping, listeners,
         connections {total, by_direction, by_route, by_state, max}, certificates [{role, path,

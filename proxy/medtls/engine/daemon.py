@@ -823,6 +823,10 @@ class Daemon(EventLoop, EngineHandle):
 
     # ------------------------------------------------------------------ state
 
+    def certificates(self) -> list:
+        """The CertInfo list of the generation in force (parsed once, when it was built)."""
+        return list(self.rt.certificates)
+
     def snapshot(self) -> dict:
         """Plain-data view of the current state (safe to call from another thread)."""
         rt = self.rt
@@ -856,7 +860,8 @@ class Daemon(EventLoop, EngineHandle):
                 "max": rt.config.limits.max_connections,
             },
             "certificates": [
-                {"role": ci.role, "path": ci.path, "subject": ci.subject, "not_after": ci.not_after}
+                {"role": ci.key, "path": ci.path, "subject": ci.subject,
+                 "not_after": ci.not_after_iso}
                 for ci in rt.certificates
             ],
         }  # fmt: skip

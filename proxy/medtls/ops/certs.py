@@ -1,108 +1,61 @@
-"""Facts about the certificates the daemon has loaded: subject and seconds to expiry."""
+"""The certificates status and metrics report: the engine's list of its generation, plus the
+audit channel's own certificates (only ops loads those), each (path, role) once."""
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-
-from medtls.core.certparse import parse_der, pem_certificates, sha256_fingerprint
-
-
-@dataclass(frozen=True)
-class CertInfo:
-    path: str
-    role: str  # identity | ca | peer-ca | audit-ca
-    subject: str
-    not_after: float  # epoch seconds
-    fingerprint_sha256: str
+from medtls.config import Config
+from medtls.config.ops import AuditConfig
+from medtls.core import certinfo
+from medtls.core.certinfo import CertInfo
 
 
-def load_infos(path: str, role: str) -> list[CertInfo]:
-    """Every certificate in a PEM file (a bundle yields several); raises OSError/ValueError.
-    For role "crl" every CRL: subject = its issuer, not_after = its next update."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if role == "crl":
-        return _crl_infos(path, data)
-    ders = pem_certificates(data)
-    if not ders:
-        raise ValueError("no certificate found")
-    out = []
-    for der in ders:
-        facts = parse_der(der)
-        out.append(
-            CertInfo(
-                path=path,
-                role=role,
-                subject=facts.subject,
-                not_after=facts.not_after.timestamp(),
-                fingerprint_sha256=sha256_fingerprint(der),
-            )
-        )
-    return out
+def audit_paths(audit: AuditConfig) -> list[tuple[str, str, str]]:
+    """(role, key, path) of the audit channel's certificate files."""
+    if audit.transport != "tls":
+        return []
+    found = [
+        (certinfo.AUDIT_CA, "audit.ca", audit.ca),
+        (certinfo.AUDIT_CLIENT, "audit.certificate", audit.certificate),
+    ]
+    return [(role, key, str(path)) for role, key, path in found if path]
 
 
-def _crl_infos(path: str, data: bytes) -> list[CertInfo]:
-    from medtls.core.crlparse import crl_blocks, parse_crl
-
-    out = []
-    for block in crl_blocks(data):
-        try:
-            facts = parse_crl(block.der)
-        except ValueError as e:
-            raise ValueError(f"{block.where}: {e}") from None
-        due = facts.next_update.timestamp() if facts.next_update else float("inf")
-        out.append(CertInfo(path, "crl", facts.issuer, due, sha256_fingerprint(block.der)))
-    return out
-
-
-def paths_from_config(cfg, ops=None) -> list[tuple[str, str]]:
-    """(path, role) of each certificate file a medtls Config names (duck-typed)."""
-    found: list[tuple[str, str]] = []
-
-    def add(path, role):
-        if path and (str(path), role) not in found:
-            found.append((str(path), role))
-
-    identity = getattr(cfg, "identity", None)
-    add(getattr(identity, "certificate", None), "identity")
-    add(getattr(cfg, "trust_ca", None), "ca")
-    add(getattr(cfg, "trust_crl", None), "crl")
-    for peer in getattr(cfg, "outbound", ()) or ():
-        add(getattr(getattr(peer, "verify", None), "ca", None), "peer-ca")
-    for port in getattr(cfg, "inbound", ()) or ():
-        add(getattr(port, "ca", None), "peer-ca")
-    audit = getattr(ops or getattr(cfg, "ops", None), "audit", None)
-    if audit is not None and audit.transport == "tls":
-        add(audit.ca, "audit-ca")
-        add(audit.certificate, "audit-client")
-    return found
-
-
-def watched_files(cfg, ops=None) -> list[str]:
-    """Files whose change should trigger a reload: certificates, keys, CA bundles."""
-    files = [path for path, _ in paths_from_config(cfg, ops)]
-    identity = getattr(cfg, "identity", None)
-    key = getattr(identity, "key", None)
-    if key:
-        files.append(str(key))
-    return files
-
-
-def collect(paths: list[tuple[str, str]]) -> tuple[list[CertInfo], list[str]]:
+def audit_infos(audit: AuditConfig) -> tuple[list[CertInfo], list[str]]:
+    """The audit channel's certificates, and a problem line per unreadable file."""
     infos: list[CertInfo] = []
     problems: list[str] = []
-    for path, role in paths:
+    for role, key, path in audit_paths(audit):
         try:
-            infos.extend(load_infos(path, role))
+            infos.extend(certinfo.read_infos(role, key, path))
         except OSError as exc:
             problems.append(f"{path}: {exc.strerror or exc}")
         except ValueError as exc:
-            what = "a usable PEM CRL file" if role == "crl" else "a PEM certificate"
-            problems.append(f"{path}: not {what} ({exc})")
+            problems.append(f"{path}: not a PEM certificate ({exc})")
     return infos, problems
 
 
-def seconds_left(info: CertInfo, now: float | None = None) -> float:
-    now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
-    return info.not_after - now
+def once_per_file(infos: list[CertInfo]) -> list[CertInfo]:
+    """Each certificate of a (path, role) once: several routes may name the same CA file."""
+    first_key: dict[tuple[str, str], str] = {}
+    return [i for i in infos if first_key.setdefault((i.path, i.role), i.key) == i.key]
+
+
+def watched_files(config: Config) -> list[str]:
+    """Files whose change should trigger a reload: certificates, keys, CA bundles, CRLs."""
+    files: list[str] = []
+
+    def add(path) -> None:
+        if path and str(path) not in files:
+            files.append(str(path))
+
+    add(config.identity.certificate)
+    add(config.trust_ca)
+    add(config.trust_crl)
+    for peer in config.outbound:
+        add(peer.verify.ca if peer.verify else None)
+    for port in config.inbound:
+        add(port.ca)
+    for _, _, path in audit_paths(config.ops.audit):
+        add(path)
+    add(config.identity.key)
+    return files

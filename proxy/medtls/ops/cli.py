@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from medtls.config.ops import DEFAULT_CONTROL_SOCKET, parse_ops_sections
 
@@ -48,7 +49,8 @@ def socket_path(args) -> str:
             raw = yaml.safe_load(fh)
     except Exception:  # unreadable or invalid: `medtls check` reports it; status still tries
         return DEFAULT_CONTROL_SOCKET
-    cfg, _ = parse_ops_sections(raw if isinstance(raw, dict) else {})
+    base = Path(args.config).resolve().parent  # relative paths as the daemon resolves them
+    cfg, _ = parse_ops_sections(raw if isinstance(raw, dict) else {}, base)
     return cfg.control.socket
 
 

@@ -1,6 +1,7 @@
-"""OpsRuntime: the daemon observer that feeds systemd, metrics, logs, audit and status.
+"""OpsRuntime: the engine observer that feeds systemd, metrics, logs, audit and status.
 
-Observer methods run on the daemon's event loop: they only update in-memory state, append
+It knows the engine only as a `medtls.core.handle.EngineHandle` and its events. Observer
+methods run on the engine's event loop: they only update in-memory state, append
 to the audit queue and send non-blocking datagrams. Servers (metrics, control) and the audit
 sender run in their own threads and read the state under a lock.
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 
-from medtls.config.ops import OpsConfig
+from medtls.config import Config
 from medtls.core import connlog
+from medtls.core.certinfo import IDENTITY
 from medtls.core.events import RESULT_TRUNCATED, Observer
+from medtls.core.handle import EngineHandle
 
 from . import certs, clock
 from .auditing import Auditor
@@ -53,8 +55,6 @@ AUTH_FAILURES = frozenset(
     }
 )
 CLOCK_UNSYNCED = "clock_unsynced"
-# Without a ready() event from the daemon, the first tick after a listener opened means ready.
-DAEMON_SENDS_READY = "ready" in Observer.__dict__
 CLOCK_RECHECK = 5.0
 FILE_RECHECK = 1.0
 STATUS_RECHECK = 1.0
@@ -89,7 +89,16 @@ class _Peer:
         self.last_failure_reason = ""
 
     def as_dict(self) -> dict:
-        return {slot: getattr(self, slot) for slot in self.__slots__}
+        return {
+            "active": self.active,
+            "direction": self.direction,
+            "last_failure": self.last_failure,
+            "last_failure_reason": self.last_failure_reason,
+            "last_success": self.last_success,
+            "last_success_identity": self.last_success_identity,
+            "name": self.name,
+            "total": self.total,
+        }
 
 
 class _Conn:
@@ -106,20 +115,19 @@ class _Conn:
 class OpsRuntime(Observer):
     def __init__(
         self,
-        config,
-        daemon=None,
+        config: Config,
+        engine: EngineHandle | None = None,
         env: dict[str, str] | None = None,
         clock_reader=None,
         start_servers: bool = True,
-        ops: OpsConfig | None = None,
         worker: tuple[int, int] | None = None,
         alive=None,
     ):
         self.config = config
         self._alive = alive  # called from every loop tick (a worker's liveness for its parent)
         self._worker = worker
-        self.ops: OpsConfig = ops or getattr(config, "ops", None) or OpsConfig()
-        self.daemon = daemon
+        self.ops = config.ops
+        self.engine = engine
         self.notifier = Notifier(env)
         self._clock_reader = clock_reader or (
             lambda: clock.read_state(self.ops.clock.sync_file, self.ops.clock.not_before)
@@ -149,7 +157,7 @@ class OpsRuntime(Observer):
         self.watcher = FileWatcher(self._watched_paths)
         self._last_status_sent = 0.0
         self._status_text = ""
-        self.certs, self.cert_problems = certs.collect(certs.paths_from_config(config, self.ops))
+        self.certs, self.cert_problems = self._certificates()
 
         self.registry = Registry()
         self.m = Instruments(self.registry)
@@ -157,11 +165,12 @@ class OpsRuntime(Observer):
         self.m.start_time.set(self.started)
         self.m.generation.set(self.generation)
         self.registry.on_collect(self._collect)
-        self.auditor = Auditor(
-            self.ops.audit, getattr(getattr(config, "device", None), "ip", None) or "", env, worker
-        )
+        self.auditor = Auditor(self.ops.audit, config.device.ip or "", env, worker)
         self.metrics_server = None  # MetricsServer (http.server is imported only when enabled)
         self.control: ControlServer | None = None
+        self._heartbeat_stop = threading.Event()
+        self._tick_pending = False
+        self._stopped_audited = False
         self._log_clock(initial=True)
 
     # ---------------------------------------------------------------- setup / teardown
@@ -173,7 +182,7 @@ class OpsRuntime(Observer):
         self.m.cert_expiry.clear()
         for info in infos:
             self.m.cert_expiry.set(
-                certs.seconds_left(info, now),
+                info.seconds_left(now),
                 role=info.role,
                 subject=info.subject,
                 path=info.path,
@@ -216,13 +225,9 @@ class OpsRuntime(Observer):
     def _start_heartbeat(self) -> None:
         """Run tick() on the daemon's loop thread once a second: WATCHDOG=1 then proves the
         loop itself is alive, not just some helper thread."""
-        call_soon = getattr(self.daemon, "call_soon", None) or getattr(
-            self.daemon, "_call_soon", None
-        )
-        if call_soon is None:
+        if self.engine is None:
             return
-        self._heartbeat_stop = threading.Event()
-        self._tick_pending = False
+        call_soon = self.engine.call_soon
 
         def loop_tick():
             self._tick_pending = False
@@ -240,11 +245,8 @@ class OpsRuntime(Observer):
 
     def close(self) -> None:
         """After the daemon's loop returned: Application Stop, flush audit, stop servers."""
-        stop = getattr(self, "_heartbeat_stop", None)
-        if stop is not None:
-            stop.set()
-        if not getattr(self, "_stopped_audited", False):
-            self.stopped()
+        self._heartbeat_stop.set()
+        self.stopped()
         if self.control is not None:
             self.control.stop()
             self.control = None
@@ -335,10 +337,10 @@ class OpsRuntime(Observer):
             peer = self.peers[conn.route] = _Peer(conn.route, conn.direction)
         return peer
 
-    def _learn_routes(self, config) -> None:
-        for peer in getattr(config, "outbound", ()) or ():
+    def _learn_routes(self, config: Config) -> None:
+        for peer in config.outbound:
             self.peers.setdefault(peer.name, _Peer(peer.name, "outbound"))
-        for port in getattr(config, "inbound", ()) or ():
+        for port in config.inbound:
             self.peers.setdefault(port.name, _Peer(port.name, "inbound"))
 
     def tls_established(self, conn, version, cipher, peer) -> None:
@@ -414,24 +416,16 @@ class OpsRuntime(Observer):
         # The daemon logs the one line per connection (medtls.core.connlog.connection_line).
 
     def reloading(self) -> None:
-        self._reloading_sent = True
         self.notifier.reloading()
-
-    def _reloading_fallback(self) -> None:
-        """Without a reloading() event from the daemon, announce the reload when it ends."""
-        if not getattr(self, "_reloading_sent", False):
-            self.notifier.reloading()
-        self._reloading_sent = False
 
     def reload_ok(self, generation) -> None:
         if not self.ready_flag and generation == 1:
             self.ready()  # Daemon.start(): listeners open, material loaded
             return
-        self._reloading_fallback()
+        if self.engine is not None:
+            self.config = self.engine.config
         old = {(c.path, c.role): c.fingerprint_sha256 for c in self.certs}
-        new_certs, problems = certs.collect(
-            certs.paths_from_config(self._current_config(), self.ops)
-        )
+        new_certs, problems = self._certificates()
         with self._lock:
             self.generation = generation
             self._learn_routes(self.config)
@@ -460,7 +454,6 @@ class OpsRuntime(Observer):
         self._wake_reload_waiters({"ok": True, "generation": generation})
 
     def reload_failed(self, error) -> None:
-        self._reloading_fallback()
         with self._lock:
             self.reloads["failed"] += 1
             self.reloads.update(last_result="failed", last_error=error, last_time=time.time())
@@ -479,7 +472,7 @@ class OpsRuntime(Observer):
         self.notifier.stopping(f"draining {len(self.conns)} connections")
 
     def stopped(self) -> None:
-        if getattr(self, "_stopped_audited", False):
+        if self._stopped_audited:
             return
         self._stopped_audited = True
         if self.ready_flag:  # no Application Stop for a start that never completed
@@ -489,8 +482,6 @@ class OpsRuntime(Observer):
         mono = time.monotonic()
         if self._alive is not None:
             self._alive()
-        if not self.ready_flag and self.listeners and not DAEMON_SENDS_READY:
-            self.ready()
         self.notifier.ping(mono)
         if mono - self._last_clock_check > CLOCK_RECHECK:
             self.refresh_clock(mono)
@@ -505,21 +496,22 @@ class OpsRuntime(Observer):
             changed = self.watcher.check()
             if changed:
                 log.info("reload: files changed: %s", ", ".join(changed))
-                os.kill(os.getpid(), signal.SIGHUP)
+                if self.engine is not None:
+                    self.engine.reload()  # on the loop thread: the reload runs right here
 
     # ---------------------------------------------------------------- files, status
 
-    def _current_config(self):
-        daemon_cfg = getattr(self.daemon, "config", None)
-        if daemon_cfg is not None:
-            self.config = daemon_cfg
-        return self.config
+    def _certificates(self):
+        """The engine's certificates of its generation in force, plus the audit channel's."""
+        audit, problems = certs.audit_infos(self.ops.audit)
+        loaded = self.engine.certificates() if self.engine is not None else []
+        return certs.once_per_file(loaded + audit), problems
 
     def _config_path(self) -> str:
-        return str(getattr(self.config, "path", "") or "medtls.yaml")
+        return str(self.config.path)
 
     def _watched_paths(self) -> list[str]:
-        return [self._config_path(), *certs.watched_files(self.config, self.ops)]
+        return [self._config_path(), *certs.watched_files(self.config)]
 
     def _status_line(self) -> str:
         clock_note = "" if self.clock_state.synchronized else "; CLOCK NOT SYNCHRONISED"
@@ -534,12 +526,12 @@ class OpsRuntime(Observer):
             self.refresh_clock()
         allowed, _ = clock.validation_allowed(self.clock_state, self.ops.clock.require_sync)
         with self._lock:
-            identity = next((c for c in self.certs if c.role == "identity"), None)
-            device = getattr(self.config, "device", None)
+            identity = next((c for c in self.certs if c.role == IDENTITY), None)
+            device = self.config.device
             snapshot = {}
-            if self.daemon is not None and hasattr(self.daemon, "snapshot"):
+            if self.engine is not None:
                 try:
-                    snapshot = self.daemon.snapshot()
+                    snapshot = self.engine.snapshot()
                 except Exception as exc:  # status must work even if the snapshot breaks
                     snapshot = {"error": str(exc)}
             result = {
@@ -552,8 +544,8 @@ class OpsRuntime(Observer):
                 "generation": self.generation,
                 "config_path": self._config_path(),
                 "device": {
-                    "ip": getattr(device, "ip", None),
-                    "mac": getattr(device, "mac", None),
+                    "ip": device.ip,
+                    "mac": device.mac,
                     "identity_subject": identity.subject if identity else None,
                     "identity_fingerprint": identity.fingerprint_sha256 if identity else None,
                     "identity_not_after": identity.not_after if identity else None,
@@ -595,10 +587,12 @@ class OpsRuntime(Observer):
         return self.status()
 
     def _cmd_reload(self, request: dict) -> dict:
+        if self.engine is None:
+            return {"ok": False, "error": "no engine to reload"}
         event, box = threading.Event(), {}
         with self._lock:
             self._reload_waiters.append((event, box))
-        os.kill(os.getpid(), signal.SIGHUP)
+        self.engine.reload()  # blocks until the loop has done it; the events fill `box`
         if not event.wait(RELOAD_WAIT):
             with self._lock:
                 self._reload_waiters = [w for w in self._reload_waiters if w[0] is not event]
@@ -614,11 +608,14 @@ class OpsRuntime(Observer):
 
 
 def attach(
-    daemon, config, ops: OpsConfig | None = None, worker: tuple[int, int] | None = None, alive=None
+    engine: EngineHandle,
+    config: Config,
+    worker: tuple[int, int] | None = None,
+    alive=None,
 ) -> OpsRuntime:
-    """Wire ops into a Daemon: observer, clock gate, servers. Call close() after run.
+    """Wire ops into an engine: observer, clock gate, servers. Call close() after run.
 
-    `ops` defaults to `config.ops` (set by medtls.config from parse_ops_sections). A worker
+    A worker
     (`worker` = (index, count), `workers:` > 1) keeps the clock gate, the audit trail, file
     watching, its loop's liveness (`alive`) and a control socket of its own for the parent
     (`workerstatus.worker_socket`); systemd notification belongs to the parent, metrics are off."""
@@ -626,8 +623,8 @@ def attach(
     if worker is not None:
         hidden = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         env = {k: v for k, v in os.environ.items() if k not in hidden}
-    runtime = OpsRuntime(config, daemon, env=env, ops=ops, worker=worker, alive=alive)
-    daemon.add_observer(runtime)
-    daemon.validation_gate = runtime.validation_gate
+    runtime = OpsRuntime(config, engine, env=env, worker=worker, alive=alive)
+    engine.add_observer(runtime)
+    engine.validation_gate = runtime.validation_gate
     runtime.start()
     return runtime

@@ -13,16 +13,10 @@ from pathlib import Path
 
 from medtls.config import Config
 from medtls.config.profiles import PROFILES
+from medtls.core import certinfo
+from medtls.core.certinfo import CertInfo
 from medtls.core.certparse import CertFacts, parse_der, pem_certificates
 from medtls.tls.context import TLSSetupError, apply_profile, build_context, read_passphrase
-
-
-@dataclass(frozen=True)
-class CertInfo:
-    role: str  # config key path, e.g. "identity.certificate"
-    path: str
-    subject: str
-    not_after: str  # ISO 8601 UTC
 
 
 @dataclass
@@ -39,17 +33,24 @@ class Runtime:
         return list({id(c): c for c in self.inbound_ctx.values()}.values())
 
 
-def _load_certs(path: Path) -> list[CertFacts]:
+def _load_certs(path: Path) -> tuple[list[bytes], list[CertFacts]]:
     try:
-        return [parse_der(der) for der in pem_certificates(path.read_bytes())]
+        ders = pem_certificates(path.read_bytes())
+        return ders, [parse_der(der) for der in ders]
     except (OSError, ValueError):
-        return []  # unreadable material is reported by build_context with its own message
+        return [], []  # unreadable material is reported by build_context with its own message
 
 
-def _cert_infos(role: str, path: Path, certs: list[CertFacts] | None = None) -> list[CertInfo]:
-    if certs is None:
-        certs = _load_certs(path)
-    return [CertInfo(role, str(path), c.subject, c.not_after.isoformat()) for c in certs]
+def _cert_infos(role: str, key: str, path: Path, loaded=None) -> list[CertInfo]:
+    ders, facts = loaded or _load_certs(path)
+    return certinfo.certificate_infos(role, key, str(path), ders, facts)
+
+
+def _crl_infos(path: Path) -> list[CertInfo]:
+    try:
+        return certinfo.crl_infos("trust.crl", str(path), path.read_bytes())
+    except (OSError, ValueError):
+        return []  # build_context has refused an unusable trust.crl already
 
 
 def reject_expired_identity(path: Path, certs: list[CertFacts], now: datetime) -> None:
@@ -67,8 +68,8 @@ def validate(config: Config, generation: int = 0) -> Runtime:
     over memory that our identity works in each role and profile it is used in; raises
     TLSSetupError naming the key path and file. The one validation of check, start and reload."""
     ident = config.identity
-    ident_certs = _load_certs(ident.certificate)
-    reject_expired_identity(ident.certificate, ident_certs, datetime.now(UTC))
+    ident_loaded = _load_certs(ident.certificate)
+    reject_expired_identity(ident.certificate, ident_loaded[1], datetime.now(UTC))
     passphrase = read_passphrase(ident.key_passphrase_file)
     cache: dict[tuple, ssl.SSLContext] = {}
 
@@ -94,14 +95,18 @@ def validate(config: Config, generation: int = 0) -> Runtime:
         # Still prove the identity loads, so `check` and reload reject broken material.
         ctx(True, config.profile, config.trust_ca)
     prove_identity(config, passphrase)
-    rt.certificates = _cert_infos("identity.certificate", ident.certificate, ident_certs)
-    rt.certificates += _cert_infos("trust.ca", config.trust_ca)
+    ident_key = "identity.certificate"
+    rt.certificates = _cert_infos(certinfo.IDENTITY, ident_key, ident.certificate, ident_loaded)
+    rt.certificates += _cert_infos(certinfo.CA, "trust.ca", config.trust_ca)
+    if config.trust_crl is not None:
+        rt.certificates += _crl_infos(config.trust_crl)
     for i, peer in enumerate(config.outbound):
         if peer.verify and peer.verify.ca:
-            rt.certificates += _cert_infos(f"outbound[{i}].verify.ca", peer.verify.ca)
+            key = f"outbound[{i}].verify.ca"
+            rt.certificates += _cert_infos(certinfo.PEER_CA, key, peer.verify.ca)
     for i, port in enumerate(config.inbound):
         if port.ca:
-            rt.certificates += _cert_infos(f"inbound[{i}].ca", port.ca)
+            rt.certificates += _cert_infos(certinfo.PEER_CA, f"inbound[{i}].ca", port.ca)
     return rt
 
 

@@ -1,16 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from medtls_testpki import CA
 
 from .harness import Box
 from .rsyslog import Rsyslog, available
-
-
-@pytest.fixture
-def ops_pki(tmp_path):
-    ca = CA(tmp_path / "pki")
-    return ca
 
 
 @pytest.fixture
@@ -30,11 +23,11 @@ def rsyslog_factory(tmp_path):
 
 
 @pytest.fixture
-def box_factory(tmp_path, ops_pki, echo_server):
+def box_factory(tmp_path, fresh_pki, echo_server):
     boxes: list[Box] = []
 
     def make(**kw) -> Box:
-        box = Box(tmp_path, ops_pki, echo_server.port, **kw)
+        box = Box(tmp_path, fresh_pki, echo_server.port, **kw)
         boxes.append(box)
         return box
 

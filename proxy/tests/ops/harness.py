@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -14,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from conftest import free_port, stop_process
+from conftest import Medtls, free_port
 
 
 class NotifySocket:
@@ -58,8 +57,9 @@ class NotifySocket:
         self.sock.close()
 
 
-class Box:
-    """One `medtls run` (or the equivalent runner) with inbound TLS -> echo server."""
+class Box(Medtls):
+    """One `medtls run` with ops wired up: inbound TLS -> echo server, a notify socket playing
+    systemd, metrics, the control socket."""
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class Box:
             "device": {"ip": "127.0.0.1"},
             "mode": "explicit",
             "identity": {"certificate": str(self.cert), "key": str(self.key)},
-            "trust": {"ca": str(pki.path)},
+            "trust": {"ca": str(pki.ca)},
             "inbound": [
                 {
                     "name": "svc",
@@ -104,7 +104,7 @@ class Box:
                 "transport": "tls",
                 "host": "127.0.0.1",
                 "port": audit_port,
-                "ca": str(pki.path),
+                "ca": str(pki.ca),
                 "certificate": str(self.cert),
                 "key": str(self.key),
                 "retry_interval": 0.2,
@@ -115,24 +115,18 @@ class Box:
         self.config_path = tmp / "medtls.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.notify = NotifySocket(tmp / "notify.sock")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": self.notify.path}
+        env = {"NOTIFY_SOCKET": self.notify.path}
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.logfile = tmp / "medtls.log"
-        self._log = open(self.logfile, "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "medtls.cli", "run", "--config", str(self.config_path)]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        super().__init__(self.config_path, tmp / "medtls.log", env)
         try:
             self.notify.wait_for("READY=1", timeout=15)
         except AssertionError:
             self.stop()
             raise AssertionError(f"no READY=1; log:\n{self.log()}") from None
 
-    def log(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
     def client_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.pki.path))
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.pki.ca))
         ctx.check_hostname = False
         ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
         return ctx
@@ -159,14 +153,10 @@ class Box:
             assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             return resp.read().decode()
 
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self) -> int:
-        stop_process(self.proc, 15)
-        self._log.close()
+    def stop(self, timeout: float = 15) -> int:
+        rc = super().stop(timeout)
         self.notify.close()
-        return self.proc.returncode
+        return rc
 
 
 def close_cleanly(sock: ssl.SSLSocket) -> bytes:

@@ -20,7 +20,8 @@ def _config(tmp_path, pki, port, spool="off"):
         path=str(tmp_path / "medtls.yaml"),
         device=SimpleNamespace(ip="198.18.0.10", mac=None),
         identity=SimpleNamespace(certificate=dev_crt, key=dev_key),
-        trust_ca=pki.path,
+        trust_ca=pki.ca,
+        trust_crl=None,
         outbound=[SimpleNamespace(name="pacs", verify=None)],
         inbound=[SimpleNamespace(name="dicom", device_port=104, ca=None)],
         ops=OpsConfig(
@@ -29,7 +30,7 @@ def _config(tmp_path, pki, port, spool="off"):
                 transport="tls",
                 host="127.0.0.1",
                 port=port,
-                ca=str(pki.path),
+                ca=str(pki.ca),
                 certificate=str(dev_crt),
                 key=str(dev_key),
                 server_name="127.0.0.1",
@@ -62,10 +63,10 @@ def _connection(rt, conn_id, ok):
         rt.connection_closed(conn, 0, 0, 0.1, "unknown_ca")
 
 
-def test_audit_over_tls_to_rsyslog_with_outage(tmp_path, ops_pki, rsyslog_factory):
-    pki = ops_pki
+def test_audit_over_tls_to_rsyslog_with_outage(tmp_path, fresh_pki, rsyslog_factory):
+    pki = fresh_pki
     server_crt, server_key = pki.issue("arr", ips=("127.0.0.1",))
-    receiver = rsyslog_factory(pki.path, server_crt, server_key)
+    receiver = rsyslog_factory(pki.ca, server_crt, server_key)
     rt = OpsRuntime(_config(tmp_path, pki, receiver.port), env={}, start_servers=False)
     rt.start()
     try:
@@ -118,10 +119,12 @@ def test_audit_over_tls_to_rsyslog_with_outage(tmp_path, ops_pki, rsyslog_factor
     assert failure["objects"] == ["198.18.0.20"]
 
 
-def test_audit_queued_at_stop_reaches_rsyslog_after_the_restart(tmp_path, ops_pki, rsyslog_factory):
-    pki = ops_pki
+def test_audit_queued_at_stop_reaches_rsyslog_after_the_restart(
+    tmp_path, fresh_pki, rsyslog_factory
+):
+    pki = fresh_pki
     server_crt, server_key = pki.issue("arr", ips=("127.0.0.1",))
-    receiver = rsyslog_factory(pki.path, server_crt, server_key)
+    receiver = rsyslog_factory(pki.ca, server_crt, server_key)
     spool = str(tmp_path / "audit.spool")
     first = OpsRuntime(_config(tmp_path, pki, receiver.port, spool), env={}, start_servers=False)
     first.start()

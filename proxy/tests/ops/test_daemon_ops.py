@@ -25,9 +25,9 @@ def _serial(sock: ssl.SSLSocket) -> int:
     return x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)).serial_number
 
 
-def test_ready_metrics_status_and_audit(tmp_path, ops_pki, box_factory, rsyslog_factory):
-    arr_cert, arr_key = ops_pki.issue("arr", ips=("127.0.0.1",))
-    receiver = rsyslog_factory(ops_pki.path, arr_cert, arr_key)
+def test_ready_metrics_status_and_audit(tmp_path, fresh_pki, box_factory, rsyslog_factory):
+    arr_cert, arr_key = fresh_pki.issue("arr", ips=("127.0.0.1",))
+    receiver = rsyslog_factory(fresh_pki.ca, arr_cert, arr_key)
     receiver.start()
     box = box_factory(audit_port=receiver.port)
     # READY=1 came only after the listener was open: a client connects at once
@@ -36,7 +36,7 @@ def test_ready_metrics_status_and_audit(tmp_path, ops_pki, box_factory, rsyslog_
         version, cipher = s.version(), s.cipher()[0]
         assert close_cleanly(s) == b""
     # an unauthorised client: trusted CA, identity not in the ACL
-    other_cert, other_key = ops_pki.issue("intruder", cn="intruder")
+    other_cert, other_key = fresh_pki.issue("intruder", cn="intruder")
     ctx = box.client_context()
     ctx.load_cert_chain(str(other_cert), str(other_key))
     with contextlib.suppress(OSError), box.connect(ctx) as s:
@@ -144,7 +144,7 @@ def _rotate(box: Box, pki, cn: str) -> None:
     os.replace(cert, box.cert)
 
 
-def test_reload_under_load_keeps_connections_and_uses_new_cert(ops_pki, box_factory):
+def test_reload_under_load_keeps_connections_and_uses_new_cert(fresh_pki, box_factory):
     box = box_factory()
     with box.connect() as probe:
         old_serial = _serial(probe)
@@ -171,7 +171,7 @@ def test_reload_under_load_keeps_connections_and_uses_new_cert(ops_pki, box_fact
         t.start()
     time.sleep(0.3)
     n_notify = len(box.notify.messages)
-    _rotate(box, ops_pki, "box-v2")
+    _rotate(box, fresh_pki, "box-v2")
     started = time.monotonic()
     result = box.cli("reload")
     reload_seconds = time.monotonic() - started
@@ -218,7 +218,7 @@ def test_reload_under_load_keeps_connections_and_uses_new_cert(ops_pki, box_fact
 
 
 @pytest.mark.parametrize("breakage", ["key_mismatch", "garbage", "expired"])
-def test_bad_cert_on_reload_keeps_service(ops_pki, box_factory, breakage):
+def test_bad_cert_on_reload_keeps_service(fresh_pki, box_factory, breakage):
     box = box_factory()
     with box.connect() as s:
         old_serial = _serial(s)
@@ -226,12 +226,12 @@ def test_bad_cert_on_reload_keeps_service(ops_pki, box_factory, breakage):
     held = box.connect()
     assert echo_once(held, b"held") == b"held"
     if breakage == "key_mismatch":
-        _, other_key = ops_pki.issue("unrelated")
+        _, other_key = fresh_pki.issue("unrelated")
         os.replace(other_key, box.key)
     elif breakage == "garbage":
         box.cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
     else:
-        cert, key = ops_pki.issue("old", cn="box-old", days=-1, not_before_days=-30)
+        cert, key = fresh_pki.issue("old", cn="box-old", days=-1, not_before_days=-30)
         os.replace(key, box.key)
         os.replace(cert, box.cert)
     result = box.cli("reload")
@@ -340,14 +340,14 @@ def test_status_reports_unreachable_daemon(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_certificate_renewal_on_disk_triggers_reload(tmp_path, ops_pki, box_factory):
+def test_certificate_renewal_on_disk_triggers_reload(tmp_path, fresh_pki, box_factory):
     box = box_factory(
         extra={"control": {"socket": str(tmp_path / "control.sock"), "watch_files": True}}
     )
     with box.connect() as s:
         old_serial = _serial(s)
         close_cleanly(s)
-    _rotate(box, ops_pki, "box-renewed")
+    _rotate(box, fresh_pki, "box-renewed")
     started = time.monotonic()
     wait_until(lambda: box.status_json()[1].get("generation") == 2, timeout=8, what="auto reload")
     print(f"renewal picked up after {time.monotonic() - started:.2f}s")

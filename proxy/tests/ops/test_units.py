@@ -9,7 +9,7 @@ import time
 import pytest
 from medtls.config.ops import OpsConfig, parse_host_port, parse_ops_sections
 from medtls.core import connlog
-from medtls.ops import audit_xml, clock, control, credentials, health, sdnotify, syslog
+from medtls.ops import audit_xml, clock, control, health, sdnotify, syslog
 from medtls.ops.metrics import Registry
 
 from . import promparse
@@ -133,23 +133,6 @@ def test_notifier_without_systemd_is_silent():
     n = sdnotify.Notifier({})
     assert not n.enabled
     assert n.send(READY=1) is False
-
-
-# ------------------------------------------------------------------ credentials
-
-
-def test_credentials(tmp_path):
-    (tmp_path / "key-passphrase").write_bytes(b"s3cret\n")
-    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
-    assert credentials.read_credential("key-passphrase", env) == b"s3cret"
-    assert credentials.read_passphrase("credential:key-passphrase", env) == b"s3cret"
-    assert credentials.read_passphrase("key-passphrase", env) == b"s3cret"
-    with pytest.raises(credentials.CredentialError, match="CREDENTIALS_DIRECTORY is not set"):
-        credentials.read_credential("key-passphrase", {})
-    with pytest.raises(credentials.CredentialError, match="cannot read"):
-        credentials.read_credential("missing", env)
-    with pytest.raises(credentials.CredentialError, match="invalid credential name"):
-        credentials.read_credential("../etc/shadow", env)
 
 
 # ------------------------------------------------------------------ clock

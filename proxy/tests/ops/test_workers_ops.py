@@ -54,9 +54,9 @@ def test_no_worker_validates_certificates_on_an_unsynchronised_clock(box_factory
     assert _count(box, "refusing certificate validation until it is") == 2  # once per worker
 
 
-def test_every_worker_audits(ops_pki, box_factory, rsyslog_factory):
-    arr_cert, arr_key = ops_pki.issue("arr", ips=("127.0.0.1",))
-    receiver = rsyslog_factory(ops_pki.path, arr_cert, arr_key)
+def test_every_worker_audits(fresh_pki, box_factory, rsyslog_factory):
+    arr_cert, arr_key = fresh_pki.issue("arr", ips=("127.0.0.1",))
+    receiver = rsyslog_factory(fresh_pki.ca, arr_cert, arr_key)
     receiver.start()
     box = box_factory(audit_port=receiver.port, extra=WORKERS)
     for _ in range(6):
