@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import ssl
 import time
 
 from conftest import box_config, write_yaml
 from medtls.config import load_config
 from medtls.core import certinfo
+from medtls.core.certparse import pem_certificates
 from medtls.tls.material import validate
 
 
@@ -30,7 +30,7 @@ def test_validate_lists_every_certificate_and_crl_with_role_and_key(pki, tmp_pat
         ("peer-ca", "outbound[0].verify.ca", "CN=Test Root CA"),
     ]
     leaf = rt.certificates[0]
-    der = ssl.PEM_cert_to_DER_cert(pki.crt("box-a").read_text())
+    der = pem_certificates(pki.crt("box-a").read_bytes())[0]  # the leaf; the file may hold a chain
     assert leaf.fingerprint_sha256 == hashlib.sha256(der).hexdigest()
     assert leaf.not_after == pki.leaves["box-a"].cert.not_valid_after_utc.timestamp()
     assert leaf.not_after_iso == pki.leaves["box-a"].cert.not_valid_after_utc.isoformat()

@@ -1,6 +1,7 @@
 """Daemon lifecycle: events, snapshot, reload (API and SIGHUP), SIGTERM drain."""
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -124,7 +125,7 @@ def _ops_observer(d, tmp_path) -> OpsRuntime:
         clock=ClockConfig(require_sync=False),
         control=ControlConfig(socket=str(tmp_path / "c.sock"), watch_files=False),
     )
-    rt = OpsRuntime(d.config, daemon=d, start_servers=False, ops=ops)
+    rt = OpsRuntime(dataclasses.replace(d.config, ops=ops), engine=d, start_servers=False)
     d.add_observer(rt)
     return rt
 
