@@ -117,7 +117,9 @@ class Medtls:
     """A `medtls run` subprocess (the one harness of the tests; tests/ops/harness.py's Box is
     one with ops wired up); `log()` returns its stderr so far. `env` adds to os.environ."""
 
-    def __init__(self, config: Path, logfile: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, config: Path, logfile: Path, env: dict[str, str] | None = None, preexec_fn=None
+    ):
         self.config = config
         self.logfile = logfile
         self._fh = open(logfile, "wb")  # noqa: SIM115
@@ -126,6 +128,7 @@ class Medtls:
             stdout=self._fh,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=preexec_fn,
         )
 
     def wait_ready(self, ports: list[int], timeout: float = 10) -> None:

@@ -157,15 +157,9 @@ class LimitedMedtls(Medtls):
     """`medtls run` started with RLIMIT_NOFILE = (soft, hard)."""
 
     def __init__(self, config: Path, logfile: Path, soft: int, hard: int):
-        self.config = config
-        self.logfile = logfile
-        self._fh = open(logfile, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*MEDTLS, "run", "--config", str(config)],
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        limit = (soft, hard)
+        super().__init__(
+            config, logfile, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit)
         )
 
 

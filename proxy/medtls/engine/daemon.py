@@ -53,7 +53,7 @@ from medtls.engine.loop import ERRHUP, GONE, READ, WRITE, EventLoop
 from medtls.engine.netutil import abort, original_dst_nat, set_options, upstream_socket
 from medtls.engine.relay import BufferPool, Pipe, RelayError, Side, Truncated
 from medtls.tls import TLSSetupError
-from medtls.tls.material import Runtime, validate
+from medtls.tls.material import Generation, validate
 from medtls.tls.openssl import issue_no_ticket, rotate_ticket_keys, self_test
 
 __all__ = ["Conn", "Daemon", "ListenerSpec", "listener_specs"]
@@ -100,7 +100,7 @@ class Conn:
         "tls_side", "upstream", "version",
     )  # fmt: skip
 
-    def __init__(self, info: ev.ConnInfo, rt: Runtime, client: socket.socket, size: int):
+    def __init__(self, info: ev.ConnInfo, rt: Generation, client: socket.socket, size: int):
         self.info = info
         self.rt = rt
         self.state = cx.ACCEPTED

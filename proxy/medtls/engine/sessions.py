@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import ssl
 
-from medtls.tls.material import Runtime
+from medtls.tls.material import Generation
 
 
-def offer(rt: Runtime, route: str, now: float) -> ssl.SSLSession | None:
+def offer(rt: Generation, route: str, now: float) -> ssl.SSLSession | None:
     """The session to offer on a new connection of `route`, if one is still fresh."""
     kept = rt.sessions.get(route)
     if kept is None:
@@ -28,7 +28,7 @@ def offer(rt: Runtime, route: str, now: float) -> ssl.SSLSession | None:
     return session
 
 
-def keep(rt: Runtime, route: str, tls: ssl.SSLObject, now: float, resumed: bool) -> None:
+def keep(rt: Generation, route: str, tls: ssl.SSLObject, now: float, resumed: bool) -> None:
     """After a full handshake, remember its session if the server gave it a ticket (TLS 1.3:
     after the handshake, so call this once data has been read), or forget the one that was
     refused. A resumed connection keeps the ticket it used until the lifetime ends: medtls

@@ -20,7 +20,9 @@ from medtls.tls.context import TLSSetupError, apply_profile, build_context, read
 
 
 @dataclass
-class Runtime:
+class Generation:
+    """One configuration generation as the engine serves it: the config and its ready contexts."""
+
     config: Config
     generation: int
     outbound_ctx: dict[str, ssl.SSLContext] = field(default_factory=dict)
@@ -63,7 +65,7 @@ def reject_expired_identity(path: Path, certs: list[CertFacts], now: datetime) -
         )
 
 
-def validate(config: Config, generation: int = 0) -> Runtime:
+def validate(config: Config, generation: int = 0) -> Generation:
     """Load every key/certificate/CA, build one SSLContext per route, and prove in a handshake
     over memory that our identity works in each role and profile it is used in; raises
     TLSSetupError naming the key path and file. The one validation of check, start and reload."""
@@ -82,7 +84,7 @@ def validate(config: Config, generation: int = 0) -> Runtime:
             )  # fmt: skip
         return cache[key]
 
-    rt = Runtime(config=config, generation=generation)
+    rt = Generation(config=config, generation=generation)
     for peer in config.outbound:
         if not peer.plaintext:
             ca = (peer.verify.ca if peer.verify else None) or config.trust_ca
@@ -109,9 +111,6 @@ def validate(config: Config, generation: int = 0) -> Runtime:
             rt.certificates += _cert_infos(certinfo.PEER_CA, f"inbound[{i}].ca", port.ca)
     return rt
 
-
-# The old name, for callers outside the serving path.
-build_runtime = validate
 
 # X509_V_ERR_INVALID_PURPOSE (openssl/x509_vfy.h): the extended key usage lacks the role.
 _INVALID_PURPOSE = 26
@@ -260,4 +259,4 @@ def prove_identity(config: Config, passphrase: bytes | None) -> None:
         )
 
 
-__all__ = ["CertInfo", "Runtime", "TLSSetupError", "build_runtime", "validate"]
+__all__ = ["CertInfo", "Generation", "TLSSetupError", "validate"]
