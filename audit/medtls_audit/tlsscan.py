@@ -112,7 +112,10 @@ def run_one(scan: Scan, pki: dict[str, Path], work: Path, out: Path) -> Scan:
     for _attempt in range(3):  # a port picked free can be taken before medtls binds it
         scan.port = _free_port()
         cfg = work / f"{tag}.yaml"
-        cfg.write_text(yaml.safe_dump(_config(pki, scan.profile, scan.kind, scan.port)))
+        data = _config(pki, scan.profile, scan.kind, scan.port)
+        # Scans run side by side: each medtls needs its own control socket.
+        data["control"] = {"socket": str(work / f"{tag}.control.sock")}
+        cfg.write_text(yaml.safe_dump(data))
         try:
             proc = _start_medtls(cfg, out / "tls" / f"{tag}.medtls.log", scan.port)
             break
