@@ -107,6 +107,35 @@ def daemon_env(pki, tmp_path, echo_server):
     t.join(10)
 
 
+def test_a_reload_before_the_loop_runs_waits_for_the_loop(pki, tmp_path, echo_server):
+    """`medtls reload` may reach the control socket between attach() and serve_forever(): the
+    reload then runs on the loop once it starts, never on the control thread beside start-up."""
+    path = write_yaml(
+        tmp_path / "medtls.yaml", inbound_config(pki, free_port(), echo_server.port, [{"cn": "a"}])
+    )
+    d = Daemon(path)
+    ran_on = []
+    reload_in_loop = d._reload_in_loop
+
+    def traced():
+        ran_on.append(threading.get_ident())
+        return reload_in_loop()
+
+    d._reload_in_loop = traced
+    answers = []
+    control = threading.Thread(target=lambda: answers.append(d.reload()))
+    control.start()
+    time.sleep(0.3)
+    assert ran_on == []  # not beside start-up
+    loop = threading.Thread(target=d.serve_forever, daemon=True)
+    loop.start()
+    control.join(10)
+    assert answers == [True]
+    assert ran_on == [loop.ident]
+    d.stop()
+    loop.join(10)
+
+
 def wait_for(pred, timeout=5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

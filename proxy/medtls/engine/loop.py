@@ -44,8 +44,14 @@ class EventLoop:
         return self._loop_thread is None or threading.get_ident() == self._loop_thread
 
     def call_and_wait(self, fn, timeout: float):
-        """fn() on the loop thread; its result, or None if it did not finish within timeout."""
-        if self.in_loop():
+        """fn() on the loop thread; its result, or None if it did not finish within timeout.
+
+        Before the loop runs, a call from the main thread (start-up itself) runs at once; one from
+        another thread (the control socket, between attach() and serve_forever()) waits for the
+        loop, so that it never runs beside start-up."""
+        if threading.get_ident() == self._loop_thread or (
+            self._loop_thread is None and threading.current_thread() is threading.main_thread()
+        ):
             return fn()
         done = threading.Event()
         result = []

@@ -6,6 +6,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .control import SHUTDOWN_POLL
 from .metrics import CONTENT_TYPE, Registry
 
 
@@ -44,7 +45,10 @@ class MetricsServer:
         self.httpd = server_cls((host, port), _handler(registry))
         self.address = self.httpd.server_address[:2]
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="medtls-metrics", daemon=True
+            target=self.httpd.serve_forever,
+            args=(SHUTDOWN_POLL,),
+            name="medtls-metrics",
+            daemon=True,
         )
 
     def start(self) -> None:
