@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "learn": "medtls.interception.cli",
     "status": "medtls.ops.cli",
     "reload": "medtls.ops.cli",
+    "crl-fetch": "medtls.enroll.crlcli",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -356,6 +356,16 @@ SPOOL = Scalar("path or off", _spool, _S)
 DATE = Scalar("date", _date, {"type": "string", "format": "date"})
 
 
+def _http_url(v: object, r=None) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"http://[^\s/?#@]+(/[^\s#]*)?", s, re.IGNORECASE):
+        raise Invalid(f"must be an http:// URL of a CRL (no credentials, no https), got {show(v)}")
+    return s
+
+
+HTTP_URL = Scalar("http URL", _http_url, {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp]://"})
+
+
 # --------------------------------------------------------------------------- structure
 
 
@@ -499,6 +509,24 @@ _CONTROL = Section(
     Key("watch_files", BOOL, "reload when the config or TLS material changes", True),
 )
 
+_CRL_FETCH = Section(
+    Key(
+        "urls",
+        ListOf(HTTP_URL, "must be a list of http:// URLs, got {kind}"),
+        "CRLs to fetch; empty: the http CRL distribution points of identity and trust CAs",
+        (),
+    ),
+    Key("interval", POS_SECONDS, "seconds between fetches (the timer's period)", 3600),
+    Key("timeout", POS_SECONDS, "seconds one URL may take, connect to last byte", 10),
+    Key("max_bytes", POS_INT, "largest CRL accepted, in bytes", 4194304),
+    Key(
+        "state_file",
+        PATH,
+        "JSON result of the last fetch (status)",
+        "/var/lib/medtls/crl-fetch.json",
+    ),
+)
+
 SCHEMA = Section(
     Key(
         "device",
@@ -605,6 +633,7 @@ SCHEMA = Section(
     Key("audit", _AUDIT, "IHE ATNA audit trail"),
     Key("clock", _CLOCK, "clock safety"),
     Key("control", _CONTROL, "control socket and file watching"),
+    Key("crl_fetch", _CRL_FETCH, "the box fetches trust.crl itself (absent: maintained by hand)"),
 )
 
 
