@@ -271,3 +271,70 @@ def test_cli_under_the_system_python(pki, server, fetcher):
     r = subprocess.run([*cmd[:4], "--config", str(bad)], capture_output=True, text=True,
                        env=env, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "crl_fetch_typo" in r.stderr
+
+
+# --------------------------------------------------------------------------- hostile input
+
+from medtls.core.crlstate import CrlFetchState, StateError, UrlResult, parse_state  # noqa: E402
+
+TEXT = st.text(max_size=40)
+STATES = st.builds(
+    CrlFetchState,
+    st.floats(0, 4e9),
+    st.lists(
+        st.builds(UrlResult, TEXT, st.sampled_from(["installed", "unchanged", "refused", "failed"]),
+                  TEXT, st.one_of(st.none(), st.floats(0, 4e9))),
+        max_size=4,
+    ).map(tuple),
+    st.one_of(st.none(), st.floats(0, 4e9)),
+    TEXT,
+    st.lists(TEXT, max_size=3).map(tuple),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(STATES)
+def test_state_round_trips(tmp_path_factory, state):
+    from medtls.core.crlstate import read_state, write_state
+
+    path = tmp_path_factory.mktemp("state") / "s.json"
+    write_state(path, state)
+    assert read_state(path) == state
+    assert summary(state).startswith("crl fetch: last ")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), JSON.map(lambda v: json.dumps(v).encode()),
+                 st.dictionaries(st.sampled_from(["last_fetch", "urls", "errors", "reload",
+                                                  "next_update"]), JSON).map(
+                     lambda v: json.dumps(v).encode())))  # fmt: skip
+def test_a_hostile_state_file_is_a_state_or_a_clear_error(data):
+    try:
+        state = parse_state(data)
+    except StateError as e:
+        assert str(e)
+    else:
+        assert isinstance(summary(state), str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 400))
+def test_a_hostile_body_is_a_crl_of_a_ca_or_refused(pki, noise, cut):
+    signed = make_crl(pki.inter, number=5)
+    cas = [pki.inter.cert, pki.root.cert]
+    for body in (noise, signed[:cut] + noise, b"-----BEGIN X509 CRL-----\n" + noise):
+        try:
+            got = crlfetch.examine(crlfetch.one_der(body), cas)
+        except crlfetch.CrlRejected as e:
+            assert str(e)
+        else:
+            assert got.der == body or body.startswith(b"-----")
+            assert got.issuer == pki.inter.cert.subject.rfc4514_string()

@@ -63,9 +63,12 @@ def write_state(path: str | os.PathLike, state: CrlFetchState) -> None:
 def _num(v: object, what: str) -> float | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise StateError(f"{what} is not a number")
-    return float(v)
+    try:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise OverflowError
+        return float(v)
+    except OverflowError:
+        raise StateError(f"{what} is not a number") from None
 
 
 def _text(v: object, what: str) -> str:
@@ -87,37 +90,43 @@ def read_state(path: str | os.PathLike) -> CrlFetchState | None:
     if len(data) > MAX_STATE_BYTES:
         raise StateError(f"{p}: larger than {MAX_STATE_BYTES} bytes")
     try:
-        raw = json.loads(data.decode("utf-8"))
-        if not isinstance(raw, dict):
-            raise StateError("not a JSON object")
-        urls = raw.get("urls", [])
-        errors = raw.get("errors", [])
-        if not isinstance(urls, list) or not isinstance(errors, list):
-            raise StateError("urls and errors must be lists")
-        results = []
-        for i, u in enumerate(urls[:1000]):
-            if not isinstance(u, dict):
-                raise StateError(f"urls[{i}] is not an object")
-            result = _text(u.get("result"), f"urls[{i}].result")
-            if result not in RESULTS:
-                raise StateError(f"urls[{i}].result: unknown result {result[:40]!r}")
-            results.append(UrlResult(
-                _text(u.get("url"), f"urls[{i}].url"), result,
-                _text(u.get("detail", ""), f"urls[{i}].detail"),
-                _num(u.get("next_update"), f"urls[{i}].next_update"),
-            ))  # fmt: skip
-        last = _num(raw.get("last_fetch"), "last_fetch")
-        if last is None:
-            raise StateError("last_fetch missing")
-        return CrlFetchState(
-            last, tuple(results), _num(raw.get("next_update"), "next_update"),
-            _text(raw.get("reload", ""), "reload"),
-            tuple(_text(e, "errors[]") for e in errors[:100]),
-        )  # fmt: skip
+        return parse_state(data)
     except StateError as e:
         raise StateError(f"{p}: {e}") from None
+
+
+def parse_state(data: bytes) -> CrlFetchState:
+    """The state in `data` (the file's bytes); StateError saying what is wrong."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise StateError(f"{p}: not valid JSON ({e.__class__.__name__})") from None
+        raise StateError(f"not valid JSON ({e.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise StateError("not a JSON object")
+    urls = raw.get("urls", [])
+    errors = raw.get("errors", [])
+    if not isinstance(urls, list) or not isinstance(errors, list):
+        raise StateError("urls and errors must be lists")
+    results = []
+    for i, u in enumerate(urls[:1000]):
+        if not isinstance(u, dict):
+            raise StateError(f"urls[{i}] is not an object")
+        result = _text(u.get("result"), f"urls[{i}].result")
+        if result not in RESULTS:
+            raise StateError(f"urls[{i}].result: unknown result {result[:40]!r}")
+        results.append(UrlResult(
+            _text(u.get("url"), f"urls[{i}].url"), result,
+            _text(u.get("detail", ""), f"urls[{i}].detail"),
+            _num(u.get("next_update"), f"urls[{i}].next_update"),
+        ))  # fmt: skip
+    last = _num(raw.get("last_fetch"), "last_fetch")
+    if last is None:
+        raise StateError("last_fetch missing")
+    return CrlFetchState(
+        last, tuple(results), _num(raw.get("next_update"), "next_update"),
+        _text(raw.get("reload", ""), "reload"),
+        tuple(_text(e, "errors[]") for e in errors[:100]),
+    )  # fmt: skip
 
 
 def _when(t: float) -> str:
