@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "status": "medtls.ops.cli",
     "reload": "medtls.ops.cli",
     "enroll": "medtls.enroll.cli",
+    "crl-fetch": "medtls.enroll.crlcli",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -218,6 +218,14 @@ class Enrollment:
     @property
     def state_path(self) -> Path:
         return self.state_dir / "state.json"
+class CrlFetch:
+    """`crl_fetch`: the box keeps trust.crl current itself (medtls crl-fetch, on a timer)."""
+
+    urls: tuple[str, ...] = ()
+    interval: float = default("crl_fetch.interval")
+    timeout: float = default("crl_fetch.timeout")
+    max_bytes: int = default("crl_fetch.max_bytes")
+    state_file: str = default("crl_fetch.state_file")
 
 
 @dataclass(frozen=True)
@@ -246,6 +254,7 @@ class Config:
     session_lifetime: int = default("tls.session_lifetime")
     ops: OpsConfig = field(default_factory=OpsConfig)
     enrollment: Enrollment | None = None  # None: the identity is issued by hand
+    crl_fetch: CrlFetch | None = None
 
     def outbound_profile(self, peer: OutboundPeer) -> str:
         return peer.profile or self.profile
@@ -583,6 +592,16 @@ def _section(v: Values | None, name: str) -> Values:
     return v if v is not None else Reader(None, False).section(SCHEMA.keys[name].type, None, name)
 
 
+def _crl_fetch(r: Reader, top: Values, trust_crl: Path | None) -> CrlFetch | None:
+    v = top["crl_fetch"]
+    if "crl_fetch" not in top.present or v is None:
+        return None
+    if trust_crl is None:
+        r.err("crl_fetch", "requires trust.crl (the file it keeps current)")
+    urls = tuple(dict.fromkeys(u for u in v["urls"] or () if u is not None))
+    return CrlFetch(urls, v["interval"], v["timeout"], v["max_bytes"], v["state_file"])
+
+
 def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
     """Validate an already-parsed YAML document (see `load_config`)."""
     r = Reader(path.parent, check_files)
@@ -618,6 +637,7 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         session_lifetime=tls["session_lifetime"],
         ops=build_ops(r, top),
         enrollment=enrollment,
+        crl_fetch=_crl_fetch(r, top, trust["crl"]),
     )
     if cfg_kwargs["trust_crl"] is not None and cfg_kwargs["session_lifetime"]:
         # A resumed handshake skips certificate verification, and with it the CRL.

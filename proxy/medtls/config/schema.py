@@ -395,6 +395,16 @@ IPV4_NET = Scalar("IPv4 network", _ipv4_net, {"type": "string"})
 FRACTION = Scalar("0.1-0.95", _fraction, {"type": "number", "minimum": 0.1, "maximum": 0.95})
 
 
+def _http_url(v: object, r=None) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"http://[^\s/?#@]+(/[^\s#]*)?", s, re.IGNORECASE):
+        raise Invalid(f"must be an http:// URL of a CRL (no credentials, no https), got {show(v)}")
+    return s
+
+
+HTTP_URL = Scalar("http URL", _http_url, {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp]://"})
+
+
 # --------------------------------------------------------------------------- structure
 
 
@@ -604,6 +614,24 @@ _ENROLLMENT = Section(
     optional=True,
 )
 
+_CRL_FETCH = Section(
+    Key(
+        "urls",
+        ListOf(HTTP_URL, "must be a list of http:// URLs, got {kind}"),
+        "CRLs to fetch; empty: the http CRL distribution points of identity and trust CAs",
+        (),
+    ),
+    Key("interval", POS_SECONDS, "seconds between fetches (the timer's period)", 3600),
+    Key("timeout", POS_SECONDS, "seconds one URL may take, connect to last byte", 10),
+    Key("max_bytes", POS_INT, "largest CRL accepted, in bytes", 4194304),
+    Key(
+        "state_file",
+        PATH,
+        "JSON result of the last fetch (status)",
+        "/var/lib/medtls/crl-fetch.json",
+    ),
+)
+
 SCHEMA = Section(
     Key(
         "device",
@@ -720,6 +748,7 @@ SCHEMA = Section(
     Key("clock", _CLOCK, "clock safety"),
     Key("control", _CONTROL, "control socket and file watching"),
     Key("enrollment", _ENROLLMENT, "ACME enrollment and renewal of the identity; absent: by hand"),
+    Key("crl_fetch", _CRL_FETCH, "the box fetches trust.crl itself (absent: maintained by hand)"),
 )
 
 

@@ -65,12 +65,37 @@ def cmd_status(args) -> int:
         print(f"medtls: UNKNOWN: daemon answered: {status.get('error')}", file=sys.stderr)
         return health.UNKNOWN
     level, _ = health.evaluate(status)
+    crl_fetch = crl_fetch_line(args.config)
     if args.json:
         status["health"] = health.LEVEL_NAMES[level]
+        if crl_fetch:
+            status["crl_fetch"] = crl_fetch
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        sys.stdout.write(health.render(status))
+        sys.stdout.write(health.render(status) + (crl_fetch + "\n" if crl_fetch else ""))
     return level
+
+
+def crl_fetch_line(config: str) -> str | None:
+    """The result of the last `medtls crl-fetch`, when the config has a crl_fetch section."""
+    from medtls.config.schema import SCHEMA, Reader
+    from medtls.core.crlstate import StateError, read_state, summary
+
+    try:
+        import yaml
+
+        with open(config, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+        section = raw.get("crl_fetch") if isinstance(raw, dict) else None
+        if not isinstance(section, dict):
+            return None
+        r = Reader(Path(config).resolve().parent, check_files=False)
+        v = r.value(SCHEMA.keys["crl_fetch"], section, "crl_fetch")
+        return summary(read_state(v["state_file"]))
+    except StateError as e:
+        return f"crl fetch: state unreadable: {e}"
+    except Exception:  # an unreadable config is `medtls check`'s to report
+        return None
 
 
 def cmd_reload(args) -> int:
