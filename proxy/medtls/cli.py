@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "learn": "medtls.interception.cli",
     "status": "medtls.ops.cli",
     "reload": "medtls.ops.cli",
+    "console": "medtls.ops.cli",
+    "led": "medtls.ops.cli",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")

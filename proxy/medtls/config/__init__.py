@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml  # (no `typing`: 0.5 MiB in each serving process, docs/performance.md item 43)
 
-from medtls.config.ops import OpsConfig, build_ops
+from medtls.config.ops import LogForwardConfig, OpsConfig, build_log_forward, build_ops
 from medtls.config.profiles import LEGACY_PROFILES
 from medtls.config.schema import (  # noqa: F401 - re-exported: the package's public names
     ALLOW_IDS,
@@ -172,6 +172,7 @@ class Limits:
 @dataclass(frozen=True)
 class Logging:
     level: str = default("logging.level")
+    syslog: LogForwardConfig = field(default_factory=LogForwardConfig)
 
 
 @dataclass(frozen=True)
@@ -451,6 +452,11 @@ def _section(v: Values | None, name: str) -> Values:
     return v if v is not None else Reader(None, False).section(SCHEMA.keys[name].type, None, name)
 
 
+def _logging(r: Reader, v: Values | None) -> Logging:
+    v = _section(v, "logging")
+    return Logging(v["level"], build_log_forward(r, v["syslog"]))
+
+
 def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
     """Validate an already-parsed YAML document (see `load_config`)."""
     r = Reader(path.parent, check_files)
@@ -481,7 +487,7 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         ),
         ntp=_ntp(r, top["ntp"]),
         limits=_limits(r, top["limits"]),
-        logging=Logging(**_section(top["logging"], "logging")),
+        logging=_logging(r, top["logging"]),
         workers=top["workers"],
         session_lifetime=tls["session_lifetime"],
         ops=build_ops(r, top),

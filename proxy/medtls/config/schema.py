@@ -38,7 +38,8 @@ NTP_MAX_SERVERS = 8
 AUDIT_TRANSPORTS = ("tls", "local", "none")
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9750"
 DEFAULT_CONTROL_SOCKET = "/run/medtls/control.sock"
-OPS_SECTIONS = ("metrics", "audit", "clock", "control")
+OPS_SECTIONS = ("metrics", "audit", "clock", "control", "led")
+LOG_FORWARD_TRANSPORTS = ("none", "udp", "tcp", "tls")
 
 
 @dataclass(frozen=True)
@@ -499,6 +500,34 @@ _CONTROL = Section(
     Key("watch_files", BOOL, "reload when the config or TLS material changes", True),
 )
 
+_LED = Section(
+    Key("enabled", BOOL, "show the box's state on the board LED (medtls led)", True),
+    Key(
+        "names",
+        ListOf(STR, "must be a list of LED names, got {kind}"),
+        "LEDs under /sys/class/leds; the first present is used",
+        ("ACT", "led0"),
+    ),
+    Key("interval", POS_SECONDS, "seconds between status polls", 2),
+)
+
+_LOG_SYSLOG = Section(
+    Key(
+        "transport",
+        _choice(LOG_FORWARD_TRANSPORTS),
+        "forward the operational log to a syslog server",
+        "none",
+    ),
+    Key("host", TEXT, "the site's syslog server / SIEM (required unless none)", ""),
+    Key("port", PORT, "its port: usually 514 (udp, tcp) or 6514 (tls)", 514),
+    Key("ca", PATH, "CA of the server's certificate (required for tls)", ""),
+    Key("certificate", PATH, "client certificate for the server (with key)", ""),
+    Key("key", PATH, "key of the client certificate (with certificate)", ""),
+    Key("server_name", TEXT, "expected name of the server; empty: host", ""),
+    Key("queue_size", POS_INT, "messages kept while the server is unreachable", 1000),
+    Key("retry_interval", POS_SECONDS, "seconds between reconnect attempts", 5),
+)
+
 SCHEMA = Section(
     Key(
         "device",
@@ -599,12 +628,20 @@ SCHEMA = Section(
         "LAN NTP servers of the box's own clock",
     ),
     Key("limits", _LIMITS, "connection limits and timeouts"),
-    Key("logging", Section(Key("level", _choice(LOG_LEVELS), "log level", "info")), "logging"),
+    Key(
+        "logging",
+        Section(
+            Key("level", _choice(LOG_LEVELS), "log level", "info"),
+            Key("syslog", _LOG_SYSLOG, "forward the operational log to the site's syslog/SIEM"),
+        ),
+        "logging",
+    ),
     Key("workers", POS_INT, "relay processes sharing the listeners", 1),
     Key("metrics", _METRICS, "Prometheus endpoint"),
     Key("audit", _AUDIT, "IHE ATNA audit trail"),
     Key("clock", _CLOCK, "clock safety"),
     Key("control", _CONTROL, "control socket and file watching"),
+    Key("led", _LED, "board LED showing the box's state"),
 )
 
 
