@@ -15,7 +15,8 @@ from conftest import echo_once, free_port
 from .harness import close_cleanly, wait_until
 
 RFC5424 = re.compile(
-    r"^<(?P<pri>\d+)>1 (?P<ts>\S+) (?P<host>\S+) medtls (?P<pid>\d+) (?P<msgid>\S+) - \ufeff(?P<msg>.*)$",
+    r"^<(?P<pri>\d+)>1 (?P<ts>\S+) (?P<host>\S+) medtls (?P<pid>\d+) (?P<msgid>\S+) - "
+    r"\ufeff(?P<msg>.*)$",
     re.S,
 )
 

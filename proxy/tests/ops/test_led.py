@@ -105,8 +105,10 @@ def test_writer_sets_timer_and_steady_patterns(tmp_path):
 
 def _led_cli(tmp_path, config, *extra) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "medtls.cli", "led", "--config", str(config), "--once"]
-        + ["--leds-dir", str(tmp_path / "leds"), *extra],
+        [
+            *(sys.executable, "-m", "medtls.cli", "led", "--config", str(config), "--once"),
+            *("--leds-dir", str(tmp_path / "leds"), *extra),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
