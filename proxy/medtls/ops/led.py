@@ -141,9 +141,7 @@ def identity_present(config_path: str) -> bool | None:
         with open(config_path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)
         cert = raw["identity"]["certificate"]
-    except FileNotFoundError:
-        return False  # not configured yet: nothing to serve with
-    except Exception:
+    except Exception:  # no or a broken configuration: the daemon's own state tells
         return None
     if not isinstance(cert, str):
         return None
