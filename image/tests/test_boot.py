@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import peers
@@ -93,3 +94,48 @@ def test_plain_tcp_from_lan_does_not_reach_the_device(appliance, port):
         seen = peers.stop(listener)
     assert "accepted" not in seen, f"plain TCP from the LAN reached the device: {seen}"
     assert result.startswith("refused"), result
+
+
+CLEAR = "\x1b[H\x1b[2J"  # medtls console starts every redraw with it
+PROMPT = "Press Enter to log in."
+
+
+def console_screen(lab, pattern: str, timeout: float = 90) -> str:
+    """The last complete status screen on the serial console that matches `pattern`."""
+    deadline = time.monotonic() + timeout
+    screens: list[str] = []
+    while time.monotonic() < deadline:
+        text = lab.console_log.read_text(errors="replace")
+        screens = [s for s in text.split(CLEAR) if PROMPT in s]
+        if screens and re.search(pattern, screens[-1]):
+            return screens[-1]
+        time.sleep(2)
+    tail = screens[-1] if screens else lab.console_log.read_text(errors="replace")[-3000:]
+    raise AssertionError(f"no status screen matching {pattern!r} on the serial console:\n{tail}")
+
+
+def test_serial_console_shows_the_status_screen(appliance):
+    lab, _, _ = appliance
+    # serial-getty on the kernel console runs `medtls console` (roles/proxy getty drop-in) and
+    # redraws every 5 s; the fixture sets clock.require_sync: false (no NTP in the lab).
+    screen = console_screen(lab, r"medtls: \w+  \(pid \d+")
+    assert re.search(r"^medtls box medtls  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", screen, re.M), screen
+    assert "state:     CLOCK NOT SYNCHRONISED" in screen, screen
+    assert "traffic:   passing, TLS enforced" in screen, screen
+    assert "medtls: WARNING  (pid" in screen, screen
+    assert "WARNING: clock not synchronised, validating anyway" in screen, screen
+    assert re.search(r"^  identity +expires in", screen, re.M), screen
+    assert screen.rstrip().endswith(PROMPT), screen
+
+
+def test_board_led_shows_the_state(appliance):
+    _, _, report = appliance
+    leds = report.get("leds", "").split()
+    if not {"ACT", "led0"} & set(leds):
+        pytest.skip(
+            f"the VM exposes no board LED (/sys/class/leds: {' '.join(leds) or 'empty'}); the "
+            "patterns are tested on a fake LED directory (proxy/tests/ops/test_led.py)"
+        )
+    assert re.search(r"^led (ACT|led0): clock_unsynced", report["led-journal"], re.M), report[
+        "led-journal"
+    ]

@@ -16,6 +16,11 @@ def test_invalid_first_boot_config_fails_closed_with_a_clear_message(rejected, t
     assert "invalid medtls/medtls.yaml" in report["firstboot-journal"]
     assert "no_such_key" in fat_read(disk, "::/medtls/ERROR.txt")
     assert "medtls.yaml" in fat_list(disk, "::/medtls/")
+    # The serial console's status screen (medtls console) says so without a login.
+    screens = [s for s in console.split("\x1b[H\x1b[2J") if "Press Enter to log in." in s]
+    assert screens, console[-3000:]
+    assert "state:     FAIL CLOSED: medtls not running" in screens[-1], screens[-1]
+    assert "traffic:   BLOCKED (fail closed)" in screens[-1], screens[-1]
     # Fail closed: the modality's plaintext does not leave the box.
     listener = peers.start_listener(lab.lan_ns, 104)
     try:

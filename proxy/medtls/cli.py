@@ -24,6 +24,8 @@ SUBCOMMANDS = {
     "reload": "medtls.ops.cli",
     "enroll": "medtls.enroll.cli",
     "crl-fetch": "medtls.enroll.crlcli",
+    "console": "medtls.ops.cli",
+    "led": "medtls.ops.cli",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")

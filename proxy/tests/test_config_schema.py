@@ -75,7 +75,7 @@ def _shown(key: Key) -> str | None:
     if isinstance(d, bool):
         return f"`{str(d).lower()}`"
     if isinstance(d, tuple):
-        return "`[]`"
+        return f"`[{', '.join(map(str, d))}]`"
     return f"`{d}`"
 
 

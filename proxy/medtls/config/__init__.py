@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml  # (no `typing`: 0.5 MiB in each serving process, docs/performance.md item 43)
 
-from medtls.config.ops import OpsConfig, build_ops
+from medtls.config.ops import LogForwardConfig, OpsConfig, build_log_forward, build_ops
 from medtls.config.profiles import LEGACY_PROFILES
 from medtls.config.schema import (  # noqa: F401 - re-exported: the package's public names
     ACME_CHALLENGES,
@@ -175,6 +175,7 @@ class Limits:
 @dataclass(frozen=True)
 class Logging:
     level: str = default("logging.level")
+    syslog: LogForwardConfig = field(default_factory=LogForwardConfig)
 
 
 @dataclass(frozen=True)
@@ -602,6 +603,11 @@ def _crl_fetch(r: Reader, top: Values, trust_crl: Path | None) -> CrlFetch | Non
     return CrlFetch(urls, v["interval"], v["timeout"], v["max_bytes"], v["state_file"])
 
 
+def _logging(r: Reader, v: Values | None) -> Logging:
+    v = _section(v, "logging")
+    return Logging(v["level"], build_log_forward(r, v["syslog"]))
+
+
 def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
     """Validate an already-parsed YAML document (see `load_config`)."""
     r = Reader(path.parent, check_files)
@@ -632,7 +638,7 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         ),
         ntp=_ntp(r, top["ntp"]),
         limits=_limits(r, top["limits"]),
-        logging=Logging(**_section(top["logging"], "logging")),
+        logging=_logging(r, top["logging"]),
         workers=top["workers"],
         session_lifetime=tls["session_lifetime"],
         ops=build_ops(r, top),

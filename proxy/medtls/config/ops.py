@@ -64,11 +64,34 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class LedConfig:
+    enabled: bool = default("led.enabled")
+    names: tuple[str, ...] = default("led.names")
+    interval: float = default("led.interval")
+
+
+@dataclass(frozen=True)
+class LogForwardConfig:
+    """logging.syslog: the operational log (not the audit trail) to the site's syslog server."""
+
+    transport: str = default("logging.syslog.transport")  # none | udp | tcp | tls
+    host: str = default("logging.syslog.host")
+    port: int = default("logging.syslog.port")
+    ca: str = default("logging.syslog.ca")
+    certificate: str = default("logging.syslog.certificate")
+    key: str = default("logging.syslog.key")
+    server_name: str = default("logging.syslog.server_name")
+    queue_size: int = default("logging.syslog.queue_size")
+    retry_interval: float = default("logging.syslog.retry_interval")
+
+
+@dataclass(frozen=True)
 class OpsConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    led: LedConfig = field(default_factory=LedConfig)
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -91,9 +114,27 @@ def _audit(r: Reader, v: Values) -> AuditConfig:
     return AuditConfig(**v)
 
 
+def build_log_forward(r: Reader, v: Values | None) -> LogForwardConfig:
+    """logging.syslog, checked like audit's tls transport."""
+    if not v:
+        return LogForwardConfig()
+    if v["transport"] != "none":
+        host = v["host"]
+        if not host:
+            r.err("logging.syslog.host", f"required when transport is {v['transport']}")
+        elif any(c.isspace() or c in "/:@[]" for c in host):
+            r.err("logging.syslog.host", f"not an IP address or host name: {host!r}")
+    if v["transport"] == "tls":
+        if not v["ca"]:
+            r.err("logging.syslog.ca", "required when transport is tls (CA of the server)")
+        if bool(v["certificate"]) != bool(v["key"]):
+            r.err("logging.syslog.certificate", "certificate and key must be given together")
+    return LogForwardConfig(**v)
+
+
 def build_ops(r: Reader, top: Values) -> OpsConfig:
     """OpsConfig from the walked top-level mapping (a section that was no mapping: defaults)."""
-    metrics, audit, clock, control = (top[name] for name in OPS_SECTIONS)
+    metrics, audit, clock, control, led = (top[name] for name in OPS_SECTIONS)
     return OpsConfig(
         metrics=MetricsConfig(metrics["enabled"], metrics["listen"].host, metrics["listen"].port)
         if metrics
@@ -101,6 +142,9 @@ def build_ops(r: Reader, top: Values) -> OpsConfig:
         audit=_audit(r, audit) if audit else AuditConfig(),
         clock=ClockConfig(**clock) if clock else ClockConfig(),
         control=ControlConfig(**control) if control else ControlConfig(),
+        led=LedConfig(led["enabled"], tuple(n for n in led["names"] if n), led["interval"])
+        if led
+        else LedConfig(),
     )
 
 

@@ -38,10 +38,11 @@ NTP_MAX_SERVERS = 8
 AUDIT_TRANSPORTS = ("tls", "local", "none")
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9750"
 DEFAULT_CONTROL_SOCKET = "/run/medtls/control.sock"
-OPS_SECTIONS = ("metrics", "audit", "clock", "control")
 ACME_CHALLENGES = ("tls-alpn-01", "http-01")
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")
 DEFAULT_ENROLLMENT_STATE_DIR = "/var/lib/medtls/enrollment"
+OPS_SECTIONS = ("metrics", "audit", "clock", "control", "led")
+LOG_FORWARD_TRANSPORTS = ("none", "udp", "tcp", "tls")
 
 
 @dataclass(frozen=True)
@@ -632,6 +633,34 @@ _CRL_FETCH = Section(
     ),
 )
 
+_LED = Section(
+    Key("enabled", BOOL, "show the box's state on the board LED (medtls led)", True),
+    Key(
+        "names",
+        ListOf(STR, "must be a list of LED names, got {kind}"),
+        "LEDs under /sys/class/leds; the first present is used",
+        ("ACT", "led0"),
+    ),
+    Key("interval", POS_SECONDS, "seconds between status polls", 2),
+)
+
+_LOG_SYSLOG = Section(
+    Key(
+        "transport",
+        _choice(LOG_FORWARD_TRANSPORTS),
+        "forward the operational log to a syslog server",
+        "none",
+    ),
+    Key("host", TEXT, "the site's syslog server / SIEM (required unless none)", ""),
+    Key("port", PORT, "its port: usually 514 (udp, tcp) or 6514 (tls)", 514),
+    Key("ca", PATH, "CA of the server's certificate (required for tls)", ""),
+    Key("certificate", PATH, "client certificate for the server (with key)", ""),
+    Key("key", PATH, "key of the client certificate (with certificate)", ""),
+    Key("server_name", TEXT, "expected name of the server; empty: host", ""),
+    Key("queue_size", POS_INT, "messages kept while the server is unreachable", 1000),
+    Key("retry_interval", POS_SECONDS, "seconds between reconnect attempts", 5),
+)
+
 SCHEMA = Section(
     Key(
         "device",
@@ -741,7 +770,14 @@ SCHEMA = Section(
         "LAN NTP servers of the box's own clock",
     ),
     Key("limits", _LIMITS, "connection limits and timeouts"),
-    Key("logging", Section(Key("level", _choice(LOG_LEVELS), "log level", "info")), "logging"),
+    Key(
+        "logging",
+        Section(
+            Key("level", _choice(LOG_LEVELS), "log level", "info"),
+            Key("syslog", _LOG_SYSLOG, "forward the operational log to the site's syslog/SIEM"),
+        ),
+        "logging",
+    ),
     Key("workers", POS_INT, "relay processes sharing the listeners", 1),
     Key("metrics", _METRICS, "Prometheus endpoint"),
     Key("audit", _AUDIT, "IHE ATNA audit trail"),
@@ -749,6 +785,7 @@ SCHEMA = Section(
     Key("control", _CONTROL, "control socket and file watching"),
     Key("enrollment", _ENROLLMENT, "ACME enrollment and renewal of the identity; absent: by hand"),
     Key("crl_fetch", _CRL_FETCH, "the box fetches trust.crl itself (absent: maintained by hand)"),
+    Key("led", _LED, "board LED showing the box's state"),
 )
 
 

@@ -1,12 +1,17 @@
-"""`medtls status` and `medtls reload`: talk to the running daemon over the control socket."""
+"""`medtls status`, `reload`, `console` and `led`: talk to the running daemon over the control
+socket."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import signal
+import socket
 import sys
 from pathlib import Path
 
-from medtls.config.ops import DEFAULT_CONTROL_SOCKET, parse_ops_sections
+from medtls.config.ops import parse_ops_sections
 
 from . import control, health
 
@@ -27,6 +32,22 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=70.0, help="seconds to wait (default 70)")
     p.set_defaults(func=cmd_reload)
 
+    p = subparsers.add_parser(
+        "console",
+        help="live status screen for the box's console; Enter starts the login program "
+        "(run by agetty -n -l)",
+    )
+    _common(p)
+    p.add_argument("--login", default="/bin/login", help="program Enter starts (/bin/login)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between redraws")
+    p.set_defaults(func=cmd_console)
+
+    p = subparsers.add_parser("led", help="show the box's state on the board LED (led: section)")
+    _common(p)
+    p.add_argument("--leds-dir", default="/sys/class/leds", help=argparse.SUPPRESS)
+    p.add_argument("--once", action="store_true", help="set the LED once and exit")
+    p.set_defaults(func=cmd_led)
+
 
 def _common(p) -> None:
     p.add_argument(
@@ -42,16 +63,21 @@ def socket_path(args) -> str:
     """--socket, else control.socket from the config file, else the default."""
     if args.socket:
         return args.socket
+    return ops_config(args).control.socket
+
+
+def ops_config(args):
+    """The ops sections of the config file, defaults where it is unreadable or invalid."""
     try:
         import yaml
 
         with open(args.config, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)
     except Exception:  # unreadable or invalid: `medtls check` reports it; status still tries
-        return DEFAULT_CONTROL_SOCKET
+        raw = {}
     base = Path(args.config).resolve().parent  # relative paths as the daemon resolves them
     cfg, _ = parse_ops_sections(raw if isinstance(raw, dict) else {}, base)
-    return cfg.control.socket
+    return cfg
 
 
 def cmd_status(args) -> int:
@@ -113,3 +139,70 @@ def cmd_reload(args) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def cmd_console(args) -> int:
+    from . import console, led
+
+    path = socket_path(args)
+    fd = sys.stdin.fileno()
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        return console.run(
+            fd,
+            write,
+            console.fetcher(path),
+            [args.login],
+            args.interval,
+            hostname=socket.gethostname(),
+            certificate_present=lambda: led.identity_present(args.config),
+            size=lambda: console.terminal_size(fd),
+        )
+    except KeyboardInterrupt:  # agetty's unit starts the next screen
+        return 0
+    except OSError as exc:
+        print(f"medtls console: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_led(args) -> int:
+    from . import console, led
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cfg = ops_config(args)
+    if not cfg.led.enabled:
+        print("medtls led: led.enabled is false; the LED is left alone", file=sys.stderr)
+        return 0
+    found = led.find(args.leds_dir, cfg.led.names)
+    if found is None:  # said once; the unit then ends without failing
+        print(
+            f"medtls led: no LED {' or '.join(cfg.led.names) or '(none configured)'} in "
+            f"{args.leds_dir}; this board shows no LED pattern (led.names)",
+            file=sys.stderr,
+        )
+        return 0
+    stopping = {"now": False}
+
+    def stop(_signum, _frame):
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    board = led.Led(found)
+    try:
+        return led.run(
+            board,
+            console.fetcher(socket_path(args)),
+            lambda: led.identity_present(args.config),
+            cfg.led.interval,
+            once=args.once,
+            stop=lambda: stopping["now"],
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if not args.once:
+            board.restore()

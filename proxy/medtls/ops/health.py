@@ -121,6 +121,14 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
             f"{audit.get('last_error', '')}",
         )
 
+    forward = status.get("log_forward") or {}
+    if forward.get("dropped"):
+        add(
+            WARNING,
+            f"log forwarding to {forward.get('destination')}: {forward['dropped']} messages "
+            f"dropped (queue full): {forward.get('last_error', '')}",
+        )
+
     for peer in status.get("peers") or []:
         fail, ok = peer.get("last_failure"), peer.get("last_success")
         if peer.get("direction") == "outbound" and fail and (not ok or fail > ok):
@@ -230,6 +238,12 @@ def render(status: dict, now: float | None = None) -> str:
         f"audit:     {audit.get('transport', 'none')}  sent {audit.get('sent', 0)}"
         f"  queued {audit.get('queued', 0)}  dropped {audit.get('dropped', 0)}"
     )
+    forward = status.get("log_forward")
+    if forward:
+        out.append(
+            f"syslog:    {forward.get('destination')}  sent {forward.get('sent', 0)}"
+            f"  queued {forward.get('queued', 0)}  dropped {forward.get('dropped', 0)}"
+        )
     if problems:
         out.append("problems:")
         for lvl, text in problems:

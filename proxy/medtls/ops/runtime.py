@@ -167,6 +167,7 @@ class OpsRuntime(Observer):
         self.registry.on_collect(self._collect)
         self.auditor = Auditor(self.ops.audit, config.device.ip or "", env, worker)
         self.metrics_server = None  # MetricsServer (http.server is imported only when enabled)
+        self.log_forward = None  # logforward.LogForwarder when logging.syslog is on
         self.control: ControlServer | None = None
         self._heartbeat_stop = threading.Event()
         self._tick_pending = False
@@ -200,6 +201,11 @@ class OpsRuntime(Observer):
 
     def start(self) -> None:
         self.auditor.start()
+        forward = self.config.logging.syslog
+        if forward.transport != "none":
+            from . import logforward
+
+            self.log_forward = logforward.start(forward, self.ops.audit.source_id)
         self._start_heartbeat()
         if not self._start_servers:
             return
@@ -208,7 +214,7 @@ class OpsRuntime(Observer):
             try:
                 from .metrics_http import MetricsServer
 
-                self.metrics_server = MetricsServer(self.registry, m.host, m.port)
+                self.metrics_server = MetricsServer(self.registry, m.host, m.port, self.health)
                 self.metrics_server.start()
                 log.info("metrics on http://%s:%d/metrics", m.host, m.port)
             except OSError as exc:
@@ -256,6 +262,9 @@ class OpsRuntime(Observer):
             self.metrics_server.stop()
             self.metrics_server = None
         self.auditor.stop(flush_timeout=3.0)
+        if self.log_forward is not None:
+            self.log_forward.stop()
+            self.log_forward = None
         self.notifier.close()
 
     # ---------------------------------------------------------------- clock gate
@@ -628,6 +637,7 @@ class OpsRuntime(Observer):
                 },
                 "reloads": dict(self.reloads),
                 "audit": self.auditor.counters(),
+                "log_forward": self.log_forward.counters() if self.log_forward else None,
                 "metrics": {
                     "listen": f"{self.ops.metrics.host}:{self.ops.metrics.port}"
                     if self.ops.metrics.enabled
@@ -636,6 +646,20 @@ class OpsRuntime(Observer):
                 "snapshot": snapshot,
             }
         return result
+
+    def health(self) -> dict:
+        """/healthz: the verdict of `medtls status` and the box's state, as a JSON-able dict."""
+        from . import boxstate, health
+
+        status = self.status()
+        level, problems = health.evaluate(status)
+        state, reason = boxstate.classify(status)
+        return {
+            "health": health.LEVEL_NAMES[level],
+            "state": state,
+            "reason": reason,
+            "reasons": [{"level": health.LEVEL_NAMES[lvl], "problem": t} for lvl, t in problems],
+        }
 
     # ---------------------------------------------------------------- control commands
 
