@@ -63,3 +63,96 @@ def test_outbound_logs_the_alert_of_a_peer_that_does_not_trust_us(pki, run_medtl
     if version == "-tls1_3":  # the request left with our Finished, then the peer refused
         assert " bytes_not_delivered=140 " in line
     assert f" upstream=127.0.0.1:{server_port} " in line
+
+
+# ---------------------------------------------------------------- inbound: what a client hears
+
+
+def _inbound_box(pki, run_medtls, device_port: int, **over):
+    port = free_port()
+    cfg = box_config(
+        pki, "box-b",
+        inbound=[{"name": "svc", "listen": f"127.0.0.1:{port}", "device_port": device_port,
+                  "allow": [{"cn": "box-a"}]}],
+        **over,
+    )  # fmt: skip
+    return run_medtls(cfg, "b", [port]), port
+
+
+def _s_client(pki, port: int, version: str, cert, key, *extra, ign_eof=True):
+    """openssl s_client presenting `cert`; `-ign_eof`: under TLS 1.3 the verdict on the client
+    certificate arrives after the client's handshake completed."""
+    r = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", version, "-cert", str(cert),
+         "-key", str(key), "-cert_chain", str(cert), "-CAfile", str(pki.ca),
+         *(["-ign_eof"] if ign_eof else []), *extra],
+        input=b"ping\n", capture_output=True, timeout=20,
+    )  # fmt: skip
+    return (r.stdout + r.stderr).decode(errors="replace")
+
+
+# (client certificate, what s_client prints, the connection line's result)
+CASES = {
+    "acl": ("ris", "alert access denied", "acl_denied"),
+    "untrusted": ("rogue", "alert unknown ca", "unknown_ca"),
+    "expired": ("expired", "alert certificate expired", "cert_expired"),
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_openssl_client_hears_the_alert_of_its_refusal(pki, run_medtls, echo_server, case, version):
+    cn, heard, result = CASES[case]
+    b, port = _inbound_box(pki, run_medtls, echo_server.port)
+    out = _s_client(pki, port, version, pki.crt(cn), pki.key(cn))
+    assert heard in out, out
+    line = b.wait_conn(result, "route=svc")
+    assert "bytes_lan_to_device=0" in line
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_openssl_client_hears_certificate_revoked(pki, run_medtls, echo_server, tmp_path, version):
+    crl = pki.crl(tmp_path / "crl.pem", revoked=("box-a",))
+    b, port = _inbound_box(
+        pki, run_medtls, echo_server.port, trust={"ca": str(pki.ca), "crl": str(crl)}
+    )
+    out = _s_client(pki, port, version, pki.crt("box-a"), pki.key("box-a"))
+    assert "alert certificate revoked" in out, out
+    b.wait_conn("cert_revoked", "route=svc")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_allowed_client_still_served(pki, run_medtls, echo_server, version):
+    b, port = _inbound_box(pki, run_medtls, echo_server.port)
+    out = _s_client(pki, port, version, pki.crt("box-a"), pki.key("box-a"), ign_eof=False)
+    assert "Verify return code: 0 (ok)" in out and "alert" not in out, out
+    b.wait_conn("ok", "route=svc", 'peer="O=Test Hospital,CN=box-a')
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_access_denied_without_session_tickets(pki, run_medtls, echo_server, version):
+    """tls.session_lifetime: 0 issues no ticket; the refused client still hears access_denied
+    (TLS 1.3: this one connection's NewSessionTicket carries the refusal)."""
+    b, port = _inbound_box(pki, run_medtls, echo_server.port, tls={"session_lifetime": 0})
+    out = _s_client(pki, port, version, pki.crt("ris"), pki.key("ris"))
+    assert "alert access denied" in out, out
+    line = b.wait_conn("acl_denied", "route=svc")
+    assert 'detail="client O=Test Hospital,CN=ris (dns=ris.test, ip=127.0.0.1) not allowed' in line
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_ca_certificate_as_client_hears_bad_certificate(
+    pki, run_medtls, echo_server, tmp_path, version
+):
+    """Verified by OpenSSL, refused by the strict identity reader (a CA is no peer)."""
+    import hostile
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = hostile.der(hostile.leaf(pki.inter, key, cns=("box-a",), ca=True))
+    chain = hostile.write_chain(tmp_path / "ca-as-client.crt", cert, pki.inter)
+    key_file = hostile.write_key(tmp_path / "ca-as-client.key", key)
+    b, port = _inbound_box(pki, run_medtls, echo_server.port)
+    out = _s_client(pki, port, version, chain, key_file)
+    assert "alert bad certificate" in out, out
+    b.wait_conn("bad_certificate", "route=svc", "CA certificate")
