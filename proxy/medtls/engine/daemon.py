@@ -54,7 +54,16 @@ from medtls.engine.netutil import abort, original_dst_nat, set_options, upstream
 from medtls.engine.relay import BufferPool, Pipe, RelayError, Side, Truncated
 from medtls.tls import TLSSetupError
 from medtls.tls.material import Generation, awaiting_enrollment, validate
-from medtls.tls.openssl import issue_no_ticket, rotate_ticket_keys, self_test
+from medtls.tls.openssl import (
+    ACCESS_DENIED,
+    BAD_CERTIFICATE,
+    access_denied_alert,
+    forget_client,
+    issue_no_ticket,
+    judge_client,
+    rotate_ticket_keys,
+    self_test,
+)
 
 __all__ = ["Conn", "Daemon", "ListenerSpec", "listener_specs"]
 
@@ -95,9 +104,9 @@ class Conn:
     were last swapped for empty ones)."""
 
     __slots__ = (
-        "bios_renewed", "cipher", "client", "deadline", "detail", "info", "last_activity",
-        "peer", "pipes", "resumed", "route", "rt", "server", "size", "state", "steady", "t0",
-        "tls_side", "upstream", "version",
+        "bios_renewed", "cipher", "client", "deadline", "detail", "info", "judge",
+        "last_activity", "not_delivered", "peer", "pipes", "refusal", "resumed", "route", "rt",
+        "server", "size", "state", "steady", "t0", "tls_side", "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Generation, client: socket.socket, size: int):
@@ -119,6 +128,10 @@ class Conn:
         self.peer = ""
         self.detail = ""  # why it failed or was closed early (for the connection line)
         self.resumed = False  # the TLS session was resumed from a ticket
+        # Bytes written into a TLS connection whose peer then refused it (not delivered).
+        self.not_delivered = 0
+        self.judge = 0  # inbound: key of the in-handshake client judge (tls.openssl)
+        self.refusal: tuple[str, str] | None = None  # (reason, detail) the judge refused with
         self.steady = False
         self.bios_renewed = 0.0  # time.monotonic() of the last BIO renewal
 
@@ -555,6 +568,7 @@ class Daemon(EventLoop, EngineHandle):
     def _start_tls_server(self, c: Conn, _result: str = "") -> None:
         t = c.tls_side = c.client
         t.start_tls(c.rt.inbound_ctx[c.route.name], server=True)
+        c.judge = judge_client(t.tls, lambda der: self._judge_client(c, der))
         self.admission.begin(c.info.id, source_key(c.info.client[0]), c.t0)
         c.deadline = time.monotonic() + c.rt.config.limits.handshake_timeout
         # A TLS server speaks only after the ClientHello, which has usually arrived by the time
@@ -604,8 +618,12 @@ class Daemon(EventLoop, EngineHandle):
                 )  # fmt: skip
             return
         except ssl.SSLError as e:
-            self._event(c, cx.HANDSHAKE_FAILED, *classify_tls_error(e))  # FLUSH_TLS: our alert
+            why = c.refusal or classify_tls_error(e)
+            self._event(c, cx.HANDSHAKE_FAILED, *why)  # FLUSH_TLS: our alert
             return
+        if c.judge:
+            forget_client(c.judge)
+            c.judge = 0
         if t is c.client:
             t.flush()  # a server's last flight (none in TLS 1.3 without tickets)
         # A client's last flight (Certificate/Finished) is sent by the first relay step, in one
@@ -646,10 +664,27 @@ class Daemon(EventLoop, EngineHandle):
         else:
             self._event(c, cx.CLIENT_AUTHORIZED)
 
+    def _judge_client(self, c: Conn, der: bytes) -> str | None:
+        """Inbound, in the handshake (tls.openssl's verify callback): the certificate OpenSSL
+        verified against the port's allow: list. None, or the alert to refuse it with."""
+        try:
+            ident = peer_identity(der)
+        except CertParseError as e:
+            c.refusal = (ev.BAD_CERTIFICATE, f"peer certificate refused: {e}")
+            return BAD_CERTIFICATE
+        if acl_allows(c.route, ident, c.info.client[0]) is None:
+            c.peer = ident.describe()
+            c.refusal = (ev.ACL_DENIED, f"client {c.peer} not allowed on {c.route.name}")
+            return ACCESS_DENIED
+        return None
+
     def _flush_tls(self, c: Conn, _result: str = "") -> None:
         # Our alert, or a client's last flight before a policy failure.
+        t = c.tls_side
+        if c.refusal is not None and c.refusal[0] == ev.ACL_DENIED and t.out.pending:
+            t.out.write(access_denied_alert(t.out.read()))  # TLS 1.2: see tls.openssl
         with contextlib.suppress(RelayError):
-            c.tls_side.flush()
+            t.flush()
 
     def _tls_ok(self, c: Conn, _result: str = "") -> None:
         self.admission.end(c.info.id)  # authenticated: out of the handshake budget
@@ -767,6 +802,9 @@ class Daemon(EventLoop, EngineHandle):
             # e.g. a client aborting after we refused its renegotiation.)
             reason, detail = classify_tls_error(e.tls_error)
             if reason != ev.HANDSHAKE_ERROR:
+                # What the device wrote went into a connection the peer refused: not delivered.
+                into_tls = c.pipes[0]
+                c.not_delivered, into_tls.count = into_tls.count, 0
                 self._event(c, cx.REJECTED, reason, detail)
                 return
         self._event(c, cx.TRUNCATED if isinstance(e, Truncated) else cx.RESET, detail=str(e))
@@ -805,6 +843,9 @@ class Daemon(EventLoop, EngineHandle):
             if side is not None:
                 side.conn = None  # no Conn <-> Side cycle: freed by refcount, not by the GC
         self._closed_since_trim += 1
+        if c.judge:
+            forget_client(c.judge)
+            c.judge = 0
         self.conns.pop(c.info.id, None)
         if self.admission.pending:
             self.admission.end(c.info.id)
@@ -827,7 +868,7 @@ class Daemon(EventLoop, EngineHandle):
         device_port = route.device_port if isinstance(route, InboundPort) else i.destination[1]
         return connection_line(
             i, device_port, c.peer, c.version, c.cipher, up, down, dur, result, c.detail,
-            c.resumed,
+            c.resumed, c.upstream, c.not_delivered,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ state

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from medtls.core.events import CONNECT_FAILED
+
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 # Expiry as a fraction of the certificate's lifetime, capped for long-lived ones: WARNING with
@@ -34,6 +36,7 @@ def expiry_windows(not_before: float | None, not_after: float) -> tuple[float, f
 
 
 CRL_DUE_WARNING_SECONDS = 86400  # a CRL normally has days left; under one, its renewal stalled
+DEVICE_UNREACHABLE = CONNECT_FAILED  # inbound: the device behind the port did not answer
 
 
 def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[int, str]]]:
@@ -131,11 +134,21 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
 
     for peer in status.get("peers") or []:
         fail, ok = peer.get("last_failure"), peer.get("last_success")
-        if peer.get("direction") == "outbound" and fail and (not ok or fail > ok):
+        if not fail or (ok and fail <= ok):
+            continue
+        if peer.get("direction") == "outbound":
             add(
                 WARNING,
                 f"peer {peer['name']}: last connection failed "
                 f"({peer.get('last_failure_reason')}) {_ago(now - fail)} ago",
+            )
+        elif peer.get("last_failure_reason") == DEVICE_UNREACHABLE:
+            # Inbound: a refused client is that client's problem (and any host may knock);
+            # a device the box cannot reach behind its port is the box's.
+            add(
+                WARNING,
+                f"inbound {peer['name']}: the device did not answer "
+                f"({DEVICE_UNREACHABLE}) {_ago(now - fail)} ago",
             )
 
     worst = max((level for level, _ in problems), default=OK)

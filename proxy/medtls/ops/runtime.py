@@ -102,7 +102,7 @@ class _Peer:
 
 
 class _Conn:
-    __slots__ = ("cipher", "failed", "info", "peer", "version")
+    __slots__ = ("cipher", "established", "failed", "info", "peer", "version")
 
     def __init__(self, info):
         self.info = info
@@ -110,6 +110,10 @@ class _Conn:
         self.version = ""
         self.cipher = ""
         self.failed = ""
+        # Inbound: when TLS was established. The peer's success counts only once the device
+        # leg did not fail (at close): a client that passed TLS but whose device cannot be
+        # reached is one failure (connect_failed), not a success and a failure.
+        self.established: float | None = None
 
 
 class OpsRuntime(Observer):
@@ -359,9 +363,12 @@ class OpsRuntime(Observer):
             state = self.conns.get(conn.id)
             if state is not None:
                 state.version, state.cipher, state.peer = version, cipher, peer
-            p = self._peer(conn)
-            p.last_success = time.time()
-            p.last_success_identity = peer
+            if conn.direction == "inbound" and state is not None:
+                state.established = time.time()
+            else:
+                p = self._peer(conn)
+                p.last_success = time.time()
+                p.last_success_identity = peer
         key = self._key("tls", version, cipher)
         self.m.tls_total.add(key)
         self.m.tls_active.add(key)
@@ -400,6 +407,10 @@ class OpsRuntime(Observer):
             state = self.conns.pop(conn.id, None) or _Conn(conn)
             p = self._peer(conn)
             p.active = max(0, p.active - 1)
+            ok_at = state.established if not state.failed else None
+            if ok_at is not None and (p.last_success is None or ok_at >= p.last_success):
+                p.last_success = ok_at
+                p.last_success_identity = state.peer
         d, route, m = conn.direction, conn.route, self.m
         m.active.add(self._key("active", d, route), -1)
         m.total.add(self._key("total", d, route, result))

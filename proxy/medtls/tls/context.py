@@ -24,6 +24,7 @@ from medtls.tls.openssl import (
     build_own_chain,
     configure_tickets,
     enable_dh_auto,
+    install_client_judge,
     set_chain_store,
     set_tls13_suites,
 )
@@ -115,6 +116,8 @@ def build_context(
     build_own_chain(ctx, certificate)
     if crl is not None:
         load_crls(ctx, crl, crl_check)
+    if server:
+        install_client_judge(ctx)  # after every verify setting: it keeps the verify mode
     return ctx
 
 
