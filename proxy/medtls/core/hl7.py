@@ -16,7 +16,7 @@ FS = 0x1C
 CR = 0x0D
 # A refused sender's message is read to its end, so that closing does not reset the connection
 # under our answer; a larger message (an ORU carrying a document) gets a plain close.
-MAX_FRAME = 1 << 20
+MAX_FRAME = 65536
 MAX_MSH = 4096  # the MSH segment: a few hundred bytes in practice
 MAX_CONTROL_ID = 199  # MSH-10 (ST, 199 since v2.7; 20 before)
 ACK_CODES = ("AA", "AE", "AR")

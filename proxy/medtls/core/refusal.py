@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medtls.core import dicom
+from medtls.core import dicom, hl7
 from medtls.core import events as ev
 
 
@@ -97,3 +97,35 @@ DEFAULT = _t(_ACSE, _NO_REASON, "secure connection to the peer failed")
 def refusal_for(result: str) -> Refusal:
     """The row for a result label; DEFAULT for a label the table does not list."""
     return TABLE.get(result, DEFAULT)
+
+
+# The most the daemon reads of a refused device's first message.
+FIRST_MESSAGE_CAP = {"dicom": dicom.MAX_ASSOCIATE_RQ, "hl7": hl7.MAX_FRAME}
+
+
+class NotAnswerable(ValueError):
+    """The device's first bytes are not a message of its protocol (or too long to read): it
+    gets a plain close, no answer."""
+
+
+def answer(protocol: str, data: bytes, result: str, control_id: str, timestamp: str):
+    """What a device on a `protocol` route is sent when its peer leg failed with `result`, given
+    its first bytes `data`: (answer bytes, what was answered) once its first message is
+    complete, None while it is not; NotAnswerable for anything else."""
+    r = refusal_for(result)
+    cap = FIRST_MESSAGE_CAP[protocol]
+    try:
+        if protocol == "dicom":
+            rq = dicom.read_associate_rq(data)
+            if rq is None:
+                return None
+            what = f"A-ASSOCIATE-RJ ({r.describe_rj()}) to {rq.calling_ae} calling {rq.called_ae}"
+            return r.associate_rj(), what
+        message = hl7.mllp_frame(data, cap)
+        if message is None:
+            return None
+        msh = hl7.parse_msh(message)
+    except (dicom.DicomError, hl7.Hl7Error) as e:
+        raise NotAnswerable(str(e)) from None
+    ack = hl7.ack(msh, r.hl7_code, r.message(result), control_id, timestamp)
+    return hl7.frame(ack), f"ACK {r.hl7_code} to message {msh.control_id}"
