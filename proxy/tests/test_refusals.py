@@ -92,9 +92,8 @@ def refusing_box(pki, run_medtls, tmp_path):
     """Start a box whose outbound route (`protocol`) fails for `cause`; returns (box, port)."""
     peers: list[TlsPeer] = []
 
-    def start(cause: str, protocol: str):
+    def start(cause: str, protocol: str, **extra):
         verify = {"cn": "pacs"}
-        extra: dict = {}
         if cause == "peer_down":
             tls_port = free_port()  # nobody listens
         else:
@@ -290,3 +289,15 @@ def test_peer_leg_lost_mid_association_aborts_the_device(pki, run_medtls):
     finally:
         cutter.cut()
         server.shutdown()
+
+
+def test_slow_device_is_closed_at_the_deadline(refusing_box):
+    limits = {"handshake_timeout": 1, "connect_timeout": 5, "drain_timeout": 2}
+    box, port = refusing_box("peer_down", "dicom", limits=limits)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(bytes((1, 0, 0, 0, 1, 0)) + b"\x00\x01")  # a header, then nothing
+        t0 = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(100) == b""
+        assert time.monotonic() - t0 < 5
+    box.wait_conn("connect_failed", "no complete first message from the device")
