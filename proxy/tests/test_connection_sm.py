@@ -51,12 +51,34 @@ EXPECTED = {
     (cx.RELAY, cx.IDLE): (cx.CLOSED, ev.RESULT_IDLE),
     **{(s, cx.INTERNAL_ERROR): (cx.CLOSED, ev.INTERNAL_ERROR) for s in OPEN},
     **{(s, cx.DRAIN_DEADLINE): (cx.CLOSED, ev.RESULT_SHUTDOWN) for s in OPEN},
+    # refusing in the device's protocol: the result stays the failure that led there
+    (cx.REFUSING, cx.ANSWERED): (cx.CLOSED, FROM),
+    (cx.REFUSING, cx.RESET): (cx.CLOSED, FROM),
+    (cx.REFUSING, cx.TIMEOUT): (cx.CLOSED, FROM),
+    (cx.REFUSING, cx.INTERNAL_ERROR): (cx.CLOSED, ev.INTERNAL_ERROR),
+    (cx.REFUSING, cx.DRAIN_DEADLINE): (cx.CLOSED, ev.RESULT_SHUTDOWN),
 }
-CLOSES = (cx.CLOSE_CLEAN, cx.CLOSE_IF_QUIET, cx.RESET_BOTH)
+# Outbound routes with `protocol: dicom | hl7`: a failed peer leg refuses in the protocol.
+EXPECTED_ANSWERING = {
+    (cx.ACCEPTED, cx.GATE_CLOSED): (cx.REFUSING, ev.CLOCK_UNSYNCED),
+    (cx.CONNECTING_TLS, cx.CONNECT_FAILED): (cx.REFUSING, ev.CONNECT_FAILED),
+    (cx.CONNECTING_TLS, cx.TIMEOUT): (cx.REFUSING, ev.CONNECT_FAILED),
+    (cx.HANDSHAKE, cx.HANDSHAKE_FAILED): (cx.REFUSING, FROM),
+    (cx.HANDSHAKE, cx.RESET): (cx.REFUSING, ev.HANDSHAKE_ERROR),
+    (cx.HANDSHAKE, cx.TIMEOUT): (cx.REFUSING, ev.TIMEOUT),
+    (cx.VERIFYING, cx.IDENTITY_REFUSED): (cx.REFUSING, FROM),
+    (cx.RELAY_OPENING, cx.REJECTED): (cx.REFUSING, FROM),
+}
+# DICOM only: a lost peer leg aborts the association.
+EXPECTED_ASSOCIATION = {
+    (cx.RELAY, cx.TRUNCATED): (cx.CLOSED, ev.RESULT_TRUNCATED),
+    (cx.RELAY, cx.RESET): (cx.CLOSED, ev.RESULT_RESET),
+}
+CLOSES = (cx.CLOSE_CLEAN, cx.CLOSE_IF_QUIET, cx.RESET_BOTH, cx.ABORT_DEVICE)
 # Actions that may feed a further event: they come last, so no action runs after a nested close.
 REENTRANT = (
     cx.CONNECT, cx.START_TLS_CLIENT, cx.START_TLS_SERVER, cx.CONTINUE_HANDSHAKE,
-    cx.CHECK_IDENTITY, cx.START_RELAY,
+    cx.CHECK_IDENTITY, cx.START_RELAY, cx.READ_FIRST,
 )  # fmt: skip
 
 
@@ -80,7 +102,7 @@ def test_transition(state, event):
             t.actions
         )
         clean = t.actions[-2] != cx.RESET_BOTH
-        assert clean == (event in (cx.EOF, cx.IDLE))
+        assert clean == (event in (cx.EOF, cx.IDLE, cx.ANSWERED))
     else:
         assert cx.LOG_RESULT not in t.actions and cx.FAIL not in t.actions
         assert not any(a in CLOSES for a in t.actions)
@@ -113,9 +135,10 @@ def test_closed_takes_no_event():
 def test_every_state_and_event_is_used_and_every_open_state_is_reachable():
     assert {e for _, e in cx.TABLE} == set(cx.EVENTS)
     reached, todo = {cx.ACCEPTED}, [cx.ACCEPTED]
+    every = [*cx.TABLE.items(), *cx.PROTOCOL_TABLES["dicom"].items()]
     while todo:
         s = todo.pop()
-        for (state, _), t in cx.TABLE.items():
+        for (state, _), t in every:
             if state == s and t.next not in reached:
                 reached.add(t.next)
                 todo.append(t.next)
@@ -222,3 +245,40 @@ def test_late_rejection_only_before_first_data():
     assert _run(*base, (cx.REJECTED, ev.PEER_UNKNOWN_CA))[2] == ev.PEER_UNKNOWN_CA
     with pytest.raises(cx.ProtocolError):
         _run(*base, cx.FIRST_DATA, (cx.REJECTED, ev.PEER_UNKNOWN_CA))
+
+
+def test_the_protocol_tables_are_the_specification():
+    assert set(cx.PROTOCOL_TABLES["hl7"]) == set(EXPECTED_ANSWERING)
+    assert set(cx.PROTOCOL_TABLES["dicom"]) == set(EXPECTED_ANSWERING) | set(EXPECTED_ASSOCIATION)
+    for protocol, table in cx.PROTOCOL_TABLES.items():
+        for (state, event), (nxt, result) in {**EXPECTED_ANSWERING, **EXPECTED_ASSOCIATION}.items():
+            if (state, event) not in table:
+                continue
+            t = cx.step(state, event, protocol)
+            assert (t.next, t.result) == (nxt, result)
+            if nxt == cx.REFUSING:
+                # Reported as the same failure as on a tcp route, then the device is answered.
+                assert t.actions[-2:] == (cx.FAIL, cx.READ_FIRST)
+                tcp = cx.step(state, event)
+                assert tcp.result == t.result and (cx.FLUSH_TLS in tcp.actions) == (
+                    cx.FLUSH_TLS in t.actions
+                )
+            else:
+                assert t.actions == (cx.ABORT_DEVICE, cx.LOG_RESULT)
+
+
+def test_tcp_routes_keep_todays_transitions():
+    for state, event in EXPECTED_ANSWERING:
+        assert cx.step(state, event, "").next == cx.CLOSED
+    assert cx.step(cx.RELAY, cx.RESET, "hl7").actions == (cx.RESET_BOTH, cx.LOG_RESULT)
+
+
+def test_dicom_peer_down_is_answered_then_closed_cleanly():
+    state, actions = cx.ACCEPTED, []
+    for event in (cx.ROUTE_OUTBOUND, cx.CONNECT_FAILED, cx.ANSWERED):
+        t = cx.step(state, event, "dicom")
+        state, actions = t.next, actions + list(t.actions)
+    assert state == cx.CLOSED
+    assert actions == [
+        cx.CONNECT, cx.FAIL, cx.READ_FIRST, cx.CLOSE_CLEAN, cx.LOG_RESULT,
+    ]  # fmt: skip

@@ -404,6 +404,8 @@ def _http_url(v: object, r=None) -> str:
 
 
 HTTP_URL = Scalar("http URL", _http_url, {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp]://"})
+PROTOCOLS = ("tcp", "dicom", "hl7")
+PROTOCOL = _choice(PROTOCOLS)
 
 
 # --------------------------------------------------------------------------- structure
@@ -478,6 +480,7 @@ _OUTBOUND = Section(
     Key("plaintext", BOOL, "explicit plaintext pass-through to this destination", False),
     Key("profile", PROFILE, "per-peer TLS profile", shown="tls.profile"),
     Key("listen", ENDPOINT, "explicit mode only (required there): where the device connects"),
+    Key("protocol", PROTOCOL, "what the device speaks: dicom/hl7 get refusals in it", "tcp"),
 )
 
 _INBOUND = Section(
@@ -493,6 +496,7 @@ _INBOUND = Section(
     Key("ca", FILE, "per-port CA bundle for client certificates", shown="trust.ca"),
     Key("profile", PROFILE, "per-port TLS profile", shown="tls.profile"),
     Key("listen", ENDPOINT, "explicit mode only (required there): where LAN peers connect"),
+    Key("protocol", PROTOCOL, "what the port carries: dicom/hl7 get refusals in it", "tcp"),
 )
 
 _LIMITS = Section(

@@ -15,6 +15,11 @@ Lifecycle (an outbound TLS connection, an inbound one, a plaintext pass-through)
         -client_authorized-> CONNECTING -connected-> RELAY_OPENING -first_data-> RELAY ...
     ACCEPTED -route_plaintext-> CONNECTING -connected-> RELAY_OPENING ...
 
+On an outbound route with `protocol: dicom | hl7` (PROTOCOL_TABLES), a peer leg that cannot be
+established or authenticated leads to REFUSING instead of CLOSED: the device's first message is
+read and answered in its protocol (A-ASSOCIATE-RJ, ACK AE/AR), then REFUSING -answered-> CLOSED.
+On DICOM, a peer leg lost while relaying sends the device an A-ABORT.
+
 Every open state also takes `drain_deadline` (cut at stop) and `internal_error` (a bug while
 handling this connection). An event a state does not take raises `ProtocolError`, which the
 daemon's loop guard turns into `internal_error` for that connection only.
@@ -36,22 +41,26 @@ VERIFYING = "verifying"  # handshake complete; the peer's identity is being chec
 # and stays here until it ends.
 RELAY_OPENING = "relay_opening"
 RELAY = "relay"  # relaying, the TLS peer's stream confirmed
+# A `protocol: dicom | hl7` route whose peer leg failed: reading the device's first message
+# (bounded in size and time) to answer it in its own protocol (A-ASSOCIATE-RJ, ACK AE/AR).
+REFUSING = "refusing"
 CLOSED = "closed"
 
 STATES = (
     ACCEPTED, CONNECTING_TLS, CONNECTING, AWAIT_HELLO, HANDSHAKE, VERIFYING, RELAY_OPENING,
-    RELAY, CLOSED,
+    RELAY, REFUSING, CLOSED,
 )  # fmt: skip
 # Groups the daemon tests membership of (timers, I/O dispatch).
 DIALLING = frozenset({CONNECTING_TLS, CONNECTING})
 HANDSHAKING = frozenset({AWAIT_HELLO, HANDSHAKE})
 RELAYING = frozenset({RELAY_OPENING, RELAY})
-WITH_DEADLINE = DIALLING | HANDSHAKING  # limits.connect_timeout / limits.handshake_timeout
+# limits.connect_timeout / limits.handshake_timeout (also the refused device's first message)
+WITH_DEADLINE = DIALLING | HANDSHAKING | {REFUSING}
 # The state names status shows (snapshot()["connections"]["by_state"]): the four it always had.
 STATUS_LABEL = {
     ACCEPTED: "connecting", CONNECTING_TLS: "connecting", CONNECTING: "connecting",
     AWAIT_HELLO: "handshake", HANDSHAKE: "handshake", VERIFYING: "handshake",
-    RELAY_OPENING: "relay", RELAY: "relay", CLOSED: "closed",
+    RELAY_OPENING: "relay", RELAY: "relay", REFUSING: "closed", CLOSED: "closed",
 }  # fmt: skip
 
 # ---------------------------------------------------------------- events
@@ -79,12 +88,13 @@ TIMEOUT = "timeout"  # the state's deadline passed (connect or handshake)
 IDLE = "idle"  # no traffic for limits.idle_timeout
 DRAIN_DEADLINE = "drain_deadline"  # still open at the end of limits.drain_timeout
 INTERNAL_ERROR = "internal_error"
+ANSWERED = "answered"  # refusing: the device got its refusal in its protocol, every byte sent
 
 EVENTS = (
     ROUTE_OUTBOUND, ROUTE_PLAINTEXT, ROUTE_INBOUND, NO_ROUTE, REFUSED, GATE_CLOSED, CONNECTED,
     CONNECT_FAILED, HELLO, HANDSHAKE_DONE, HANDSHAKE_FAILED, IDENTITY_REFUSED, ACL_DENIED,
     PEER_VERIFIED, CLIENT_AUTHORIZED, FIRST_DATA, REJECTED, EOF, TRUNCATED, RESET, TIMEOUT, IDLE,
-    DRAIN_DEADLINE, INTERNAL_ERROR,
+    DRAIN_DEADLINE, INTERNAL_ERROR, ANSWERED,
 )  # fmt: skip
 
 # ---------------------------------------------------------------- actions
@@ -102,6 +112,9 @@ CLOSE_CLEAN = "close_clean"  # FIN (close_notify already sent by the relay)
 CLOSE_IF_QUIET = "close_if_quiet"  # close_notify + FIN if no byte is in flight, else RST
 RESET_BOTH = "reset_both"  # RST on both sockets
 LOG_RESULT = "log_result"  # the connection line and connection_closed(result)
+# Protocol-aware routes (`protocol: dicom | hl7`):
+READ_FIRST = "read_first"  # drop the peer leg; read the device's first message and answer it
+ABORT_DEVICE = "abort_device"  # A-ABORT + FIN to the device, RST to the peer (a closing action)
 
 # `result` of a transition that takes the reason the event carries.
 FROM_EVENT = "<from the event>"
@@ -184,11 +197,46 @@ TABLE: dict[tuple[str, str], Transition] = {
     # every open state: what the drain timeout finds still open is cut (no device takes a cut
     # transfer for a complete one)
     **{(state, DRAIN_DEADLINE): Transition(CLOSED, _CUT, ev.RESULT_SHUTDOWN) for state in _OPEN},
+    # refusing in the device's protocol (reached through ANSWERING below); the result stays the
+    # failure that led here, which the daemon passes as the reason
+    (REFUSING, ANSWERED): Transition(CLOSED, (CLOSE_CLEAN, LOG_RESULT), FROM_EVENT),
+    (REFUSING, RESET): Transition(CLOSED, _CUT, FROM_EVENT),  # garbage, too long, or closed
+    (REFUSING, TIMEOUT): Transition(CLOSED, _CUT, FROM_EVENT),
+    (REFUSING, INTERNAL_ERROR): Transition(CLOSED, _CUT, ev.INTERNAL_ERROR),
+    (REFUSING, DRAIN_DEADLINE): Transition(CLOSED, _CUT, ev.RESULT_SHUTDOWN),
 }  # fmt: skip
 
+# An outbound route with `protocol: dicom | hl7` ("answering") takes these instead of TABLE's:
+# a peer leg that cannot be established or authenticated is reported as before (FAIL), then the
+# device is answered in its protocol; a leg lost after the association is up aborts it.
+_REFUSE = (FAIL, READ_FIRST)
+_REFUSE_AFTER_TLS = (FLUSH_TLS, FAIL, READ_FIRST)
+ANSWERING: dict[tuple[str, str], Transition] = {
+    (ACCEPTED, GATE_CLOSED): Transition(REFUSING, _REFUSE, ev.CLOCK_UNSYNCED),
+    (CONNECTING_TLS, CONNECT_FAILED): Transition(REFUSING, _REFUSE, ev.CONNECT_FAILED),
+    (CONNECTING_TLS, TIMEOUT): Transition(REFUSING, _REFUSE, ev.CONNECT_FAILED),
+    (HANDSHAKE, HANDSHAKE_FAILED): Transition(REFUSING, _REFUSE_AFTER_TLS, FROM_EVENT),
+    (HANDSHAKE, RESET): Transition(REFUSING, _REFUSE, ev.HANDSHAKE_ERROR),
+    (HANDSHAKE, TIMEOUT): Transition(REFUSING, _REFUSE, ev.TIMEOUT),
+    (VERIFYING, IDENTITY_REFUSED): Transition(REFUSING, _REFUSE_AFTER_TLS, FROM_EVENT),
+    # TLS 1.3: the peer refused our certificate after the device's first message went out
+    (RELAY_OPENING, REJECTED): Transition(REFUSING, _REFUSE, FROM_EVENT),
+}  # fmt: skip
+# DICOM only: a device holding an association whose peer leg is lost is told so (A-ABORT).
+ASSOCIATION: dict[tuple[str, str], Transition] = {
+    (RELAY, TRUNCATED): Transition(CLOSED, (ABORT_DEVICE, LOG_RESULT), ev.RESULT_TRUNCATED),
+    (RELAY, RESET): Transition(CLOSED, (ABORT_DEVICE, LOG_RESULT), ev.RESULT_RESET),
+}
+PROTOCOL_TABLES = {"dicom": {**ANSWERING, **ASSOCIATION}, "hl7": ANSWERING}
 
-def step(state: str, event: str) -> Transition:
-    """The transition `event` makes from `state`; ProtocolError if the state does not take it."""
+
+def step(state: str, event: str, protocol: str = "") -> Transition:
+    """The transition `event` makes from `state`; on a route with a `protocol` (dicom, hl7) its
+    table in PROTOCOL_TABLES comes first. ProtocolError if the state does not take it."""
+    if protocol:
+        t = PROTOCOL_TABLES[protocol].get((state, event))
+        if t is not None:
+            return t
     try:
         return TABLE[state, event]
     except KeyError:

@@ -26,6 +26,7 @@ from medtls.config import Config, ConfigError, InboundPort, OutboundPeer, load_c
 from medtls.core import events as ev
 from medtls.core.certparse import CertParseError
 from medtls.core.connlog import connection_line
+from medtls.core.dicom import a_abort
 from medtls.core.handle import EngineHandle
 from medtls.core.outcomes import classify_tls_error
 from medtls.core.policy import (
@@ -37,6 +38,7 @@ from medtls.core.policy import (
     unmap_v4,
     verify_mismatches,
 )
+from medtls.core.refusal import FIRST_MESSAGE_CAP, NotAnswerable, answer
 from medtls.core.tlshello import offers_psk
 from medtls.engine import connection as cx
 from medtls.engine import relay, sessions
@@ -81,6 +83,7 @@ _RELAY_OPENING = cx.RELAY_OPENING
 _RELAYING = cx.RELAYING
 _HANDSHAKING = cx.HANDSHAKING
 _DIALLING = cx.DIALLING
+_REFUSING = cx.REFUSING
 
 
 def _malloc_trim():
@@ -104,9 +107,10 @@ class Conn:
     were last swapped for empty ones)."""
 
     __slots__ = (
-        "bios_renewed", "cipher", "client", "deadline", "detail", "info", "judge",
-        "last_activity", "not_delivered", "peer", "pipes", "refusal", "resumed", "route", "rt",
-        "server", "size", "state", "steady", "t0", "tls_side", "upstream", "version",
+        "answering", "bios_renewed", "cipher", "client", "deadline", "detail", "first", "info",
+        "judge", "last_activity", "not_delivered", "peer", "pipes", "refusal", "refused",
+        "resumed", "route", "rt", "server", "size", "state", "steady", "t0", "tls_side",
+        "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Generation, client: socket.socket, size: int):
@@ -134,6 +138,13 @@ class Conn:
         self.refusal: tuple[str, str] | None = None  # (reason, detail) the judge refused with
         self.steady = False
         self.bios_renewed = 0.0  # time.monotonic() of the last BIO renewal
+        # `protocol: dicom | hl7` of an outbound route ("" otherwise): a failed peer leg is
+        # answered in the device's protocol (medtls.core.refusal).
+        self.answering = ""
+        # Answering routes: the device's first bytes, kept until the peer's first data (a TLS
+        # 1.3 peer may still refuse our certificate) and read on while refusing; None otherwise.
+        self.first: bytearray | None = None
+        self.refused = ""  # the failure the device is being answered for
 
 
 class Daemon(EventLoop, EngineHandle):
@@ -182,6 +193,8 @@ class Daemon(EventLoop, EngineHandle):
             cx.CLOSE_IF_QUIET: self._close_if_quiet,
             cx.RESET_BOTH: self._reset_both,
             cx.LOG_RESULT: self._log_result,
+            cx.READ_FIRST: self._read_first,
+            cx.ABORT_DEVICE: self._abort_device,
         }
 
     @property
@@ -387,6 +400,10 @@ class Daemon(EventLoop, EngineHandle):
             try:
                 state = c.state
                 if state in cx.WITH_DEADLINE and now >= c.deadline:
+                    if state == _REFUSING:
+                        detail = f"{c.detail}; no complete first message from the device"
+                        self._event(c, cx.TIMEOUT, c.refused, detail)
+                        continue
                     if state in _DIALLING:
                         detail = f"connect to {_fmt(c.upstream)} timed out"
                     else:
@@ -458,6 +475,8 @@ class Daemon(EventLoop, EngineHandle):
         )  # fmt: skip
         c = Conn(info, rt, sock, cfg.limits.buffer_size)
         c.route = route
+        if spec.direction == "outbound" and route is not None and not plaintext:
+            c.answering = "" if route.protocol == "tcp" else route.protocol
         refusal = self.admission.refusal(len(self.conns), spec.direction, source_key(client[0]))
         self.conns[info.id] = c
         self.events.connection_opened(info)
@@ -482,7 +501,7 @@ class Daemon(EventLoop, EngineHandle):
 
     def _event(self, c: Conn, event: str, reason: str = "", detail: str = "") -> None:
         """Feed `event` to c's state machine and perform the actions it returns, in order."""
-        t = cx.step(c.state, event)
+        t = cx.step(c.state, event, c.answering)
         c.state = t.next
         if detail:
             c.detail = detail
@@ -696,6 +715,8 @@ class Daemon(EventLoop, EngineHandle):
             pool = self.pools[c.size] = BufferPool(c.size)
         c.pipes = (Pipe(c.client, c.server, pool), Pipe(c.server, c.client, pool))
         c.last_activity = time.monotonic()
+        if c.answering:
+            c.first = bytearray()
         if c.client.tls is None and c.tls_side is not None:
             # Outbound: the device usually sent its first bytes while we shook hands; read them
             # now, so they leave with our Finished instead of one event loop turn later.
@@ -751,11 +772,15 @@ class Daemon(EventLoop, EngineHandle):
                     self._handshake_reset(c, e)
             elif state in _DIALLING and side is c.server:
                 self._connected(c)
+            elif state == _REFUSING:
+                self._refusal_read(c)
         except RelayError as e:
             self._relay_failed(c, e)
 
     def _relay(self, c: Conn) -> None:
         pipes = c.pipes
+        if c.first is not None:  # an answering route before the peer's first data
+            self._keep_first(c)
         try:
             relay.pump(pipes)
         except RelayError as e:
@@ -770,6 +795,7 @@ class Daemon(EventLoop, EngineHandle):
             if t is not None:
                 p = pipes[1 if t is c.server else 0]
                 if p.count or p.end:
+                    c.first = None
                     self._event(c, cx.FIRST_DATA)
         elif not c.steady and (t is None or not t.handshake_bios):
             c.steady = True
@@ -808,6 +834,99 @@ class Daemon(EventLoop, EngineHandle):
                 self._event(c, cx.REJECTED, reason, detail)
                 return
         self._event(c, cx.TRUNCATED if isinstance(e, Truncated) else cx.RESET, detail=str(e))
+
+    # ------------------------------------------------------------------ refusals in protocol
+
+    def _keep_first(self, c: Conn) -> None:
+        """Copy what the device sent since the last call (still in the pipe, not yet pumped)."""
+        p = c.pipes[0]
+        first = c.first
+        new = p.count + p.end - p.start - len(first)
+        if new <= 0:
+            return
+        if new > p.end - p.start or len(first) + new > FIRST_MESSAGE_CAP[c.answering]:
+            c.first = None  # longer than any first message we answer: a refusal is a reset
+            c.answering = ""
+            return
+        first += p.mv[p.end - new : p.end]
+
+    def _read_first(self, c: Conn, result: str) -> None:
+        """The peer leg failed on an answering route: drop it, and answer the device's first
+        message in its protocol once it is complete (bounded in size and time)."""
+        c.refused = result
+        server = c.server
+        if server is not None:
+            self._poll_del(server.fd)
+            abort(server.sock)
+            server.conn = None
+            c.server = None
+        if c.first is None:
+            c.first = bytearray()
+        c.deadline = time.monotonic() + c.rt.config.limits.handshake_timeout
+        self._set_mask(c.client, READ)
+        self._refusal_read(c)
+
+    def _refusal_read(self, c: Conn) -> None:
+        first = c.first
+        cap = FIRST_MESSAGE_CAP[c.answering]
+        sock = c.client.sock
+        why = ""
+        while len(first) < cap:
+            try:
+                chunk = sock.recv(cap - len(first))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                why = f"device: {e.strerror or e}"
+                break
+            if not chunk:
+                why = "device closed before its first message was complete"
+                break
+            first += chunk
+        if not why:
+            try:
+                got = answer(
+                    c.answering, bytes(first), c.refused, f"MEDTLS{c.info.id}",
+                    time.strftime("%Y%m%d%H%M%S", time.gmtime()),
+                )  # fmt: skip
+            except NotAnswerable as e:
+                got, why = None, f"not answered: {e}"
+            if got is None and not why:
+                if len(first) < cap:
+                    return  # wait for more (or the deadline)
+                why = f"not answered: first message longer than {cap} bytes"
+        if why:
+            self._event(c, cx.RESET, c.refused, f"{c.detail}; {why}")
+            return
+        data, what = got
+        try:
+            sent = sock.send(data)
+        except OSError as e:
+            sent, what = -1, f"device: {e.strerror or e}"
+        if sent != len(data):
+            self._event(c, cx.RESET, c.refused, f"{c.detail}; answer not sent: {what}")
+            return
+        self._event(c, cx.ANSWERED, c.refused, f"{c.detail}; device answered {what}")
+
+    def _abort_device(self, c: Conn, _result: str = "") -> None:
+        """The peer leg of an association was lost: A-ABORT and FIN to the device (if every byte
+        for it was delivered, so the A-ABORT starts a PDU of its own, as far as we can tell
+        without reading the stream), RST to the peer."""
+        server = c.server
+        if server is not None:
+            self._poll_del(server.fd)
+            abort(server.sock)
+            server.conn = None
+            c.server = None
+        to_device = c.pipes[1]
+        clean = False
+        if to_device.start == to_device.end and not c.client.shut_out:
+            pdu = a_abort()
+            with contextlib.suppress(OSError):
+                clean = c.client.sock.send(pdu) == len(pdu)
+        if clean:
+            c.detail = f"{c.detail}; device sent A-ABORT"
+        self._close(c, clean=clean, notify=False)
 
     # ------------------------------------------------------------------ actions: end
 
