@@ -112,6 +112,7 @@ class OutboundPeer:
     plaintext: bool = False
     profile: str | None = None
     listen: Endpoint | None = None
+    protocol: str = "tcp"  # tcp | dicom | hl7: how a refusal reaches the device
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class InboundPort:
     ca: Path | None = None
     profile: str | None = None
     listen: Endpoint | None = None
+    protocol: str = "tcp"  # tcp | dicom | hl7: how a refusal reaches the peer
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,7 @@ def _outbound(r: Reader, items: list, mode: str) -> tuple[OutboundPeer, ...]:
         elif not plaintext:
             r.err(f"{path}.verify", "required key missing (or set plaintext: true)")
         if plaintext:
-            for k in ("sni", "profile"):
+            for k in ("sni", "profile", "protocol"):
                 if k in d.present:
                     r.err(f"{path}.{k}", "not allowed with plaintext: true")
         peers.append(
@@ -351,6 +353,7 @@ def _outbound(r: Reader, items: list, mode: str) -> tuple[OutboundPeer, ...]:
                 plaintext=plaintext,
                 profile=d["profile"],
                 listen=listen,
+                protocol=d["protocol"],
             )
         )
         if name:
@@ -412,6 +415,7 @@ def _inbound(r: Reader, items: list, mode: str) -> tuple[InboundPort, ...]:
                 ca=d["ca"],
                 profile=d["profile"],
                 listen=listen,
+                protocol=d["protocol"],
             )
         )
     return tuple(out)

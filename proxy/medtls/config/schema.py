@@ -354,6 +354,8 @@ FILE = Scalar("path", _file, _S)
 PATH = Scalar("path", _path, _S)
 SPOOL = Scalar("path or off", _spool, _S)
 DATE = Scalar("date", _date, {"type": "string", "format": "date"})
+PROTOCOLS = ("tcp", "dicom", "hl7")
+PROTOCOL = _choice(PROTOCOLS)
 
 
 # --------------------------------------------------------------------------- structure
@@ -426,6 +428,7 @@ _OUTBOUND = Section(
     Key("plaintext", BOOL, "explicit plaintext pass-through to this destination", False),
     Key("profile", PROFILE, "per-peer TLS profile", shown="tls.profile"),
     Key("listen", ENDPOINT, "explicit mode only (required there): where the device connects"),
+    Key("protocol", PROTOCOL, "what the device speaks: dicom/hl7 get refusals in it", "tcp"),
 )
 
 _INBOUND = Section(
@@ -441,6 +444,7 @@ _INBOUND = Section(
     Key("ca", FILE, "per-port CA bundle for client certificates", shown="trust.ca"),
     Key("profile", PROFILE, "per-port TLS profile", shown="tls.profile"),
     Key("listen", ENDPOINT, "explicit mode only (required there): where LAN peers connect"),
+    Key("protocol", PROTOCOL, "what the port carries: dicom/hl7 get refusals in it", "tcp"),
 )
 
 _LIMITS = Section(

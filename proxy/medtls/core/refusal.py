@@ -1,0 +1,99 @@
+"""What a DICOM or HL7 device is told when the box cannot give it its peer: one table from the
+connection's result label (`medtls.core.events`) to the A-ASSOCIATE-RJ fields, the HL7 ACK
+code and a text naming the cause. Pure data and lookups.
+
+Transient (RJ result 2, HL7 AE: try again later) where the cause clears by itself: the peer is
+down or slow, the box's clock is not yet synchronised, its CRL is stale, a limit is reached.
+Permanent (RJ result 1, HL7 AR: do not retry unchanged) where someone must act: the peer is not
+who the configuration says, the peer refuses the box's certificate, no TLS version or cipher in
+common, an ACL refusal. docs/security.md shows the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medtls.core import dicom
+from medtls.core import events as ev
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One row: the A-ASSOCIATE-RJ source and reason, transient or not, and the human text."""
+
+    transient: bool
+    source: int  # dicom.SOURCE_*
+    reason: int  # PS3.8 table 9-21, for that source
+    text: str
+
+    @property
+    def result(self) -> int:
+        return dicom.RESULT_TRANSIENT if self.transient else dicom.RESULT_PERMANENT
+
+    @property
+    def hl7_code(self) -> str:
+        return "AE" if self.transient else "AR"
+
+    def associate_rj(self) -> bytes:
+        return dicom.associate_rj(self.result, self.source, self.reason)
+
+    def describe_rj(self) -> str:
+        return dicom.describe_rj(self.result, self.source, self.reason)
+
+    def message(self, result: str) -> str:
+        """The text an HL7 sender gets (MSA-3), naming the cause and the log's result label."""
+        return f"medtls: {self.text} ({result})"
+
+
+_PRES, _ACSE, _USER = dicom.SOURCE_PRESENTATION, dicom.SOURCE_ACSE, dicom.SOURCE_USER
+_CONGESTION, _LOCAL_LIMIT = 1, 2  # source 3
+_NO_REASON, _VERSION = 1, 2  # source 2 (and 1: no-reason-given)
+_CALLING_AE = 3  # source 1
+
+
+def _t(source: int, reason: int, text: str) -> Refusal:
+    return Refusal(True, source, reason, text)
+
+
+def _p(source: int, reason: int, text: str) -> Refusal:
+    return Refusal(False, source, reason, text)
+
+
+# Transient, peer side: temporary-congestion. Transient, this box: local-limit-exceeded.
+# Permanent, we refuse the peer: provider (ACSE) no-reason-given; the peer refuses us: service-user
+# no-reason-given (the called side said no); TLS version/cipher: protocol-version-not-supported.
+TABLE: dict[str, Refusal] = {
+    ev.CONNECT_FAILED: _t(_PRES, _CONGESTION, "peer unreachable (down, refused or timed out)"),
+    ev.TIMEOUT: _t(_PRES, _CONGESTION, "peer did not complete the TLS handshake in time"),
+    ev.HANDSHAKE_ERROR: _t(_PRES, _CONGESTION, "TLS handshake with the peer failed"),
+    ev.CLOCK_UNSYNCED: _t(_PRES, _LOCAL_LIMIT, "proxy clock not yet synchronised"),
+    ev.CRL_UNUSABLE: _t(_PRES, _LOCAL_LIMIT, "proxy revocation list (CRL) stale or missing"),
+    ev.LIMIT: _t(_PRES, _LOCAL_LIMIT, "proxy connection limit reached"),
+    ev.HANDSHAKE_LIMIT: _t(_PRES, _LOCAL_LIMIT, "proxy handshake limit reached"),
+    ev.SOURCE_LIMIT: _t(_PRES, _LOCAL_LIMIT, "proxy handshake limit reached"),
+    ev.INTERNAL_ERROR: _t(_ACSE, _NO_REASON, "proxy internal error"),
+    ev.UNKNOWN_CA: _p(_ACSE, _NO_REASON, "peer certificate not trusted"),
+    ev.CERT_EXPIRED: _p(_ACSE, _NO_REASON, "peer certificate expired or not yet valid"),
+    ev.CERT_REVOKED: _p(_ACSE, _NO_REASON, "peer certificate revoked"),
+    ev.CERT_PURPOSE: _p(_ACSE, _NO_REASON, "peer certificate not for this use"),
+    ev.BAD_CERTIFICATE: _p(_ACSE, _NO_REASON, "peer certificate malformed"),
+    ev.NO_CERTIFICATE: _p(_ACSE, _NO_REASON, "peer sent no certificate"),
+    ev.IDENTITY_MISMATCH: _p(_ACSE, _NO_REASON, "peer identity does not match the configuration"),
+    ev.NOT_TLS: _p(_ACSE, _NO_REASON, "peer does not speak TLS"),
+    ev.PROTOCOL_VERSION: _p(_ACSE, _VERSION, "no TLS version in common with the peer"),
+    ev.NO_SHARED_CIPHER: _p(_ACSE, _VERSION, "no TLS cipher suite in common with the peer"),
+    ev.PEER_REJECTED: _p(_USER, _NO_REASON, "peer refused the proxy's certificate"),
+    ev.PEER_UNKNOWN_CA: _p(_USER, _NO_REASON, "peer does not trust the proxy's certificate CA"),
+    ev.PEER_CERT_EXPIRED: _p(_USER, _NO_REASON, "peer says the proxy's certificate expired"),
+    ev.PEER_CERT_REVOKED: _p(_USER, _NO_REASON, "peer says the proxy's certificate is revoked"),
+    ev.ACL_DENIED: _p(_USER, _CALLING_AE, "caller not allowed on this port"),
+    ev.NO_ROUTE: _p(_USER, _NO_REASON, "destination not allowed by the proxy"),
+}  # fmt: skip
+
+# A label the table does not know (a newer one): a failure we cannot name, worth a retry.
+DEFAULT = _t(_ACSE, _NO_REASON, "secure connection to the peer failed")
+
+
+def refusal_for(result: str) -> Refusal:
+    """The row for a result label; DEFAULT for a label the table does not list."""
+    return TABLE.get(result, DEFAULT)
