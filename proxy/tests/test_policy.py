@@ -125,6 +125,30 @@ def test_tls_error_categories(err, reason):
     assert classify_tls_error(err)[0] == reason
 
 
+@pytest.mark.parametrize(
+    ("reason", "category", "detail"),
+    [
+        ("SSLV3_ALERT_BAD_CERTIFICATE", ev.PEER_REJECTED,
+         "peer rejected our certificate: peer sent alert bad_certificate (42)"),
+        ("TLSV1_ALERT_UNKNOWN_CA", ev.PEER_UNKNOWN_CA,
+         "peer does not trust our certificate: peer sent alert unknown_ca (48)"),
+        ("SSLV3_ALERT_HANDSHAKE_FAILURE", ev.PEER_REJECTED,
+         "peer refused the handshake: peer sent alert handshake_failure (40)"),
+        ("TLSV1_ALERT_ACCESS_DENIED", ev.PEER_REJECTED,
+         "peer denied access: peer sent alert access_denied (49)"),
+        ("TLSV13_ALERT_CERTIFICATE_REQUIRED", ev.NO_CERTIFICATE,
+         "peer requires a client certificate: peer sent alert certificate_required (116)"),
+        ("TLSV1_ALERT_INTERNAL_ERROR", ev.HANDSHAKE_ERROR, "peer sent alert internal_error (80)"),
+        ("TLSV1_UNRECOGNIZED_NAME", ev.HANDSHAKE_ERROR, "peer sent alert unrecognized_name (112)"),
+        ("TLSV1_ALERT_USER_CANCELLED", ev.HANDSHAKE_ERROR, "peer sent alert user_canceled (90)"),
+        ("WRONG_VERSION_NUMBER", ev.NOT_TLS,
+         "peer did not speak TLS (plaintext sent to a TLS port?)"),
+    ],
+)  # fmt: skip
+def test_a_received_alert_is_named_with_its_code(reason, category, detail):
+    assert classify_tls_error(_err(ssl.SSLError, reason)) == (category, detail)
+
+
 def _der(cert) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
 

@@ -242,7 +242,7 @@ def test_they_do_not_trust_us_is_peer_unknown_ca_we_do_not_trust_them_is_unknown
     assert echo_through(pair.a_port, b"x") == b""
     pair.b.wait_conn("unknown_ca", "route=svc")
     line = pair.a.wait_conn("peer_unknown_ca", "route=far")
-    assert 'detail="peer does not trust our certificate"' in line
+    assert 'detail="peer does not trust our certificate: peer sent alert unknown_ca (48)"' in line
 
 
 def test_a_client_certificate_without_client_auth_is_cert_purpose(pki, extra, run_medtls, tmp_path):

@@ -44,20 +44,34 @@ def connection_line(
     result: str,
     detail: str = "",
     resumed: bool = False,
+    upstream=None,
+    not_delivered: int = 0,
 ) -> str:
-    """The one line logged per connection, at close; `conn` is a medtls.core.events.ConnInfo."""
+    """The one line logged per connection, at close; `conn` is a medtls.core.events.ConnInfo.
+
+    `upstream` (added as `upstream=`) is where medtls connected on, when it is not the
+    destination the client dialled (explicit mode: the listener). The byte counts are bytes
+    delivered: what the device wrote into a TLS connection that the peer then refused (TLS 1.3:
+    after the handshake, before its first data) is counted as `bytes_not_delivered=`
+    instead of `bytes_device_to_lan=` (or `bytes_lan_to_device=` inbound)."""
     if conn.direction == "outbound":
         device_to_lan, lan_to_device = bytes_from_client, bytes_from_server
     else:
         device_to_lan, lan_to_device = bytes_from_server, bytes_from_client
     tls = tls_version or ("plaintext" if conn.plaintext else "-")
+    went_to = ""
+    if upstream and tuple(upstream) != tuple(conn.destination):
+        went_to = f"upstream={addr(upstream)} "
     line = (
         f"event=connection id={conn.id} direction={conn.direction} "
         f"route={kv_value(conn.route or '-')} client={addr(conn.client)} "
-        f"destination={addr(conn.destination)} device_port={device_port} "
+        f"destination={addr(conn.destination)} "
+        f"{went_to}"
+        f"device_port={device_port} "
         f"peer={kv_value(peer or '-')} tls={tls} cipher={cipher or '-'} "
         f"{'session=resumed ' if resumed else ''}"
         f"bytes_device_to_lan={device_to_lan} bytes_lan_to_device={lan_to_device} "
+        f"{f'bytes_not_delivered={not_delivered} ' if not_delivered else ''}"
         f"duration={duration:.3f} result={result} opened={iso(conn.started)}"
     )
     return line + f" detail={kv_value(detail)}" if detail else line

@@ -5,6 +5,7 @@ Pure: takes the exception OpenSSL raised (through `ssl`), returns `medtls.core.e
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from medtls.core import events as ev
@@ -39,7 +40,7 @@ TLS_REASONS = {
     "WRONG_SSL_VERSION": (ev.PROTOCOL_VERSION, "wrong TLS version"),
     "NO_PROTOCOLS_AVAILABLE": (ev.PROTOCOL_VERSION, "no TLS version available"),
     "NO_SHARED_CIPHER": (ev.NO_SHARED_CIPHER, "no cipher suite in common"),
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": (ev.PEER_REJECTED, "peer aborted the handshake"),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (ev.PEER_REJECTED, "peer refused the handshake"),
     "TLSV1_ALERT_UNKNOWN_CA": (ev.PEER_UNKNOWN_CA, "peer does not trust our certificate"),
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": (
         ev.PEER_CERT_EXPIRED, "peer says our certificate expired"),
@@ -54,8 +55,51 @@ TLS_REASONS = {
 }  # fmt: skip
 
 
+# TLS alert descriptions (RFC 8446 6, RFC 5246 7.2): name -> code.
+ALERTS = {
+    "close_notify": 0, "unexpected_message": 10, "bad_record_mac": 20,
+    "decryption_failed": 21, "record_overflow": 22, "decompression_failure": 30,
+    "handshake_failure": 40, "no_certificate": 41, "bad_certificate": 42,
+    "unsupported_certificate": 43, "certificate_revoked": 44, "certificate_expired": 45,
+    "certificate_unknown": 46, "illegal_parameter": 47, "unknown_ca": 48, "access_denied": 49,
+    "decode_error": 50, "decrypt_error": 51, "export_restriction": 60, "protocol_version": 70,
+    "insufficient_security": 71, "internal_error": 80, "inappropriate_fallback": 86,
+    "user_canceled": 90, "no_renegotiation": 100, "missing_extension": 109,
+    "unsupported_extension": 110, "certificate_unobtainable": 111, "unrecognized_name": 112,
+    "bad_certificate_status_response": 113, "bad_certificate_hash_value": 114,
+    "unknown_psk_identity": 115, "certificate_required": 116, "no_application_protocol": 120,
+}  # fmt: skip
+# OpenSSL names a received alert in its reason code: SSLV3_ALERT_BAD_CERTIFICATE,
+# TLSV1_ALERT_UNKNOWN_CA, TLSV13_ALERT_CERTIFICATE_REQUIRED, TLSV1_UNRECOGNIZED_NAME, ...
+_ALERT_REASON = re.compile(r"^(?:SSLV3|TLSV1|TLSV13)_(?:ALERT_)?([A-Z_]+)$")
+
+
+def peer_alert(reason: str) -> tuple[str, int] | None:
+    """The alert the peer sent, as (name, code), from an OpenSSL reason code; None if the
+    reason is not a received alert."""
+    m = _ALERT_REASON.match(reason.upper())
+    if m is None:
+        return None
+    name = m.group(1).lower()
+    name = "user_canceled" if name == "user_cancelled" else name  # OpenSSL's spelling
+    code = ALERTS.get(name)
+    return None if code is None else (name, code)
+
+
 def classify_tls_error(e: Exception) -> tuple[str, str]:
-    """Map an ssl error to (reason category, human detail)."""
+    """Map an ssl error to (reason category, human detail).
+
+    When the peer sent an alert, the detail names it and its code ("peer sent alert
+    unknown_ca (48)"), after what it means for us."""
+    category, detail = _classify(e)
+    alert = peer_alert(getattr(e, "reason", None) or "")
+    if alert is not None:
+        said = f"peer sent alert {alert[0]} ({alert[1]})"
+        detail = f"{detail}: {said}" if detail != said else said
+    return category, detail
+
+
+def _classify(e: Exception) -> tuple[str, str]:
     if isinstance(e, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return ev.HANDSHAKE_ERROR, "connection closed during TLS handshake"
     reason = (getattr(e, "reason", None) or "").upper()
@@ -75,4 +119,7 @@ def classify_tls_error(e: Exception) -> tuple[str, str]:
         return TLS_REASONS[reason]
     if reason in NOT_TLS:
         return ev.NOT_TLS, "peer did not speak TLS (plaintext sent to a TLS port?)"
+    alert = peer_alert(reason)
+    if alert is not None:  # an alert no row above names (decode_error, internal_error, ...)
+        return ev.HANDSHAKE_ERROR, f"peer sent alert {alert[0]} ({alert[1]})"
     return ev.HANDSHAKE_ERROR, (reason.lower().replace("_", " ") or str(e))

@@ -96,8 +96,8 @@ class Conn:
 
     __slots__ = (
         "bios_renewed", "cipher", "client", "deadline", "detail", "info", "last_activity",
-        "peer", "pipes", "resumed", "route", "rt", "server", "size", "state", "steady", "t0",
-        "tls_side", "upstream", "version",
+        "not_delivered", "peer", "pipes", "resumed", "route", "rt", "server", "size", "state",
+        "steady", "t0", "tls_side", "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Generation, client: socket.socket, size: int):
@@ -119,6 +119,8 @@ class Conn:
         self.peer = ""
         self.detail = ""  # why it failed or was closed early (for the connection line)
         self.resumed = False  # the TLS session was resumed from a ticket
+        # Bytes written into a TLS connection whose peer then refused it (not delivered).
+        self.not_delivered = 0
         self.steady = False
         self.bios_renewed = 0.0  # time.monotonic() of the last BIO renewal
 
@@ -758,6 +760,9 @@ class Daemon(EventLoop, EngineHandle):
             # e.g. a client aborting after we refused its renegotiation.)
             reason, detail = classify_tls_error(e.tls_error)
             if reason != ev.HANDSHAKE_ERROR:
+                # What the device wrote went into a connection the peer refused: not delivered.
+                into_tls = c.pipes[0]
+                c.not_delivered, into_tls.count = into_tls.count, 0
                 self._event(c, cx.REJECTED, reason, detail)
                 return
         self._event(c, cx.TRUNCATED if isinstance(e, Truncated) else cx.RESET, detail=str(e))
@@ -818,7 +823,7 @@ class Daemon(EventLoop, EngineHandle):
         device_port = route.device_port if isinstance(route, InboundPort) else i.destination[1]
         return connection_line(
             i, device_port, c.peer, c.version, c.cipher, up, down, dur, result, c.detail,
-            c.resumed,
+            c.resumed, c.upstream, c.not_delivered,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ state
