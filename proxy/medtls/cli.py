@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "learn": "medtls.interception.cli",
     "status": "medtls.ops.cli",
     "reload": "medtls.ops.cli",
+    "probe": "medtls.probe",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
