@@ -387,7 +387,7 @@ def _refused_at_read(report: Report, e: Exception, tls13: bool, when: str) -> bo
         report.finish(HANDSHAKE_FAILED, f"{detail} ({when})")
         return True
     if tls13:
-        detail = (f"the peer closed the connection {when} without an answer (under TLS 1.3: "
+        detail = (f"the peer closed the connection {when}, without an answer (under TLS 1.3: "
                   "usually its refusal of our certificate without an alert)")  # fmt: skip
         report.peer_accepted_us, report.peer_accepted_detail = False, detail
         report.finish(WE_ARE_REFUSED, detail)
@@ -482,7 +482,7 @@ def _dicom(report, args, tls, timeout, tls13) -> None:
     try:
         tls.sendall(rq)
     except (ssl.SSLError, OSError) as e:
-        if not _refused_at_read(report, e, tls13, "sending the A-ASSOCIATE-RQ"):
+        if not _refused_at_read(report, e, tls13, "while we sent the A-ASSOCIATE-RQ"):
             report.finish(APPLICATION_REFUSED, f"{e} sending the A-ASSOCIATE-RQ")
         return
     pdu = _first_answer(report, reader.pdu, tls13, "A-ASSOCIATE-RQ")
@@ -558,7 +558,7 @@ def _hl7(report, tls, timeout, tls13) -> None:
     try:
         tls.sendall(hl7.frame(message))
     except (ssl.SSLError, OSError) as e:
-        if not _refused_at_read(report, e, tls13, "sending the HL7 message"):
+        if not _refused_at_read(report, e, tls13, "while we sent the HL7 message"):
             report.finish(APPLICATION_REFUSED, f"{e} sending the HL7 message")
         return
     msg = _first_answer(report, _Reader(tls, timeout).frame, tls13, "HL7 message")
