@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "crl-fetch": "medtls.enroll.crlcli",
     "console": "medtls.ops.cli",
     "led": "medtls.ops.cli",
+    "probe": "medtls.probe",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")

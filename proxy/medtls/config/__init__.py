@@ -221,6 +221,8 @@ class Enrollment:
     @property
     def state_path(self) -> Path:
         return self.state_dir / "state.json"
+
+
 class CrlFetch:
     """`crl_fetch`: the box keeps trust.crl current itself (medtls crl-fetch, on a timer)."""
 

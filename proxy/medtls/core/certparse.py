@@ -91,6 +91,7 @@ class CertFacts:
     ca: bool = False  # basicConstraints cA=TRUE
     not_before: dt.datetime | None = None  # UTC
     serial: str = ""  # lower-case hex, as cryptography's serial_number
+    issuer: str = ""  # RFC 4514, as `subject`
 
     @property
     def cns(self) -> tuple[str, ...]:
@@ -435,7 +436,7 @@ def _parse(der: bytes) -> CertFacts:
     not_before = _time(times[0][0], der[times[0][1] : times[0][2]])
     serial = format(int.from_bytes(der[fields[0][1] : fields[0][2]], "big"), "x")
     not_after = _time(times[1][0], der[times[1][1] : times[1][2]])
-    _name(der, fields[2][1], fields[2][2])  # issuer
+    issuer_text, _ = _name(der, fields[2][1], fields[2][2])
     subject_text, attrs = _name(der, subject[1], subject[2])
     spki_der = der[spki[3] : spki[2]]
     key = list(_children(der, spki[1], spki[2]))
@@ -463,7 +464,7 @@ def _parse(der: bytes) -> CertFacts:
     san = facts["san"]
     return CertFacts(
         subject_text, attrs, tuple(san[0x82]), tuple(san[0x87]), tuple(san[0x86]),
-        not_after, spki_der, facts["ca"], not_before, serial,
+        not_after, spki_der, facts["ca"], not_before, serial, issuer_text,
     )  # fmt: skip
 
 

@@ -162,3 +162,59 @@ def ack(msh: Msh, code: str, text: str, control_id: str, timestamp: str) -> byte
     msa = ["MSA", code, msh.control_id, escape(text, msh)]
     # MSH-1 is the separator between "MSH" and MSH-2, so the join writes it once.
     return (fs.join(header) + "\r" + fs.join(msa) + "\r").encode("ascii")
+
+
+# --------------------------------------------------------------------------- the probe's side
+# `medtls probe --hl7-message` sends one harmless message and reads the receiver's ACK: an
+# NMQ^N01 (network management query, HL7 v2.5 chapter 14) with nothing but its MSH, which
+# asks for no clinical action; any MLLP receiver answers it with an ACK (AA, or AE/AR naming
+# why it would not process it), which proves the application round trip through the tunnel.
+PROBE_MESSAGE_TYPE = "NMQ^N01^NMQ_N01"
+PROBE_APPLICATION = "MEDTLS-PROBE"
+MAX_ACK_TEXT = 200
+
+
+def probe_message(control_id: str, timestamp: str, receiving_application: str = "") -> bytes:
+    """The probe's test message (unframed): MSH only, processing id P, version 2.5."""
+    fields = [
+        "MSH", "^~\\&", PROBE_APPLICATION, "", receiving_application, "", timestamp, "",
+        PROBE_MESSAGE_TYPE, control_id, "P", "2.5",
+    ]  # fmt: skip
+    text = "|".join(fields)
+    if any(not 0x20 <= ord(c) <= 0x7E for c in text) or text.count("|") != len(fields) - 1:
+        raise ValueError("probe message fields must be printable ASCII without '|'")
+    return (text + "\r").encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    code: str  # MSA-1: AA, AE, AR (or CA, CE, CR in enhanced mode)
+    control_id: str  # MSA-2: the control id of the message it acknowledges
+    text: str  # MSA-3 (text message), as sent, at most MAX_ACK_TEXT characters
+    msh: Msh
+
+
+ACK_ANSWERS = ("AA", "AE", "AR", "CA", "CE", "CR")
+
+
+def read_ack(message: bytes) -> Ack:
+    """The ACK in `message` (one unframed HL7 message): its MSH and its MSA segment;
+    Hl7Error naming the fault otherwise. Bounded: only the first MAX_MSH bytes of each of the
+    first 16 segments are looked at."""
+    msh = parse_msh(message)
+    fs = msh.field_sep
+    segments = message.replace(b"\n", b"\r").split(b"\r", 16)[:16]
+    for raw in segments[1:]:
+        seg = raw[:MAX_MSH]
+        if not seg.startswith(b"MSA" + fs.encode("ascii")):
+            continue
+        if any(b < 0x20 or b > 0x7E for b in seg):
+            raise Hl7Error("MSA segment holds a control or non-ASCII byte")
+        fields = seg.decode("ascii").split(fs)
+        code = fields[1] if len(fields) > 1 else ""
+        if code not in ACK_ANSWERS:
+            raise Hl7Error(f"MSA-1 acknowledgment code {code[:20]!r} is not one of AA, AE, AR")
+        control_id = fields[2] if len(fields) > 2 else ""
+        text = fields[3][:MAX_ACK_TEXT] if len(fields) > 3 else ""
+        return Ack(code, control_id, text, msh)
+    raise Hl7Error("message has no MSA segment (not an acknowledgment)")

@@ -118,20 +118,37 @@ def _subject_match(expected: str, ident: CertIdentity) -> bool:
     return want is not None and want == ident.subject_parts
 
 
+def verify_results(verify: Verify, ident: CertIdentity) -> list[tuple[str, str, str | None]]:
+    """Each configured rule of an outbound peer's `verify`: (key, expected value, None when it
+    matches or what does not match). `medtls probe` reports them one by one."""
+    out: list[tuple[str, str, str | None]] = []
+    if verify.ip is not None:
+        ok = _norm_ip(verify.ip) in ident.ips
+        out.append(
+            ("ip", verify.ip, None if ok else f"IP SAN {verify.ip} not in {list(ident.ips)}")
+        )
+    if verify.dns is not None:
+        ok = _dns_match(verify.dns, ident.dns, wildcards=True)
+        out.append(
+            ("dns", verify.dns, None if ok else f"DNS SAN {verify.dns} not in {list(ident.dns)}")
+        )
+    if verify.cn is not None:
+        ok = _cn_match(verify.cn, ident)
+        out.append(("cn", verify.cn, None if ok else f"CN {verify.cn!r} != {list(ident.cns)}"))
+    if verify.subject is not None:
+        ok = _subject_match(verify.subject, ident)
+        bad = f"subject {verify.subject!r} != {ident.subject!r}"
+        out.append(("subject", verify.subject, None if ok else bad))
+    if verify.spki_sha256 is not None:
+        ok = verify.spki_sha256 == ident.spki_sha256
+        bad = f"SPKI sha256 {ident.spki_sha256} not pinned"
+        out.append(("spki_sha256", verify.spki_sha256, None if ok else bad))
+    return out
+
+
 def verify_mismatches(verify: Verify, ident: CertIdentity) -> list[str]:
     """Return what does not match (empty list = accepted) for an outbound peer."""
-    bad = []
-    if verify.ip is not None and _norm_ip(verify.ip) not in ident.ips:
-        bad.append(f"IP SAN {verify.ip} not in {list(ident.ips)}")
-    if verify.dns is not None and not _dns_match(verify.dns, ident.dns, wildcards=True):
-        bad.append(f"DNS SAN {verify.dns} not in {list(ident.dns)}")
-    if verify.cn is not None and not _cn_match(verify.cn, ident):
-        bad.append(f"CN {verify.cn!r} != {list(ident.cns)}")
-    if verify.subject is not None and not _subject_match(verify.subject, ident):
-        bad.append(f"subject {verify.subject!r} != {ident.subject!r}")
-    if verify.spki_sha256 is not None and verify.spki_sha256 != ident.spki_sha256:
-        bad.append(f"SPKI sha256 {ident.spki_sha256} not pinned")
-    return bad
+    return [bad for _key, _want, bad in verify_results(verify, ident) if bad is not None]
 
 
 def allow_rule_matches(rule: AllowRule, ident: CertIdentity, source_ip: str) -> bool:

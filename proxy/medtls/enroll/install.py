@@ -185,7 +185,9 @@ def install(cfg: Config, key_pem: bytes, chain_pem: bytes) -> Path:
     if live.exists() and not live.is_symlink():
         raise OSError(f"{live} exists and is not a symlink: move it away (enrollment owns it)")
     serial = serial_hex(load_chain(chain_pem)[0])[:16]
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    # Nanoseconds in the name: generations sort by install time even within one second.
+    now_ns = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns // 10**9)) + f".{now_ns % 10**9:09d}"
     gen = state_dir / f"{GENERATION_PREFIX}{stamp}-{serial}"
     n = 0
     while gen.exists():
