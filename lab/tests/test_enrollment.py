@@ -175,6 +175,10 @@ def test_mallory_without_the_eab_key_gets_no_account(env, box):
     assert lines["right-eab"] == "ok", f"control: the right EAB key was refused too: {lines}"
 
 
+def _serials(log: str) -> list[int]:
+    return [int(x.split("=")[1], 16) for x in log.split() if x.startswith("serial=")]
+
+
 def test_renewal_under_load_drops_nothing(env, box, tmp_path):
     lab = env.lab
     _start_medtls(env)
@@ -186,19 +190,29 @@ def test_renewal_under_load_drops_nothing(env, box, tmp_path):
     long_argv = [sv.dcmtk("storescu"), "-to", "30", "-ta", "30", "-td", "60", "-aet", "LABSCU",
                  "-aec", sv.DEVICE_AET, "--repeat", "300", "+tls", key, cert, "+cf", roots,
                  sv.DEVICE_IP, "2762", str(long_path)]  # fmt: skip
-    echo_loop = (
-        f"ok=0; fail=0; while [ ! -e {tmp_path}/stop ] && [ $((ok+fail)) -lt 400 ]; do "
-        f"if {sv.dcmtk('echoscu')} -to 10 -ta 10 -td 10 -aec {sv.DEVICE_AET} +tls {key} {cert} "
-        f"+cf {roots} {sv.DEVICE_IP} 2762 >/dev/null 2>&1; then ok=$((ok+1)); "
-        f"else fail=$((fail+1)); fi; sleep 0.1; done; echo ok=$ok fail=$fail"
+    # New connections: verified handshakes (the device IP in the SAN, pebble's chain), each
+    # printing the serial it was served.
+    handshakes = (
+        f"ok=0; fail=0; while [ ! -e {tmp_path}/stop ] && [ $((ok+fail)) -lt 600 ]; do "
+        f"out=$(timeout 10 openssl s_client -connect {sv.DEVICE_IP}:2762 -cert {cert} "
+        f"-key {key} -CAfile {roots} -verify_ip {sv.DEVICE_IP} -verify_return_error "
+        f"</dev/null 2>&1); "
+        'if echo "$out" | grep -q "Verify return code: 0 (ok)"; then ok=$((ok+1)); '
+        'echo "$out" | openssl x509 -noout -serial; else fail=$((fail+1)); '
+        'echo "$out" | tail -3; fi; sleep 0.05; done; echo ok=$ok fail=$fail'
     )
     transfer = lab.spawn("pacs", long_argv, "renewal-long.log")
-    echoes = lab.spawn("pacs", ["bash", "-c", echo_loop], "renewal-echo.log")
+    echoes = lab.spawn("pacs", ["bash", "-c", handshakes], "renewal-handshakes.log")
     try:
         time.sleep(1.0)
         assert transfer.poll() is None, f"load ended early: {lab.log('renewal-long.log')[-800:]}"
         r = box.enroll("--force")
         renewed_while_loaded = transfer.poll() is None
+        # The reload is asynchronous: keep dialling until the new certificate is served.
+        if r.returncode == 0:
+            new = box.leaf().serial_number
+            sv.wait_for(lambda: new in _serials(lab.log("renewal-handshakes.log")), 20,
+                        "the renewed certificate on new connections")  # fmt: skip
         (tmp_path / "stop").touch()
         transfer.wait(120)
         echoes.wait(60)
@@ -208,10 +222,13 @@ def test_renewal_under_load_drops_nothing(env, box, tmp_path):
     assert r.returncode == 0, f"renewal failed:\n{r.stdout}{r.stderr}"
     assert renewed_while_loaded, "the long association ended before the renewal did"
     assert transfer.returncode == 0, lab.log("renewal-long.log")[-2000:]
-    counts = lab.log("renewal-echo.log").split()[-2:]
-    assert counts[1] == "fail=0" and counts[0] != "ok=0", counts
+    log = lab.log("renewal-handshakes.log")
+    counts = log.split()[-2:]
+    assert counts[1] == "fail=0" and counts[0] != "ok=0", log[-2000:]
     new_serial = box.served_serial()
     assert new_serial != old_serial and new_serial == box.leaf().serial_number
+    served = _serials(log)
+    assert served[0] == old_serial and served[-1] == new_serial, "no switch seen mid-load"
 
 
 def test_ca_unreachable_keeps_the_current_certificate_and_says_why(env, box, dicom):
@@ -250,17 +267,17 @@ def test_expired_and_not_renewed_fails_closed_and_says_why(env, box, dicom):
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(gen.name)
     tmp.replace(live)
+    # identity.ca (pebble's chain) gains the lab CA, which issued the hand-made certificate.
+    box.peb.roots.write_bytes(box.peb.roots.read_bytes() + (env.pki / "ca.crt").read_bytes())
     r = box.medtls("reload")
     assert r.returncode == 0, r.stdout + r.stderr
-    roots = box.workdir / "roots-and-lab.pem"
-    roots.write_bytes(box.peb.roots.read_bytes() + (env.pki / "ca.crt").read_bytes())
-    tls = (*box.pacs_tls()[:2], str(roots))
+    tls = box.pacs_tls()
     # Control: the short-lived certificate is served and works while valid.
     sv.store(lab, "pacs", sv.DEVICE_IP, 2762, sv.DEVICE_AET, path, tls=tls)
     left = expires.not_valid_after_utc.timestamp() - time.time()
     assert 0 < left < LIFETIME + 5, left
     time.sleep(left + 2)
-    r = box.enroll()
+    r = box.enroll("--force")
     assert r.returncode == 1, "the CA is down: no renewal may succeed"
     refused = sv.store(lab, "pacs", sv.DEVICE_IP, 2762, sv.DEVICE_AET, path, tls=tls, check=False)
     assert refused.returncode != 0, "a LAN peer was served with an expired certificate"
