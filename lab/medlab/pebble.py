@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from medlab.net import Lab, LabError
+from medlab.net import NAMESPACES, Lab, LabError
 from medlab.pki import issue
 
 CA_IP = "198.18.0.40"
@@ -96,6 +96,15 @@ def add_namespace(lab: Lab) -> None:
     ]
     for argv in steps:
         subprocess.run(argv, check=True, capture_output=True, timeout=10)
+    forget_neighbour(lab, CA_IP)
+
+
+def forget_neighbour(lab: Lab, ip: str) -> None:
+    """Drop cached ARP entries for `ip` in every lab namespace: an address that moved (e.g. from
+    the pacs namespace to PREFIXca) must not be sent to its old owner."""
+    for name in NAMESPACES:
+        subprocess.run(["ip", "-n", lab.ns(name), "neigh", "flush", "to", ip], check=False,
+                       capture_output=True, timeout=10)  # fmt: skip
 
 
 def remove_namespace(lab: Lab) -> None:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from medlab import services as sv
 from medlab.net import LAB_DIR, tshark
+from medlab.pebble import forget_neighbour
 from medtls.interception.spec import ACME_HTTP_PORT, ACME_TLS_ALPN_PORT
 
 VALIDATOR = "198.18.0.40"
@@ -50,6 +51,7 @@ def endpoints(env):
         for proc in procs:
             lab.stop(proc)
         lab.run("pacs", ["ip", "addr", "del", f"{VALIDATOR}/24", "dev", "eth0"], check=False)
+        forget_neighbour(lab, VALIDATOR)
 
 
 @contextlib.contextmanager

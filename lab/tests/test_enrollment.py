@@ -68,6 +68,10 @@ class Box:
                 "enroll", "--config", str(self.config), *args]  # fmt: skip
         return self.lab.run("box", argv, timeout=ENROLL_TIMEOUT, check=False)
 
+    def status(self) -> str:
+        r = self.medtls("status")
+        return r.stdout + r.stderr
+
     def state(self) -> dict:
         return json.loads((self.state_dir / "state.json").read_text())
 
@@ -132,12 +136,22 @@ def _ekus(cert: x509.Certificate) -> set:
 def test_box_without_certificate_enrolls_for_the_device_address(env, box):
     lab = env.lab
     assert not box.fullchain.exists()
+    # Before its first certificate the box runs fail closed and says it is enrolling.
+    env.restarts += 1
+    env.medtls = lab.spawn("box", sv.medtls_argv("run", "--config", str(box.config)),
+                           f"medtls-{env.restarts}.log")  # fmt: skip
+    sv.wait_for(lambda: "enrolling" in box.status(), 20, "medtls status: enrolling")
+    assert "CRITICAL" in box.status()
+    refused = sv.echo(lab, "modality", sv.PACS_IP, 104, sv.PACS_AET, check=False)
+    assert refused.returncode != 0, "the device reached the PACS without a certificate"
     with (
         lab.capture("modality", "eth0", "enroll-device.pcap") as device,
         lab.capture("mallory", "box", "enroll-lan.pcap") as lan,
     ):
         r = box.enroll()
     assert r.returncode == 0, f"medtls enroll failed:\n{r.stdout}{r.stderr}\n{box.peb.log[-3000:]}"
+    # The reload `medtls enroll` asked for brings the running daemon into service.
+    lab.wait_listen("box", 15002, timeout=20, proc=env.medtls, log=f"medtls-{env.restarts}.log")
     leaf = box.leaf()
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == [sv.DEVICE_IP]
@@ -157,7 +171,7 @@ def test_box_without_certificate_enrolls_for_the_device_address(env, box):
 def test_enrolled_certificate_is_served_to_a_lan_peer(env, box, dicom):
     lab = env.lab
     path, pixels = dicom
-    _start_medtls(env)
+    assert env.medtls is not None and env.medtls.poll() is None, "the enrolling daemon exited"
     assert box.served_serial() == box.leaf().serial_number
     before = len(stored_objects(env.modality_store))
     sv.store(lab, "pacs", sv.DEVICE_IP, 2762, sv.DEVICE_AET, path, tls=box.pacs_tls())
@@ -247,6 +261,7 @@ def test_ca_unreachable_keeps_the_current_certificate_and_says_why(env, box, dic
     status = box.medtls("status")
     text = status.stdout + status.stderr
     assert "enroll" in text.lower() and state["last_error"][:40] in text, text
+    assert "WARNING: enrollment: renewal failing" in text, text
 
 
 def test_expired_and_not_renewed_fails_closed_and_says_why(env, box, dicom):
