@@ -20,7 +20,8 @@ exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
 
 down() {
   local ns pid
-  for ns in "${ALL[@]}"; do
+  # PREFIXca: the ACME CA's namespace, added by lab/medlab/pebble.py while enrollment tests run.
+  for ns in "${ALL[@]}" "${prefix}ca"; do
     exists "$ns" || continue
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
     sleep 0.2

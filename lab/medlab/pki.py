@@ -29,3 +29,20 @@ def make_pki(out: Path) -> Path:
         else:
             ca.issue(name, cn, ips=(ip,), **WEEK)
     return out
+
+
+def issue(
+    pki: Path, stem: str, cn: str, ips=(), out: Path | None = None, **options
+) -> tuple[Path, Path]:
+    """A further leaf of the lab CA in `pki` (after make_pki): STEM.crt/STEM.key in `out`
+    (default `pki`); `options` as make_leaf's (days, not_before_days, eku, ...), default the
+    lab's week."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from medtls_testpki import Issued
+
+    ca = Issued(
+        x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes()),
+        load_pem_private_key((pki / "ca.key").read_bytes(), None),
+    )
+    return save(make_leaf(cn, ca, org=ORG, ips=ips, **{**WEEK, **options}), out or pki, stem)

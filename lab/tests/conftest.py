@@ -15,6 +15,14 @@ from medlab.dicomfile import make_dicom
 from medlab.env import build
 from medlab.net import Lab
 
+# Every medtls the lab starts (venv entry point, /usr/bin/python3 -m medtls) runs this checkout's
+# proxy/, not whatever the venv was installed from.
+_PROXY = Path(__file__).resolve().parents[2] / "proxy"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(_PROXY), str(_PROXY / "testpki")]
+    + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
 
 @pytest.fixture(scope="session")
 def env(tmp_path_factory):

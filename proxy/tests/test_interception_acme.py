@@ -144,7 +144,7 @@ def test_window_without_the_tables_says_so_and_leaves_nothing(monkeypatch):
     nft = RecordedNft(fail_on="add element")
     monkeypatch.setattr(host, "_run", nft)
     with (
-        pytest.raises(InterceptionError, match="are the rules applied"),
+        pytest.raises(InterceptionError, match="run `medtls rules apply`"),
         validation_window(cfg()),
     ):
         pytest.fail("the block ran without a window")

@@ -154,7 +154,8 @@ def validation_window(cfg) -> Iterator[list[str]]:
         with contextlib.suppress(InterceptionError):
             _close_window()  # a partial failure must not leave anything steered
         raise InterceptionError(
-            f"cannot open the ACME validation window (are the rules applied?): {e}"
+            "cannot open the ACME validation window (are the rules of this version applied? "
+            f"run `medtls rules apply`): {e}"
         ) from None
     failed = False
     try:
