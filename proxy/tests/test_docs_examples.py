@@ -2,9 +2,11 @@
 run unmodified from the repository root, a DICOM file goes through two medtls processes, and
 every process it started is gone afterwards, also when it fails."""
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,27 +57,34 @@ def _run(env: dict) -> tuple[subprocess.CompletedProcess, list[str]]:
         [str(SCRIPT.relative_to(ROOT))], cwd=ROOT, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    out = "(no output: still running after 30 s)"
     try:
         out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        left = _session_members(proc.pid)
+        for pid in left:  # the test stops what the script did not
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-    return done, _session_members(proc.pid)
+    return done, list(left.values())
 
 
-def _session_members(sid: int) -> list[str]:
-    left = []
+def _session_members(sid: int) -> dict[int, str]:
+    """{pid: command line} of the processes of session `sid` other than its leader."""
+    members = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(stat.parent.name)
         try:
-            text = stat.read_text()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and pid != sid:  # field 6 of stat: the session id
+                members[pid] = (stat.parent / "cmdline").read_text().replace("\0", " ")
         except OSError:
             continue
-        fields = text.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid:  # field 6 of stat: the session id
-            left.append(text)
-    return left
+    return members
 
 
 def test_the_pair_carries_a_dicom_file_and_leaves_nothing(env):
