@@ -6,7 +6,7 @@ LAB_PY := cd lab && $(PY)
 setup-lab: setup-venv
 	scripts/setup-apt.sh setup/apt/base.list setup/apt/lab.list
 
-lab: setup-lab ## virtual lab: modality/box/pacs/mallory namespaces, real medtls, summary
+lab: setup-lab ## virtual lab: modality/box/pacs/mallory/router/dc namespaces, real medtls, summary
 	$(LAB_PY) -m medlab.demo
 
 lab-up: setup-lab ## build the lab with fixed names and keep it running (see docs/lab.md)

@@ -19,7 +19,7 @@ from pathlib import Path
 from medlab import services as sv
 from medlab.dicomfile import PATIENT_NAME, make_dicom, stored_objects
 from medlab.env import LabEnv, build
-from medlab.net import Lab, LabError, tshark
+from medlab.net import NAMESPACES, Lab, LabError, tshark
 
 KEEP_PREFIX = ""
 KEEP_DIR = Path(os.environ.get("MEDTLS_LAB_DIR", "/tmp/medtls-lab"))
@@ -126,13 +126,19 @@ def keep() -> int:
         Lab(KEEP_PREFIX, KEEP_DIR).down()
         return 1
     make_dicom(KEEP_DIR / "ct-image.dcm")
-    print(f"medlab: lab is up; namespaces modality box pacs mallory; files in {KEEP_DIR}")
-    print("  try: ip netns exec modality echoscu -aec PACS 198.18.0.20 104")
-    print(
-        f"       ip netns exec modality storescu -aec PACS 198.18.0.20 104 {KEEP_DIR}/ct-image.dcm"
-    )
-    print("  see docs/lab.md; remove with: make lab-down")
+    print(up_banner(KEEP_DIR))
     return 0
+
+
+def up_banner(keep_dir: Path) -> str:
+    """What `make lab-up` prints once the lab is up."""
+    return (
+        f"medlab: lab is up; namespaces {' '.join(NAMESPACES)}; files in {keep_dir}\n"
+        "  try: ip netns exec modality echoscu -aec PACS 198.18.0.20 104\n"
+        "       ip netns exec modality storescu -aec PACS 198.18.0.20 104 "
+        f"{keep_dir}/ct-image.dcm\n"
+        "  see docs/lab.md; remove with: make lab-down"
+    )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def test_identity_not_in_acl(pki, box_b):
 def test_expired_client_certificate(pki, box_b):
     b, port = box_b()
     assert tls_echo(pki, port, "expired") == b""
-    b.wait_conn("cert_expired", 'detail="peer certificate certificate has expired')
+    b.wait_conn("cert_expired", 'detail="peer certificate has expired"')
 
 
 def test_client_without_certificate(pki, box_b):

@@ -149,6 +149,19 @@ def test_a_received_alert_is_named_with_its_code(reason, category, detail):
     assert classify_tls_error(_err(ssl.SSLError, reason)) == (category, detail)
 
 
+@pytest.mark.parametrize(
+    ("code", "msg", "detail"),
+    [
+        (10, "certificate has expired", "peer certificate has expired"),
+        (9, "certificate is not yet valid", "peer certificate is not yet valid"),
+        (10, "expired", "peer certificate expired"),
+    ],
+)
+def test_an_expired_peer_certificate_reads_as_one_sentence(code, msg, detail):
+    err = _err(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED", code, msg)
+    assert classify_tls_error(err) == (ev.CERT_EXPIRED, detail)
+
+
 def _der(cert) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
 

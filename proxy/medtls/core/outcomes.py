@@ -106,8 +106,8 @@ def _classify(e: Exception) -> tuple[str, str]:
     if reason == "CERTIFICATE_VERIFY_FAILED":
         code = getattr(e, "verify_code", 0)
         msg = getattr(e, "verify_message", "") or "certificate verify failed"
-        if code in X509_CERT_HAS_EXPIRED:
-            return ev.CERT_EXPIRED, f"peer certificate {msg}"
+        if code in X509_CERT_HAS_EXPIRED:  # OpenSSL says "certificate has expired"
+            return ev.CERT_EXPIRED, f"peer certificate {msg.removeprefix('certificate ')}"
         if code == X509_CERT_REVOKED:
             return ev.CERT_REVOKED, "peer certificate revoked (trust.crl)"
         if code == X509_INVALID_PURPOSE:
