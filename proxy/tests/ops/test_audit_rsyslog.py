@@ -7,7 +7,14 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from medtls.config.ops import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
+from medtls.config.ops import (
+    AuditConfig,
+    ClockConfig,
+    ControlConfig,
+    LogForwardConfig,
+    MetricsConfig,
+    OpsConfig,
+)
 from medtls.core.events import ConnInfo
 from medtls.ops.runtime import OpsRuntime
 
@@ -24,6 +31,7 @@ def _config(tmp_path, pki, port, spool="off"):
         trust_crl=None,
         outbound=[SimpleNamespace(name="pacs", verify=None)],
         inbound=[SimpleNamespace(name="dicom", device_port=104, ca=None)],
+        logging=SimpleNamespace(level="info", syslog=LogForwardConfig()),
         ops=OpsConfig(
             metrics=MetricsConfig(enabled=False),
             audit=AuditConfig(
