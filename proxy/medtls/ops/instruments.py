@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from medtls.core.events import DIRECTIONS, FAILURE_REASONS
+
 from .metrics import Registry
+
+# Seconds; a full handshake on a Pi takes tens of milliseconds, a resumed one a few.
+HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Instruments:
@@ -40,9 +45,37 @@ class Instruments:
             "Open TLS sessions by version and cipher",
             ("version", "cipher"),
         )
+        self.handshake_duration = r.histogram(
+            "medtls_handshake_duration_seconds",
+            "Time from accepting a connection to its TLS session being established",
+            ("direction",),
+            HANDSHAKE_BUCKETS,
+        )
+        self.cert_not_after = r.gauge(
+            "medtls_certificate_not_after_timestamp_seconds",
+            "When each loaded certificate expires (notAfter, epoch)",
+            ("role", "subject", "path"),
+        )
+        self.cert_not_before = r.gauge(
+            "medtls_certificate_not_before_timestamp_seconds",
+            "When each loaded certificate became valid (notBefore, epoch)",
+            ("role", "subject", "path"),
+        )
+        self.crl_next_update = r.gauge(
+            "medtls_crl_next_update_timestamp_seconds",
+            "When each CRL of trust.crl must be replaced (nextUpdate, epoch; +Inf: none given)",
+            ("issuer", "path"),
+        )
+        self.crl_this_update = r.gauge(
+            "medtls_crl_this_update_timestamp_seconds",
+            "When each CRL of trust.crl was issued (thisUpdate, epoch)",
+            ("issuer", "path"),
+        )
         self.cert_expiry = r.gauge(
             "medtls_certificate_expiry_seconds",
-            "Seconds until each loaded certificate expires (negative: expired)",
+            "DEPRECATED, removed in the next release: use "
+            "medtls_certificate_not_after_timestamp_seconds - time() and "
+            "medtls_crl_next_update_timestamp_seconds - time()",
             ("role", "subject", "path"),
         )
         self.reloads = r.counter("medtls_reloads_total", "Reloads by result", ("result",))
@@ -79,3 +112,8 @@ class Instruments:
         self.up.set(1)
         for result in ("ok", "failed"):
             self.reloads.inc(0, result=result)
+        # Every series a dashboard or rate() needs exists from the first scrape, at 0.
+        for direction in DIRECTIONS:
+            for reason in FAILURE_REASONS:
+                self.handshake_failures.inc(0, direction=direction, reason=reason)
+            self.handshake_duration.labels(direction=direction)
