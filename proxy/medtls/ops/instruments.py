@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medtls import __version__
 from medtls.core.events import DIRECTIONS, FAILURE_REASONS
 
 from .metrics import Registry
@@ -14,6 +15,9 @@ class Instruments:
     def __init__(self, registry: Registry):
         r = registry
         self.up = r.gauge("medtls_up", "1 while the daemon runs")
+        self.build_info = r.gauge(
+            "medtls_build_info", "1, labelled with the medtls version", ("version",)
+        )
         self.ready = r.gauge("medtls_ready", "1 once listeners are up and material is loaded")
         self.start_time = r.gauge("medtls_start_time_seconds", "Start time of the daemon (epoch)")
         self.generation = r.gauge("medtls_config_generation", "Configuration generation")
@@ -110,6 +114,7 @@ class Instruments:
             "medtls_enrollment_attempts", "Failed enrollment attempts since the last success"
         )
         self.up.set(1)
+        self.build_info.set(1, version=__version__)
         for result in ("ok", "failed"):
             self.reloads.inc(0, result=result)
         # Every series a dashboard or rate() needs exists from the first scrape, at 0.
