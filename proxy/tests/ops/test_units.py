@@ -245,6 +245,20 @@ def test_every_failure_reason_is_in_the_list_the_counters_start_from():
     assert results == set(events.RESULTS)
 
 
+def test_the_metrics_table_in_the_docs_names_every_metric_and_no_other():
+    from pathlib import Path
+
+    from medtls.ops.instruments import Instruments
+
+    r = Registry()
+    Instruments(r)
+    exposed = {line.split()[2] for line in r.render().splitlines() if line.startswith("# TYPE")}
+    doc = (Path(__file__).parents[3] / "docs" / "operations.md").read_text()
+    table = doc.split("## Metrics", 1)[1].split("\n\n", 2)[1]
+    documented = set(re.findall(r"`(medtls_[a-z_]+)`", table))
+    assert documented == exposed
+
+
 # ------------------------------------------------------------------ audit XML
 
 SRC = audit_xml.Source(audit_source_id="ct-box-1", site_id="Radiology", node_address="198.18.0.10")
