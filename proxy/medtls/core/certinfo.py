@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from medtls.core.certparse import CertFacts, parse_der, pem_certificates, sha256_fingerprint
 
-# Roles, as the `role` label of medtls_certificate_expiry_seconds and the status show them.
+# Roles, as the `role` label of the certificate metrics and the status show them.
 IDENTITY = "identity"
 CA = "ca"
 CRL = "crl"
@@ -29,7 +29,7 @@ class CertInfo:
     subject: str  # for a CRL: its issuer
     not_after: float  # epoch seconds; for a CRL its next update (inf: none given)
     fingerprint_sha256: str
-    not_before: float | None = None  # epoch seconds (certificates only)
+    not_before: float | None = None  # epoch seconds; for a CRL its this update
     serial: str = ""  # lower-case hex (certificates only)
 
     @property
@@ -80,7 +80,9 @@ def crl_infos(key: str, path: str, data: bytes) -> list[CertInfo]:
         except ValueError as e:
             raise ValueError(f"{block.where}: {e}") from None
         due = facts.next_update.timestamp() if facts.next_update else float("inf")
-        out.append(CertInfo(CRL, key, str(path), facts.issuer, due, sha256_fingerprint(block.der)))
+        issued = facts.this_update.timestamp()
+        fingerprint = sha256_fingerprint(block.der)
+        out.append(CertInfo(CRL, key, str(path), facts.issuer, due, fingerprint, issued))
     return out
 
 

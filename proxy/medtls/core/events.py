@@ -43,6 +43,15 @@ HANDSHAKE_ERROR = "handshake_error"  # anything else during setup
 BAD_CERTIFICATE = "bad_certificate"  # verified, but not strict DER, or a CA's, as a peer identity
 INTERNAL_ERROR = "internal_error"  # an unexpected exception; this connection was reset
 CLOCK_UNSYNCED = "clock_unsynced"  # system clock not synchronised: certificates not validated
+# Every reason above: the failure counters start at 0 with one series per reason and direction.
+FAILURE_REASONS = (
+    UNKNOWN_CA, CERT_EXPIRED, CERT_REVOKED, CERT_PURPOSE, PEER_UNKNOWN_CA, PEER_CERT_EXPIRED,
+    PEER_CERT_REVOKED, CRL_UNUSABLE, NO_CERTIFICATE, ACL_DENIED, IDENTITY_MISMATCH,
+    PROTOCOL_VERSION, NO_SHARED_CIPHER, NOT_TLS, TIMEOUT, NO_ROUTE, CONNECT_FAILED, LIMIT,
+    HANDSHAKE_LIMIT, SOURCE_LIMIT, PEER_REJECTED, HANDSHAKE_ERROR, BAD_CERTIFICATE,
+    INTERNAL_ERROR, CLOCK_UNSYNCED,
+)  # fmt: skip
+DIRECTIONS = ("outbound", "inbound")
 
 # connection_closed results
 RESULT_OK = "ok"  # both directions closed cleanly (FIN/close_notify), all bytes delivered
@@ -50,6 +59,7 @@ RESULT_RESET = "reset"  # a side reset or failed mid-stream
 RESULT_IDLE = "idle_timeout"
 RESULT_SHUTDOWN = "shutdown"  # cut (both sides reset) by the drain timeout at daemon stop
 RESULT_TRUNCATED = "truncated"  # the TLS peer's stream ended without close_notify: plain side reset
+RESULTS = (RESULT_OK, RESULT_RESET, RESULT_IDLE, RESULT_SHUTDOWN, RESULT_TRUNCATED)
 
 
 @dataclass(frozen=True, slots=True)

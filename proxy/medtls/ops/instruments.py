@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from medtls import __version__
+from medtls.core.events import DIRECTIONS, FAILURE_REASONS
+
 from .metrics import Registry
+
+# Seconds; a full handshake on a Pi takes tens of milliseconds, a resumed one a few.
+HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Instruments:
     def __init__(self, registry: Registry):
         r = registry
         self.up = r.gauge("medtls_up", "1 while the daemon runs")
+        self.build_info = r.gauge(
+            "medtls_build_info", "1, labelled with the medtls version", ("version",)
+        )
         self.ready = r.gauge("medtls_ready", "1 once listeners are up and material is loaded")
         self.start_time = r.gauge("medtls_start_time_seconds", "Start time of the daemon (epoch)")
         self.generation = r.gauge("medtls_config_generation", "Configuration generation")
@@ -40,9 +49,37 @@ class Instruments:
             "Open TLS sessions by version and cipher",
             ("version", "cipher"),
         )
+        self.handshake_duration = r.histogram(
+            "medtls_handshake_duration_seconds",
+            "Time from accepting a connection to its TLS session being established",
+            ("direction",),
+            HANDSHAKE_BUCKETS,
+        )
+        self.cert_not_after = r.gauge(
+            "medtls_certificate_not_after_timestamp_seconds",
+            "When each loaded certificate expires (notAfter, epoch)",
+            ("role", "subject", "path"),
+        )
+        self.cert_not_before = r.gauge(
+            "medtls_certificate_not_before_timestamp_seconds",
+            "When each loaded certificate became valid (notBefore, epoch)",
+            ("role", "subject", "path"),
+        )
+        self.crl_next_update = r.gauge(
+            "medtls_crl_next_update_timestamp_seconds",
+            "When each CRL of trust.crl must be replaced (nextUpdate, epoch; +Inf: none given)",
+            ("issuer", "path"),
+        )
+        self.crl_this_update = r.gauge(
+            "medtls_crl_this_update_timestamp_seconds",
+            "When each CRL of trust.crl was issued (thisUpdate, epoch)",
+            ("issuer", "path"),
+        )
         self.cert_expiry = r.gauge(
             "medtls_certificate_expiry_seconds",
-            "Seconds until each loaded certificate expires (negative: expired)",
+            "DEPRECATED, removed in the next release: use "
+            "medtls_certificate_not_after_timestamp_seconds - time() and "
+            "medtls_crl_next_update_timestamp_seconds - time()",
             ("role", "subject", "path"),
         )
         self.reloads = r.counter("medtls_reloads_total", "Reloads by result", ("result",))
@@ -77,5 +114,11 @@ class Instruments:
             "medtls_enrollment_attempts", "Failed enrollment attempts since the last success"
         )
         self.up.set(1)
+        self.build_info.set(1, version=__version__)
         for result in ("ok", "failed"):
             self.reloads.inc(0, result=result)
+        # Every series a dashboard or rate() needs exists from the first scrape, at 0.
+        for direction in DIRECTIONS:
+            for reason in FAILURE_REASONS:
+                self.handshake_failures.inc(0, direction=direction, reason=reason)
+            self.handshake_duration.labels(direction=direction)

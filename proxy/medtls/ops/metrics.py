@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections.abc import Callable, Iterable
@@ -101,17 +102,86 @@ class Metric:
             yield format_sample(self.name, labels, value)
 
 
+def format_bound(bound: float) -> str:
+    """An `le` label as Prometheus clients write it (0.005, 1.0, +Inf): the same series
+    name whichever exporter a dashboard aggregates."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class Histogram:
+    """Observations counted into fixed buckets, rendered as _bucket{le}, _sum and _count.
+
+    `observe` costs a bisect over the bounds and three additions; the cumulative counts
+    Prometheus wants are summed only when rendered."""
+
+    kind = "histogram"
+
+    def __init__(
+        self, name: str, help_text: str, labelnames: tuple[str, ...], buckets: Iterable[float]
+    ):
+        bounds = tuple(float(b) for b in buckets)
+        if not bounds or list(bounds) != sorted(set(bounds)) or math.isinf(bounds[-1]):
+            raise ValueError(f"{name}: buckets must be increasing and finite")
+        if "le" in labelnames:
+            raise ValueError(f"{name}: 'le' is the bucket label")
+        self.name = name
+        self.help = help_text
+        self.labelnames = labelnames
+        self.bounds = bounds
+        # per label key: [count in each bucket..., count above the last bound, sum]
+        self._values: dict[tuple[str, ...], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def labels(self, **labels: str) -> tuple[str, ...]:
+        """The key of one label set, for `observe`; the series starts at 0 from now on."""
+        try:
+            if len(labels) == len(self.labelnames):
+                key = tuple([str(labels[n]) for n in self.labelnames])
+                with self._lock:
+                    self._values.setdefault(key, [0] * (len(self.bounds) + 1) + [0.0])
+                return key
+        except KeyError:
+            pass
+        raise ValueError(f"{self.name}: labels {sorted(labels)} != {list(self.labelnames)}")
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        """Count `value` (a bucket's bound is inclusive: le = less or equal)."""
+        i = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            row = self._values[key]
+            row[i] += 1
+            row[-1] += value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {escape_help(self.help)}"
+        yield f"# TYPE {self.name} histogram"
+        with self._lock:
+            items = sorted((k, list(v)) for k, v in self._values.items())
+        les = [format_bound(b) for b in (*self.bounds, math.inf)]
+        for key, row in items:
+            labels = dict(zip(self.labelnames, key, strict=True))
+            cumulative = 0
+            for le, n in zip(les, row[:-1], strict=True):
+                cumulative += n
+                yield format_sample(f"{self.name}_bucket", {**labels, "le": le}, cumulative)
+            yield format_sample(f"{self.name}_sum", labels, row[-1])
+            yield format_sample(f"{self.name}_count", labels, cumulative)
+
+
 class Registry:
     def __init__(self):
-        self._metrics: dict[str, Metric] = {}
+        self._metrics: dict[str, Metric | Histogram] = {}
         self._collectors: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
-    def _add(self, name, kind, help_text, labelnames) -> Metric:
+    def _add(self, name, kind, help_text, labelnames, buckets=()) -> Metric:
         with self._lock:
             if name in self._metrics:
                 raise ValueError(f"metric {name} registered twice")
-            metric = Metric(name, kind, help_text, tuple(labelnames))
+            if kind == "histogram":
+                metric = Histogram(name, help_text, tuple(labelnames), buckets)
+            else:
+                metric = Metric(name, kind, help_text, tuple(labelnames))
             self._metrics[name] = metric
             return metric
 
@@ -120,6 +190,11 @@ class Registry:
 
     def gauge(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> Metric:
         return self._add(name, "gauge", help_text, labelnames)
+
+    def histogram(
+        self, name: str, help_text: str, labelnames: Iterable[str], buckets: Iterable[float]
+    ) -> Histogram:
+        return self._add(name, "histogram", help_text, labelnames, buckets)
 
     def on_collect(self, fn: Callable[[], None]) -> None:
         """fn refreshes computed gauges right before each scrape."""

@@ -15,8 +15,8 @@ import time
 
 from medtls.config import Config
 from medtls.core import connlog
-from medtls.core.certinfo import IDENTITY
-from medtls.core.events import RESULT_TRUNCATED, Observer
+from medtls.core.certinfo import CRL, IDENTITY
+from medtls.core.events import DIRECTIONS, RESULT_TRUNCATED, RESULTS, Observer
 from medtls.core.handle import EngineHandle
 
 from . import certs, clock
@@ -102,10 +102,11 @@ class _Peer:
 
 
 class _Conn:
-    __slots__ = ("cipher", "established", "failed", "info", "peer", "version")
+    __slots__ = ("cipher", "established", "failed", "info", "opened", "peer", "version")
 
-    def __init__(self, info):
+    def __init__(self, info, opened: float = 0.0):
         self.info = info
+        self.opened = opened  # time.monotonic() at accept: the handshake duration's start
         self.peer = ""
         self.version = ""
         self.cipher = ""
@@ -146,7 +147,6 @@ class OpsRuntime(Observer):
         self.conns: dict[int, _Conn] = {}
         self.total_connections = 0
         self.peers: dict[str, _Peer] = {}
-        self._learn_routes(config)
         self.reloads = {
             "ok": 0,
             "failed": 0,
@@ -166,6 +166,10 @@ class OpsRuntime(Observer):
         self.registry = Registry()
         self.m = Instruments(self.registry)
         self._keys: dict[tuple, tuple[str, ...]] = {}  # metric label keys, built once each
+        self._handshake_keys = {
+            d: self.m.handshake_duration.labels(direction=d) for d in DIRECTIONS
+        }
+        self._learn_routes(config)
         self.m.start_time.set(self.started)
         self.m.generation.set(self.generation)
         self.registry.on_collect(self._collect)
@@ -184,14 +188,23 @@ class OpsRuntime(Observer):
         now = time.time()
         with self._lock:
             infos = list(self.certs)
-        self.m.cert_expiry.clear()
+        m = self.m
+        for metric in (m.cert_not_after, m.cert_not_before, m.crl_next_update, m.crl_this_update):
+            metric.clear()
+        m.cert_expiry.clear()
         for info in infos:
-            self.m.cert_expiry.set(
-                info.seconds_left(now),
-                role=info.role,
-                subject=info.subject,
-                path=info.path,
+            m.cert_expiry.set(
+                info.seconds_left(now), role=info.role, subject=info.subject, path=info.path
             )
+            if info.role == CRL:
+                m.crl_next_update.set(info.not_after, issuer=info.subject, path=info.path)
+                if info.not_before is not None:
+                    m.crl_this_update.set(info.not_before, issuer=info.subject, path=info.path)
+                continue
+            labels = {"role": info.role, "subject": info.subject, "path": info.path}
+            m.cert_not_after.set(info.not_after, **labels)
+            if info.not_before is not None:
+                m.cert_not_before.set(info.not_before, **labels)
         self.m.clock.set(1 if self.clock_state.synchronized else 0)
         self.m.validation.set(0 if self.validation_gate() else 1)
         enrolling = getattr(self.engine, "enrolling", None)  # started, waiting for a certificate
@@ -317,7 +330,7 @@ class OpsRuntime(Observer):
 
     def connection_opened(self, conn) -> None:
         with self._lock:
-            self.conns[conn.id] = _Conn(conn)
+            self.conns[conn.id] = _Conn(conn, time.monotonic())
             self.total_connections += 1
             peer = self._peer(conn)
             peer.active += 1
@@ -353,16 +366,22 @@ class OpsRuntime(Observer):
         return peer
 
     def _learn_routes(self, config: Config) -> None:
-        for peer in config.outbound:
-            self.peers.setdefault(peer.name, _Peer(peer.name, "outbound"))
-        for port in config.inbound:
-            self.peers.setdefault(port.name, _Peer(port.name, "inbound"))
+        routes = [(p.name, "outbound") for p in config.outbound]
+        routes += [(p.name, "inbound") for p in config.inbound]
+        for name, direction in routes:
+            if name not in self.peers:
+                self.peers[name] = _Peer(name, direction)
+                for result in RESULTS:  # rate() per route works from the first scrape
+                    self.m.total.add(self._key("total", direction, name, result), 0)
 
     def tls_established(self, conn, version, cipher, peer) -> None:
         with self._lock:
             state = self.conns.get(conn.id)
             if state is not None:
                 state.version, state.cipher, state.peer = version, cipher, peer
+                self.m.handshake_duration.observe(
+                    self._handshake_keys[conn.direction], time.monotonic() - state.opened
+                )
             if conn.direction == "inbound" and state is not None:
                 state.established = time.time()
             else:

@@ -37,8 +37,18 @@ def test_status_and_metrics_show_when_the_crl_is_due(crl_box):
     assert f"WARNING: CRL of {ROOT} ({crl}) due for renewal in 11h5" in r.stdout, r.stdout
     assert "crl          next update in 11h5" in r.stdout
     fams = promparse.parse(box.scrape())
+    from cryptography import x509
+
+    ref = x509.load_pem_x509_crl(crl.read_bytes())  # an independent parser
+    labels = {"issuer": ROOT, "path": str(crl)}
+    due = promparse.value(fams, "medtls_crl_next_update_timestamp_seconds", **labels)
+    assert due == ref.next_update_utc.timestamp()
+    issued = promparse.value(fams, "medtls_crl_this_update_timestamp_seconds", **labels)
+    assert issued == ref.last_update_utc.timestamp()
+    cert_series = fams["medtls_certificate_not_after_timestamp_seconds"]["samples"]
+    assert cert_series and not any(("role", "crl") in k for k in cert_series)
     left = promparse.value(fams, "medtls_certificate_expiry_seconds", role="crl",
-                           subject=ROOT, path=str(crl))  # fmt: skip
+                           subject=ROOT, path=str(crl))  # deprecated, kept one release  # fmt: skip
     assert 0.45 * 86400 < left <= 0.5 * 86400
 
 

@@ -89,7 +89,43 @@ def test_ready_metrics_status_and_audit(tmp_path, fresh_pki, box_factory, rsyslo
         subject="CN=box-v1",
         path=str(box.cert),
     )
-    assert 89 * 86400 < expiry <= 90 * 86400
+    assert 89 * 86400 < expiry <= 90 * 86400  # deprecated name, kept one release
+    from cryptography import x509
+
+    ref = x509.load_pem_x509_certificate(box.cert.read_bytes())
+    labels = {"role": "identity", "subject": "CN=box-v1", "path": str(box.cert)}
+    assert (
+        promparse.value(fams, "medtls_certificate_not_after_timestamp_seconds", **labels)
+        == ref.not_valid_after_utc.timestamp()
+    )
+    assert (
+        promparse.value(fams, "medtls_certificate_not_before_timestamp_seconds", **labels)
+        == ref.not_valid_before_utc.timestamp()
+    )
+    # two handshakes reached the TLS stage; one was established and timed
+    hs = parsed["medtls_handshake_duration_seconds"]
+    assert hs.type == "histogram"
+    assert (
+        promparse.value(fams, "medtls_handshake_duration_seconds_count", direction="inbound") == 1
+    )
+    assert (
+        0 < promparse.value(fams, "medtls_handshake_duration_seconds_sum", direction="inbound") < 5
+    )
+    assert (
+        promparse.value(
+            fams, "medtls_handshake_duration_seconds_bucket", direction="inbound", le="+Inf"
+        )
+        == 1
+    )
+    assert (
+        promparse.value(
+            fams, "medtls_handshake_failures_total", direction="inbound", reason="unknown_ca"
+        )
+        == 0
+    )  # every reason has its series from the start
+    from medtls import __version__
+
+    assert promparse.value(fams, "medtls_build_info", version=__version__) == 1
     assert promparse.value(fams, "medtls_clock_synchronized") == 1
     assert promparse.value(fams, "medtls_reloads_total", result="ok") == 0
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from medtls.config.ops import AuditConfig, ClockConfig, ControlConfig, MetricsConfig, OpsConfig
 from medtls.core.certinfo import CertInfo
-from medtls.core.events import ConnInfo
+from medtls.core.events import DIRECTIONS, FAILURE_REASONS, RESULTS, ConnInfo
 from medtls.core.handle import EngineHandle
 from medtls.ops import health
 from medtls.ops.clock import ClockState
@@ -195,9 +195,11 @@ def test_certificates_come_from_the_engine_once_per_file(tmp_path, fresh_pki):
     assert status["device"]["identity_subject"] == "CN=box"
     assert status["device"]["identity_not_after"] == 2e9
     fams = promparse.parse(rt.registry.render())
-    assert promparse.value(
-        fams, "medtls_certificate_expiry_seconds", role="ca", subject="CN=ca", path="/x/ca.pem"
-    ) == pytest.approx(2e9 - time.time(), abs=5)
+    ca = {"role": "ca", "subject": "CN=ca", "path": "/x/ca.pem"}
+    assert promparse.value(fams, "medtls_certificate_not_after_timestamp_seconds", **ca) == 2e9
+    assert promparse.value(fams, "medtls_certificate_expiry_seconds", **ca) == pytest.approx(
+        2e9 - time.time(), abs=5
+    )  # deprecated name, kept one release
     # a reload takes the new generation's list from the engine; no file is read for it
     engine.infos = [_info("identity", "identity.certificate", "/x/id.pem", "CN=box2", "ee")]
     assert rt._cmd_reload({}) == {"ok": True, "generation": 2}
@@ -239,3 +241,58 @@ def test_the_engine_has_every_method_of_the_handle():
 
     wanted = [n for n, v in vars(EngineHandle).items() if not n.startswith("_") and v is not None]
     assert [n for n in wanted if not hasattr(Daemon, n)] == []
+
+
+def test_failure_counters_and_handshake_histogram_exist_at_zero_before_any_traffic(
+    tmp_path, fresh_pki
+):
+    rt, _ = _runtime(tmp_path, fresh_pki, synced=True)
+    fams = promparse.parse(rt.registry.render())
+    for direction in DIRECTIONS:
+        for reason in FAILURE_REASONS:
+            labels = {"direction": direction, "reason": reason}
+            assert promparse.value(fams, "medtls_handshake_failures_total", **labels) == 0
+        assert (
+            promparse.value(fams, "medtls_handshake_duration_seconds_count", direction=direction)
+            == 0
+        )
+    for result in RESULTS:  # each configured route, in its direction
+        labels = {"direction": "outbound", "peer": "pacs", "result": result}
+        assert promparse.value(fams, "medtls_connections_total", **labels) == 0
+    # bounded: one series per reason and direction, none per peer or client
+    assert len(fams["medtls_handshake_failures_total"]["samples"]) == 2 * len(FAILURE_REASONS)
+
+
+def test_one_handshake_is_observed_once_from_accept_to_established(tmp_path, fresh_pki):
+    rt, _ = _runtime(tmp_path, fresh_pki, synced=True)
+    rt.reload_ok(1)
+    conn = ConnInfo(1, "inbound", "", ("198.18.0.30", 4000), ("198.18.0.10", 2762), time.time())
+    rt.connection_opened(conn)
+    time.sleep(0.03)
+    rt.tls_established(conn, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "CN=his")
+    rt.connection_closed(conn, 10, 20, 0.05, "ok")
+    fams = promparse.parse(rt.registry.render())
+    inbound = {"direction": "inbound"}
+    assert promparse.value(fams, "medtls_handshake_duration_seconds_count", **inbound) == 1
+    took = promparse.value(fams, "medtls_handshake_duration_seconds_sum", **inbound)
+    assert 0.03 <= took < 1
+    bucket = "medtls_handshake_duration_seconds_bucket"
+    assert promparse.value(fams, bucket, le="0.025", **inbound) == 0
+    assert promparse.value(fams, bucket, le="0.05", **inbound) == 1
+    assert (
+        promparse.value(fams, "medtls_handshake_duration_seconds_count", direction="outbound") == 0
+    )
+
+
+def test_crl_times_are_their_own_metrics(tmp_path, fresh_pki):
+    base, _ = _runtime(tmp_path, fresh_pki, synced=True)
+    crl = CertInfo("crl", "trust.crl", "/x/crl.pem", "CN=ca", 2e9, "ff", 1.9e9)
+    engine = FakeEngine(base.config, [crl])
+    rt = OpsRuntime(base.config, engine, env={}, start_servers=False)
+    engine.add_observer(rt)
+    rt.reload_ok(1)
+    fams = promparse.parse(rt.registry.render())
+    labels = {"issuer": "CN=ca", "path": "/x/crl.pem"}
+    assert promparse.value(fams, "medtls_crl_next_update_timestamp_seconds", **labels) == 2e9
+    assert promparse.value(fams, "medtls_crl_this_update_timestamp_seconds", **labels) == 1.9e9
+    assert promparse.total(fams, "medtls_certificate_not_after_timestamp_seconds") == 0

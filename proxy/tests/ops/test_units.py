@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 
 import pytest
 from medtls.config.ops import OpsConfig, parse_host_port, parse_ops_sections
-from medtls.core import connlog
+from medtls.core import connlog, events
 from medtls.ops import audit_xml, clock, control, health, sdnotify, syslog
 from medtls.ops.metrics import Registry
 
@@ -193,6 +194,69 @@ def test_metrics_render_parses_and_escapes():
     assert promparse.value(fams, "medtls_test_total", peer='we"ird\\name\n') == 1
     assert promparse.value(fams, "medtls_test_total", peer="pacs") == 2
     assert promparse.value(fams, "medtls_test_gauge") == 1.5
+
+
+# One histogram sample line of the text format, strictly: name{labels} value, le last.
+HISTOGRAM_LINE = re.compile(
+    r'^(?P<name>medtls_h_seconds_(?:bucket|sum|count))\{peer="(?P<peer>[a-z]+)"'
+    r'(?:,le="(?P<le>\+Inf|[0-9]+\.[0-9]+)")?\} (?P<value>[0-9]+(?:\.[0-9]+)?)$'
+)
+
+
+def test_histogram_renders_cumulative_buckets_the_reference_parser_reads():
+    r = Registry()
+    h = r.histogram("medtls_h_seconds", "a histogram", ("peer",), (0.005, 0.1, 1, 10))
+    a, b = h.labels(peer="a"), h.labels(peer="b")
+    for seconds in (0.005, 0.02, 0.02, 3, 60):  # a bound is inclusive; 60 only in +Inf
+        h.observe(a, seconds)
+    text = r.render()
+    lines = text.splitlines()
+    assert lines[:2] == ["# HELP medtls_h_seconds a histogram", "# TYPE medtls_h_seconds histogram"]
+    for line in lines[2:]:
+        assert HISTOGRAM_LINE.match(line), line
+    fams = promparse.parse(text)
+    assert fams["medtls_h_seconds_bucket"]["type"] == "histogram"
+    buckets = {le: promparse.value(fams, "medtls_h_seconds_bucket", peer="a", le=le)
+               for le in ("0.005", "0.1", "1.0", "10.0", "+Inf")}  # fmt: skip
+    assert buckets == {"0.005": 1, "0.1": 3, "1.0": 3, "10.0": 4, "+Inf": 5}
+    assert promparse.value(fams, "medtls_h_seconds_count", peer="a") == 5
+    assert promparse.value(fams, "medtls_h_seconds_sum", peer="a") == pytest.approx(63.045)
+    # a series is there, at 0, from labels() on: rate() works from the first scrape
+    assert promparse.value(fams, "medtls_h_seconds_bucket", peer="b", le="+Inf") == 0
+    assert promparse.value(fams, "medtls_h_seconds_count", peer="b") == 0
+    del b
+    for bad in ((), (1, 0.5), (0.1, float("inf"))):
+        with pytest.raises(ValueError):
+            r.histogram(f"medtls_bad{len(bad)}_seconds", "x", (), bad)
+    with pytest.raises(ValueError):
+        r.histogram("medtls_le_seconds", "x", ("le",), (1,))
+
+
+def test_every_failure_reason_is_in_the_list_the_counters_start_from():
+    """A new reason constant in core/events.py must join FAILURE_REASONS, or its series would
+    appear only after its first failure."""
+    constants = {
+        v for k, v in vars(events).items()
+        if k.isupper() and isinstance(v, str) and not k.startswith("RESULT_")
+    }  # fmt: skip
+    assert constants == set(events.FAILURE_REASONS)
+    assert len(events.FAILURE_REASONS) == len(set(events.FAILURE_REASONS))
+    results = {v for k, v in vars(events).items() if k.startswith("RESULT_")}
+    assert results == set(events.RESULTS)
+
+
+def test_the_metrics_table_in_the_docs_names_every_metric_and_no_other():
+    from pathlib import Path
+
+    from medtls.ops.instruments import Instruments
+
+    r = Registry()
+    Instruments(r)
+    exposed = {line.split()[2] for line in r.render().splitlines() if line.startswith("# TYPE")}
+    doc = (Path(__file__).parents[3] / "docs" / "operations.md").read_text()
+    table = doc.split("## Metrics", 1)[1].split("\n\n", 2)[1]
+    documented = set(re.findall(r"`(medtls_[a-z_]+)`", table))
+    assert documented == exposed
 
 
 # ------------------------------------------------------------------ audit XML
