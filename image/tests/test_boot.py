@@ -93,3 +93,41 @@ def test_plain_tcp_from_lan_does_not_reach_the_device(appliance, port):
         seen = peers.stop(listener)
     assert "accepted" not in seen, f"plain TCP from the LAN reached the device: {seen}"
     assert result.startswith("refused"), result
+
+
+# Issue 20 (pi-gen parity): only systemd-networkd configures the bridge and its ports, and the
+# box holds no address on them (NetworkManager, dhcpcd, cloud-init ... are masked by the
+# interception role, which the pi-gen stage runs too).
+BRIDGE_LINKS = {
+    "br0": "/etc/systemd/network/40-medtls-bridge.network",
+    "eth0": "/etc/systemd/network/30-medtls-device.network",
+    "eth1": "/etc/systemd/network/30-medtls-lan.network",
+}
+
+
+def test_only_systemd_networkd_configures_the_bridge_and_ports(appliance):
+    import json
+
+    _, _, report = appliance
+    links = {i["Name"]: i for i in json.loads(report["networkctl"])["Interfaces"]}
+    for name, network_file in BRIDGE_LINKS.items():
+        assert name in links, f"{name} missing: {sorted(links)}"
+        assert links[name].get("SetupState") == "configured", links[name]
+        assert links[name].get("NetworkFile") == network_file, links[name]
+    foreign = report_values(report["foreign-network"])
+    for unit, state in foreign.items():
+        if unit.endswith(".service"):
+            enabled, active = state.split("/")
+            assert enabled == "masked" and active != "active", f"{unit}: {state}"
+    assert foreign["netplan-generator"] == "/dev/null", foreign
+
+
+def test_the_box_holds_no_address_on_the_bridge_or_its_ports(appliance):
+    import json
+
+    _, _, report = appliance
+    links = {i["ifname"]: i for i in json.loads(report["port-addresses"])}
+    for name in BRIDGE_LINKS:
+        assert name in links, f"{name} missing: {sorted(links)}"
+        assert links[name].get("addr_info") == [], f"{name}: {links[name].get('addr_info')}"
+    assert links["eth0"].get("master") == "br0" and links["eth1"].get("master") == "br0"
