@@ -86,7 +86,7 @@ def test_stage_runs_the_shared_scripts_on_rootfs_dir(tmp_path):
     fake = tmp_path / "repo/image/scripts"
     fake.mkdir(parents=True)
     log = tmp_path / "calls"
-    for name in ("configure-rootfs.sh", "apply-playbook.sh"):
+    for name in ("configure-rootfs.sh", "apply-playbook.sh", "sbom.py"):
         (fake / name).write_text(f'#!/bin/sh\necho "{name} $* keep=$MEDTLS_KEEP_FSTAB" >> {log}\n')
         (fake / name).chmod(0o755)
     rootfs = tmp_path / "rootfs"
@@ -94,11 +94,14 @@ def test_stage_runs_the_shared_scripts_on_rootfs_dir(tmp_path):
         "PATH": os.environ["PATH"],
         "MEDTLS_REPO": str(tmp_path / "repo"),
         "ROOTFS_DIR": str(rootfs),
+        "MEDTLS_SBOM_OUT": str(tmp_path / "sbom.cdx.json"),
+        "IMG_NAME": "medtls",
     }
     subprocess.run([str(STAGE / "00-medtls/00-run.sh")], env=env, check=True)
     assert log.read_text().splitlines() == [
         f"configure-rootfs.sh {rootfs} keep=1",
         f"apply-playbook.sh {rootfs} keep=",
+        f"sbom.py --rootfs {rootfs} --name medtls-pi-gen --output {tmp_path}/sbom.cdx.json keep=",
     ]
 
 
