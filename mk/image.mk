@@ -1,7 +1,7 @@
 # Images: the offline Debian image (arm64, Raspberry Pi 3/4), the pi-gen build, and QEMU boot tests.
 # See docs/image.md. Build products go to build/image/ and deploy/ (both gitignored).
-.PHONY: image image-debian test-image test-image-arm64 test-image-deploy lint-image
-TEST_STAGES += test-image-arm64
+.PHONY: image image-debian test-image test-image-arm64 test-image-deploy test-image-static lint-image
+TEST_STAGES += test-image-static test-image-arm64
 LINT_TARGETS += lint-image
 
 IMAGE_BUILD := $(ROOT)/build/image
@@ -24,6 +24,12 @@ IMAGE_TEST_PLAYBOOK_ARGS := -e medtls_hardening_time_wait_sync=false
 IMAGE_TEST_ENV = MEDTLS_TEST_GUEST=1 FIRST_USER_SSH_KEY=$(IMAGE_BUILD)/test-key.pub \
 	MEDTLS_PLAYBOOK_ARGS="$(IMAGE_TEST_PLAYBOOK_ARGS)"
 IMAGE_PYTEST = $(PY) -m pytest -q -p no:cacheprovider
+# No build, no network: pi-gen stage and parity, package lists, the SBOM generator and validator.
+IMAGE_STATIC_TESTS := image/tests/test_pigen_stage.py image/tests/test_package_lists.py \
+	image/tests/test_sbom.py
+
+test-image-static: setup-venv ## the image tests that need no build (seconds; also first in test-image-arm64)
+	$(IMAGE_PYTEST) $(IMAGE_STATIC_TESTS)
 
 lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
 	shellcheck -s sh image/files/medtls-firstboot image/files/medtls-growroot image/tests/guest/medtls-boot-report
@@ -32,7 +38,7 @@ lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
 
 image-debian: setup ## offline arm64 SD-card image from Debian's archive -> deploy/*.img.xz + .sha256
 	FIRST_USER_NAME='$(FIRST_USER_NAME)' FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' \
-	MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' \
+	MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' MEDTLS_IMAGE_NAME='$(IMAGE_NAME)' \
 		image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/arm64
 	image/scripts/publish.sh $(IMAGE_BUILD)/arm64/disk.img $(DEPLOY_DIR) $(IMAGE_NAME)
 
@@ -43,7 +49,7 @@ $(IMAGE_BUILD)/test-key.pub:
 # Build an image for ARCH with the test guest unit and boot it in QEMU with the boot tests.
 # $(1): arch, $(2): extra environment for build-image.sh
 define image_build_and_boot
-	$(IMAGE_PYTEST) image/tests/test_pigen_stage.py image/tests/test_package_lists.py
+	$(IMAGE_PYTEST) $(IMAGE_STATIC_TESTS)
 	$(IMAGE_TEST_ENV) $(2) image/scripts/build-image.sh $(1) $(IMAGE_BUILD)/test-$(1)
 	rm -rf $(IMAGE_BUILD)/pytest-$(1)
 	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/test-$(1) MEDTLS_IMAGE_ARCH=$(1) \

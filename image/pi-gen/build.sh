@@ -46,11 +46,16 @@ export PUBKEY_SSH_FIRST_USER=$key FIRST_USER_SSH_KEY=$key
 MEDTLS_THROWAWAY_PASS=$(openssl rand -base64 33)
 export MEDTLS_THROWAWAY_PASS
 export WORK_DIR="$work/pi-gen-work" DEPLOY_DIR="$deploy"
+export MEDTLS_SBOM_OUT="$work/sbom.cdx.json"
+rm -f "$MEDTLS_SBOM_OUT"
 stamp=$(mktemp)
 (cd "$pigen" && ./build.sh -c config.medtls)
 find "$deploy" -maxdepth 1 -name '*.img.xz' -newer "$stamp" -print0 |
   while IFS= read -r -d '' img; do
     (cd "$deploy" && sha256sum "$(basename "$img")" > "$(basename "$img").sha256")
+    bom="$(basename "${img%.img.xz}").sbom.cdx.json"
+    cp "$MEDTLS_SBOM_OUT" "$deploy/$bom"
+    (cd "$deploy" && sha256sum "$bom" > "$bom.sha256")
     echo "image: $img"
   done
 rm -f "$stamp"

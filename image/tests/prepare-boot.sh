@@ -13,7 +13,11 @@ guest=$(cd "$(dirname "$0")/guest" && pwd)
 [ -f "$img" ] || { echo "prepare-boot.sh: $img does not exist" >&2; exit 2; }
 
 mkdir -p "$out"
-rm -f "$out/disk.img" "$out/vmlinuz" "$out/initrd.img"
+rm -f "$out/disk.img" "$out/vmlinuz" "$out/initrd.img" "$out/sbom.cdx.json"
+# The SBOM published next to the image (publish.sh); the boot test validates it.
+sbom="${img%.xz}"
+sbom="${sbom%.img}.sbom.cdx.json"
+if [ -f "$sbom" ]; then cp "$sbom" "$out/sbom.cdx.json"; fi
 case "$img" in
   *.xz) xz -dc "$img" | dd of="$out/disk.img" bs=1M conv=sparse status=none ;;
   *) cp --sparse=always "$img" "$out/disk.img" ;;

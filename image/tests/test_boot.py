@@ -139,3 +139,68 @@ def test_board_led_shows_the_state(appliance):
     assert re.search(r"^led (ACT|led0): clock_unsynced", report["led-journal"], re.M), report[
         "led-journal"
     ]
+# Issue 20 (pi-gen parity): only systemd-networkd configures the bridge and its ports, and the
+# box holds no address on them (NetworkManager, dhcpcd, cloud-init ... are masked by the
+# interception role, which the pi-gen stage runs too).
+BRIDGE_LINKS = {
+    "br0": "/etc/systemd/network/40-medtls-bridge.network",
+    "eth0": "/etc/systemd/network/30-medtls-device.network",
+    "eth1": "/etc/systemd/network/30-medtls-lan.network",
+}
+
+
+def test_only_systemd_networkd_configures_the_bridge_and_ports(appliance):
+    import json
+
+    _, _, report = appliance
+    links = {i["Name"]: i for i in json.loads(report["networkctl"])["Interfaces"]}
+    for name, network_file in BRIDGE_LINKS.items():
+        assert name in links, f"{name} missing: {sorted(links)}"
+        assert links[name].get("SetupState") == "configured", links[name]
+        assert links[name].get("NetworkFile") == network_file, links[name]
+    foreign = report_values(report["foreign-network"])
+    for unit, state in foreign.items():
+        if unit.endswith(".service"):
+            enabled, active = state.split("/")
+            assert enabled == "masked" and active != "active", f"{unit}: {state}"
+    assert foreign["netplan-generator"] == "/dev/null", foreign
+
+
+def test_the_box_holds_no_address_on_the_bridge_or_its_ports(appliance):
+    import json
+
+    _, _, report = appliance
+    links = {i["ifname"]: i for i in json.loads(report["port-addresses"])}
+    for name in BRIDGE_LINKS:
+        assert name in links, f"{name} missing: {sorted(links)}"
+        assert links[name].get("addr_info") == [], f"{name}: {links[name].get('addr_info')}"
+    assert links["eth0"].get("master") == "br0" and links["eth1"].get("master") == "br0"
+
+
+def test_image_sbom_is_valid_and_lists_what_the_booted_image_holds(appliance, image_dir):
+    """Issue 20: the SBOM build-image.sh wrote (publish.sh ships it next to the image)."""
+    import json
+
+    import sbom_check
+
+    _, _, report = appliance
+    sbom_path = image_dir / "sbom.cdx.json"
+    assert sbom_path.exists(), f"{sbom_path}: the image build wrote no SBOM"
+    assert sbom_check.problems(sbom_path) == []
+    components = json.loads(sbom_path.read_text())["components"]
+    listed = {
+        (c["name"], prop["value"], c["version"])
+        for c in components
+        for prop in c.get("properties", [])
+        if prop["name"] == "deb:architecture"
+    }
+    lines = report["packages"].splitlines()
+    rows = [line.split("\t") for line in lines if line.count("\t") == 3]
+    installed = {tuple(row[1:]) for row in rows if row[0] == "installed"}
+    assert listed == installed, (sorted(listed - installed)[:20], sorted(installed - listed)[:20])
+    medtls = next(c for c in components if c["name"] == "medtls")
+    # A Debian package's version carries a revision (0.2.0-1); `medtls --version` does not.
+    upstream = medtls["version"]
+    if medtls["purl"].startswith("pkg:deb/"):
+        upstream = re.sub(r"-[^-]*$", "", upstream)
+    assert report_values(report["packages"])["medtls-version"] == f"medtls {upstream}"

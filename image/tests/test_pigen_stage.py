@@ -86,7 +86,7 @@ def test_stage_runs_the_shared_scripts_on_rootfs_dir(tmp_path):
     fake = tmp_path / "repo/image/scripts"
     fake.mkdir(parents=True)
     log = tmp_path / "calls"
-    for name in ("configure-rootfs.sh", "apply-playbook.sh"):
+    for name in ("configure-rootfs.sh", "apply-playbook.sh", "sbom.py"):
         (fake / name).write_text(f'#!/bin/sh\necho "{name} $* keep=$MEDTLS_KEEP_FSTAB" >> {log}\n')
         (fake / name).chmod(0o755)
     rootfs = tmp_path / "rootfs"
@@ -94,11 +94,14 @@ def test_stage_runs_the_shared_scripts_on_rootfs_dir(tmp_path):
         "PATH": os.environ["PATH"],
         "MEDTLS_REPO": str(tmp_path / "repo"),
         "ROOTFS_DIR": str(rootfs),
+        "MEDTLS_SBOM_OUT": str(tmp_path / "sbom.cdx.json"),
+        "IMG_NAME": "medtls",
     }
     subprocess.run([str(STAGE / "00-medtls/00-run.sh")], env=env, check=True)
     assert log.read_text().splitlines() == [
         f"configure-rootfs.sh {rootfs} keep=1",
         f"apply-playbook.sh {rootfs} keep=",
+        f"sbom.py --rootfs {rootfs} --name medtls-pi-gen --output {tmp_path}/sbom.cdx.json keep=",
     ]
 
 
@@ -118,3 +121,133 @@ def _pinned_commit() -> str:
 
 def test_pigen_is_pinned_to_a_full_commit():
     assert re.fullmatch(r"[0-9a-f]{40}", _pinned_commit()), _pinned_commit()
+
+
+# Issue 20 (pi-gen parity): stage2 installs network managers of its own. The stage applies the
+# same playbook as the Debian image, whose interception role must keep all of them off the
+# bridge and its ports, in image context without touching the build host.
+REPO = HERE.parents[1]
+INTERCEPTION = REPO / "roles/interception"
+# What pi-gen's stage0-2 install that configures interfaces, and how each is kept off:
+# package -> systemd units / generators it brings.
+PIGEN_NETWORK_CONFIGURERS = {
+    "network-manager": ["NetworkManager.service", "NetworkManager-wait-online.service"],
+    "dhcpcd": ["dhcpcd.service"],
+    "dhcpcd5": ["dhcpcd.service"],
+    "dhcpcd-base": ["dhcpcd.service"],
+    "ifupdown": ["networking.service"],
+    "cloud-init": ["cloud-init-local.service", "cloud-init-network.service", "cloud-init.service"],
+    "netplan.io": ["generator:netplan"],
+    "rpi-connect": ["user:rpi-connect.service"],
+    "rpi-connect-lite": ["user:rpi-connect.service"],
+}
+
+
+def _yaml(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _interception_defaults() -> dict:
+    return _yaml(INTERCEPTION / "defaults/main.yml")
+
+
+def _mask_argv(context: str) -> list[str]:
+    """The argv of the role's mask task, rendered as Ansible would for a build context."""
+    import jinja2
+
+    task = next(
+        t
+        for t in _yaml(INTERCEPTION / "tasks/exclusive.yml")
+        if t["name"].startswith("Mask network")
+    )
+    expression = task["ansible.builtin.command"]["argv"].strip()
+    assert expression.startswith("{{") and expression.endswith("}}"), expression
+    variables = {**_interception_defaults(), "medtls_interception_build_context": context}
+    return jinja2.Environment().compile_expression(expression[2:-2])(**variables)
+
+
+def _kept_off() -> set[str]:
+    d = _interception_defaults()
+    return (
+        set(_mask_argv("image")[2:])
+        | {f"generator:{g}" for g in d["medtls_interception_masked_generators"]}
+        | {f"user:{u}" for u in d["medtls_interception_foreign_network_user_units"]}
+    )
+
+
+def test_stage_applies_the_playbook_that_runs_the_interception_role():
+    apply = (REPO / "image/scripts/apply-playbook.sh").read_text()
+    assert "ansible/site.yml" in apply and "medtls_build_context=image" in apply
+    roles = [r["role"] for r in _yaml(REPO / "ansible/site.yml")[0]["roles"]]
+    assert "interception" in roles, roles
+    main = _yaml(INTERCEPTION / "tasks/main.yml")
+    assert any(t.get("ansible.builtin.import_tasks") == "exclusive.yml" for t in main), main
+
+
+def test_every_pigen_network_configurer_is_masked_by_the_role():
+    kept_off = _kept_off()
+    missing = {
+        package: sorted(set(units) - kept_off)
+        for package, units in PIGEN_NETWORK_CONFIGURERS.items()
+        if set(units) - kept_off
+    }
+    assert not missing, f"not masked by roles/interception: {missing}"
+    assert "systemd-networkd.service" not in kept_off
+
+
+def test_masking_in_an_image_build_leaves_the_build_host_alone():
+    assert "--now" not in _mask_argv("image")
+    assert _mask_argv("live")[:3] == ["systemctl", "mask", "--now"]
+
+
+def test_networkmanager_would_leave_the_bridge_and_ports_unmanaged():
+    import jinja2
+
+    d = _interception_defaults()
+    ports = [
+        {"name": d["medtls_interception_device_port_name"]},
+        {"name": d["medtls_interception_lan_port_name"]},
+    ]
+    text = jinja2.Template(
+        (INTERCEPTION / "templates/networkmanager-unmanaged.conf.j2").read_text()
+    ).render(ansible_managed="test", medtls_interception_ports=ports, **d)
+    line = next(s for s in text.splitlines() if s.startswith("unmanaged-devices="))
+    assert set(line.split("=", 1)[1].split(";")) == {
+        "interface-name:br0",
+        "interface-name:eth0",
+        "interface-name:eth1",
+    }
+    assert "[keyfile]" in text
+
+
+def _pigen_packages(pigen: Path) -> set[str]:
+    names: set[str] = set()
+    for stage in ("stage0", "stage1", "stage2"):
+        for path in (pigen / stage).glob("*/[0-9][0-9]-packages*"):
+            names |= set(path.read_text().split())
+    return names
+
+
+@pytest.mark.skipif(
+    not (FETCHED_PIGEN / "stage2").is_dir(), reason="pi-gen not fetched (make image)"
+)
+def test_fetched_pigen_installs_no_unknown_network_configurer():
+    """A bump of pi-gen that adds a network manager must extend PIGEN_NETWORK_CONFIGURERS."""
+    suspicious = re.compile(
+        r"network-manager|dhcp|ifupdown|netplan|cloud-init|connman|rpi-connect|wicd"
+    )
+    packages = _pigen_packages(FETCHED_PIGEN)
+    unknown = sorted(
+        p for p in packages if suspicious.search(p) and p not in PIGEN_NETWORK_CONFIGURERS
+    )
+    assert not unknown, f"pi-gen installs {unknown}: how are they kept off the bridge?"
+
+
+def test_package_scan_reads_pigen_package_files(tmp_path):
+    sub = tmp_path / "stage2/02-net-tweaks"
+    sub.mkdir(parents=True)
+    (sub / "00-packages").write_text("network-manager net-tools\ndhcpcd\n")
+    (sub / "01-run.sh").write_text("apt-get install evil\n")
+    assert _pigen_packages(tmp_path) == {"network-manager", "net-tools", "dhcpcd"}

@@ -75,8 +75,23 @@ def test_unit_waits_for_time_and_reloads(host):
     after = host.check_output(f"systemctl show -P After {UNIT}").split()
     assert "time-sync.target" in after
     assert "medtls-interception.service" in after
-    assert "kill -HUP" in host.check_output(f"systemctl show -P ExecReload {UNIT}")
-    assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify"
+    # trixie's systemd (>= 253): systemd sends SIGHUP itself and waits for RELOADING=1/READY=1;
+    # older systemd: Type=notify with ExecReload=kill -HUP (roles/proxy medtls_proxy_service_type).
+    version = int(host.check_output("systemctl --version").split()[1])
+    if version >= 253:
+        assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify-reload"
+        assert host.check_output(f"systemctl show -P ReloadSignal {UNIT}") == "1"
+    else:
+        assert "kill -HUP" in host.check_output(f"systemctl show -P ExecReload {UNIT}")
+        assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify"
+
+
+def test_unit_fails_without_configuration_and_outlasts_the_drain(host):
+    unit = host.file(f"/etc/systemd/system/{UNIT}").content_string
+    assert "AssertPathExists=/etc/medtls/medtls.yaml" in unit
+    assert "ConditionPathExists" not in unit
+    # limits.drain_timeout (30 s unless the scenario sets it) + 15 s margin.
+    assert int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1)) == 45
 
 
 def test_exposure_score(host):
