@@ -139,6 +139,8 @@ def test_board_led_shows_the_state(appliance):
     assert re.search(r"^led (ACT|led0): clock_unsynced", report["led-journal"], re.M), report[
         "led-journal"
     ]
+
+
 # Issue 20 (pi-gen parity): only systemd-networkd configures the bridge and its ports, and the
 # box holds no address on them (NetworkManager, dhcpcd, cloud-init ... are masked by the
 # interception role, which the pi-gen stage runs too).
