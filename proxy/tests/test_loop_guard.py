@@ -51,11 +51,11 @@ def test_event_refused_by_the_state_machine_resets_only_that_connection(pki, req
     real_step = connection.step
     refused = []
 
-    def step(state, event):
+    def step(state, event, *args, **kwargs):
         if event == connection.CLIENT_AUTHORIZED and not refused:
             refused.append(state)
             raise connection.ProtocolError(f"event {event!r} in state {state!r}")
-        return real_step(state, event)
+        return real_step(state, event, *args, **kwargs)
 
     monkeypatch.setattr(connection, "step", step)
     d, rec, port, _ = request.getfixturevalue("daemon_env")

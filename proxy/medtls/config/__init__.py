@@ -223,6 +223,7 @@ class Enrollment:
         return self.state_dir / "state.json"
 
 
+@dataclass(frozen=True)
 class CrlFetch:
     """`crl_fetch`: the box keeps trust.crl current itself (medtls crl-fetch, on a timer)."""
 

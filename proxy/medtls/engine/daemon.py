@@ -685,17 +685,25 @@ class Daemon(EventLoop, EngineHandle):
 
     def _judge_client(self, c: Conn, der: bytes) -> str | None:
         """Inbound, in the handshake (tls.openssl's verify callback): the certificate OpenSSL
-        verified against the port's allow: list. None, or the alert to refuse it with."""
+        verified against the port's allow: list. None, or the alert to refuse it with. A bug
+        here fails this handshake alone (internal_error), as the loop guard does elsewhere."""
         try:
-            ident = peer_identity(der)
-        except CertParseError as e:
-            c.refusal = (ev.BAD_CERTIFICATE, f"peer certificate refused: {e}")
-            return BAD_CERTIFICATE
-        if acl_allows(c.route, ident, c.info.client[0]) is None:
-            c.peer = ident.describe()
-            c.refusal = (ev.ACL_DENIED, f"client {c.peer} not allowed on {c.route.name}")
-            return ACCESS_DENIED
-        return None
+            try:
+                ident = peer_identity(der)
+            except CertParseError as e:
+                c.refusal = (ev.BAD_CERTIFICATE, f"peer certificate refused: {e}")
+                return BAD_CERTIFICATE
+            if acl_allows(c.route, ident, c.info.client[0]) is None:
+                c.peer = ident.describe()
+                c.refusal = (ev.ACL_DENIED, f"client {c.peer} not allowed on {c.route.name}")
+                return ACCESS_DENIED
+            return None
+        except Exception:
+            log.exception(
+                "internal error in connection %d (certificate judge): refusing it", c.info.id
+            )
+            c.refusal = (ev.INTERNAL_ERROR, "internal error (see the log)")
+            raise  # tls.openssl's callback turns it into a failed handshake, never into C
 
     def _flush_tls(self, c: Conn, _result: str = "") -> None:
         # Our alert, or a client's last flight before a policy failure.
