@@ -45,7 +45,8 @@ def write_config(pki: Path, out: Path, **overrides) -> Path:
 
 
 def medtls_argv(*args: str) -> list[str]:
-    return [str(VENV_BIN / "medtls"), *args]
+    # The medtls of this checkout (the venv's entry point may belong to another one).
+    return ["env", f"PYTHONPATH={REPO / 'proxy'}", sys.executable, "-m", "medtls", *args]
 
 
 def apply_rules(lab: Lab, config: Path) -> None:
@@ -117,8 +118,11 @@ def start_modality(lab: Lab) -> Path:
     return store
 
 
-def echo(lab: Lab, ns: str, host: str, port: int, aec: str, tls: tuple | None = None, check=True):
-    argv = [dcmtk("echoscu"), "-to", "10", "-ta", "10", "-td", "10", "-aet", "LABSCU", "-aec", aec]
+def echo(
+    lab: Lab, ns: str, host: str, port: int, aec: str, tls: tuple | None = None, check=True,
+    aet: str = "LABSCU",
+):  # fmt: skip
+    argv = [dcmtk("echoscu"), "-to", "10", "-ta", "10", "-td", "10", "-aet", aet, "-aec", aec]
     if tls:
         argv += ["+tls", tls[1], tls[0], "+cf", tls[2]]
     return lab.run(ns, [*argv, host, str(port)], timeout=40, check=check)

@@ -11,7 +11,7 @@ from medtls.engine import connection as cx
 
 FROM = cx.FROM_EVENT
 SETUP = (cx.ACCEPTED, cx.CONNECTING_TLS, cx.CONNECTING, cx.AWAIT_HELLO, cx.HANDSHAKE, cx.VERIFYING)
-OPEN = (*SETUP, cx.RELAY_OPENING, cx.RELAY)
+OPEN = (*SETUP, cx.RELAY_OPENING, cx.RELAY, cx.READING_FIRST)
 
 # The specification, written out: (state, event) -> (next state, result). A result names the
 # failure reason or the close result ("" while the connection lives; FROM: the event's reason).
@@ -39,6 +39,12 @@ EXPECTED = {
     (cx.VERIFYING, cx.ACL_DENIED): (cx.CLOSED, ev.ACL_DENIED),
     (cx.VERIFYING, cx.PEER_VERIFIED): (cx.RELAY_OPENING, ""),
     (cx.VERIFYING, cx.CLIENT_AUTHORIZED): (cx.CONNECTING, ""),
+    # inbound dicom, calling AE titles bound to the certificate: the RQ before the device
+    (cx.VERIFYING, cx.CLIENT_AUTHORIZED_AE): (cx.READING_FIRST, ""),
+    (cx.READING_FIRST, cx.FIRST_MESSAGE): (cx.CONNECTING, ""),
+    (cx.READING_FIRST, cx.AE_REFUSED): (cx.REFUSING, ev.CALLING_AE_REFUSED),
+    (cx.READING_FIRST, cx.RESET): (cx.CLOSED, ev.RESULT_RESET),
+    (cx.READING_FIRST, cx.TIMEOUT): (cx.CLOSED, ev.TIMEOUT),
     (cx.RELAY_OPENING, cx.FIRST_DATA): (cx.RELAY, ""),
     (cx.RELAY_OPENING, cx.REJECTED): (cx.CLOSED, FROM),
     (cx.RELAY_OPENING, cx.EOF): (cx.CLOSED, ev.RESULT_OK),
@@ -74,6 +80,11 @@ EXPECTED_ASSOCIATION = {
     (cx.RELAY, cx.TRUNCATED): (cx.CLOSED, ev.RESULT_TRUNCATED),
     (cx.RELAY, cx.RESET): (cx.CLOSED, ev.RESULT_RESET),
 }
+# Inbound `protocol: dicom | hl7` ports: a device that cannot be reached is answered inside TLS.
+EXPECTED_INBOUND = {
+    (cx.CONNECTING, cx.CONNECT_FAILED): (cx.REFUSING, ev.CONNECT_FAILED),
+    (cx.CONNECTING, cx.TIMEOUT): (cx.REFUSING, ev.CONNECT_FAILED),
+}
 CLOSES = (cx.CLOSE_CLEAN, cx.CLOSE_IF_QUIET, cx.RESET_BOTH, cx.ABORT_DEVICE)
 # Actions that may feed a further event: they come last, so no action runs after a nested close.
 REENTRANT = (
@@ -103,6 +114,8 @@ def test_transition(state, event):
         )
         clean = t.actions[-2] != cx.RESET_BOTH
         assert clean == (event in (cx.EOF, cx.IDLE, cx.ANSWERED))
+    elif t.next == cx.REFUSING:  # a failure, reported, then answered in the protocol
+        assert t.actions == (cx.FAIL, cx.READ_FIRST)
     else:
         assert cx.LOG_RESULT not in t.actions and cx.FAIL not in t.actions
         assert not any(a in CLOSES for a in t.actions)
@@ -282,3 +295,22 @@ def test_dicom_peer_down_is_answered_then_closed_cleanly():
     assert actions == [
         cx.CONNECT, cx.FAIL, cx.READ_FIRST, cx.CLOSE_CLEAN, cx.LOG_RESULT,
     ]  # fmt: skip
+
+
+def test_inbound_protocol_tables_are_the_specification():
+    for protocol, table in cx.INBOUND_TABLES.items():
+        assert set(table) == set(EXPECTED_INBOUND)
+        for (state, event), (nxt, result) in EXPECTED_INBOUND.items():
+            t = cx.step(state, event, protocol, inbound=True)
+            assert (t.next, t.result, t.actions) == (nxt, result, (cx.FAIL, cx.READ_FIRST))
+    # an inbound handshake failure is no protocol matter: TLS alerts, as on tcp ports
+    t = cx.step(cx.HANDSHAKE, cx.HANDSHAKE_FAILED, "dicom", inbound=True)
+    assert t.next == cx.CLOSED
+
+
+def test_calling_ae_is_read_before_the_device_is_dialled():
+    t = cx.step(cx.VERIFYING, cx.CLIENT_AUTHORIZED_AE)
+    assert t.actions == (cx.TLS_OK, cx.READ_PEER_FIRST)
+    assert cx.step(cx.READING_FIRST, cx.FIRST_MESSAGE).actions == (cx.CONNECT,)
+    refused = cx.step(cx.READING_FIRST, cx.AE_REFUSED)
+    assert refused.actions == (cx.FAIL, cx.READ_FIRST)

@@ -91,11 +91,18 @@ DCMTK_TEXT = {
 def refusing_box(pki, run_medtls, tmp_path):
     """Start a box whose outbound route (`protocol`) fails for `cause`; returns (box, port)."""
     peers: list[TlsPeer] = []
+    held: list[socket.socket] = []
 
     def start(cause: str, protocol: str, **extra):
         verify = {"cn": "pacs"}
         if cause == "peer_down":
-            tls_port = free_port()  # nobody listens
+            # Nobody listens, for the whole test: a port bound but never listening. (A port from
+            # free_port() was once taken meanwhile by another test's TLS PACS under load: the
+            # box then relayed to it and pynetdicom saw no rejection.)
+            down = socket.socket()
+            down.bind(("127.0.0.1", 0))
+            held.append(down)
+            tls_port = down.getsockname()[1]
         else:
             trust = pki.rogue_ca if cause.startswith("distrusts") else None
             peer = TlsPeer(server_ctx(pki, trust, tls12=cause.endswith("tls12")))
@@ -119,6 +126,8 @@ def refusing_box(pki, run_medtls, tmp_path):
     yield start
     for p in peers:
         p.stop()
+    for s in held:
+        s.close()
 
 
 @pytest.mark.parametrize("cause", sorted(CAUSES))

@@ -129,6 +129,8 @@ class AllowRule:
     subject: str | None = None
     spki_sha256: str | None = None
     ip: str | None = None
+    # protocol: dicom ports: the calling AE titles this identity may use; None: any
+    calling_ae: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,8 @@ def _allow(r: Reader, items: list, path: str) -> tuple[AllowRule, ...]:
             continue
         if not any(k in d.present for k in ALLOW_IDS):
             r.err(f"{path}[{j}]", f"at least one of {', '.join(ALLOW_IDS)} is required")
-        rules.append(AllowRule(**d))
+        ae = d["calling_ae"]
+        rules.append(AllowRule(**{**d, "calling_ae": tuple(ae) if ae is not None else None}))
     return tuple(rules)
 
 
@@ -458,6 +461,10 @@ def _inbound(r: Reader, items: list, mode: str) -> tuple[InboundPort, ...]:
         if "allow" in d.present and d["allow"] is None:
             r.err(f"{path}.allow", "must be a non-empty list of allowed identities")
         allow = _allow(r, d["allow"], f"{path}.allow")
+        if d["protocol"] != "dicom":
+            for j, rule in enumerate(allow):
+                if rule.calling_ae is not None:
+                    r.err(f"{path}.allow[{j}].calling_ae", "only valid with protocol: dicom")
         if name:
             if name in names:
                 r.err(f"{path}.name", f"duplicate name {show(name)} (also {names[name]})")

@@ -405,6 +405,20 @@ def _http_url(v: object, r=None) -> str:
 
 HTTP_URL = Scalar("http URL", _http_url, {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp]://"})
 PROTOCOLS = ("tcp", "dicom", "hl7")
+
+
+def _ae_title(v: object, r=None) -> str:
+    # PS3.5 AE: 1-16 characters of the default repertoire, no backslash or control characters;
+    # leading and trailing spaces are not significant.
+    s = v.strip(" ") if isinstance(v, str) else v
+    if not isinstance(s, str) or not 1 <= len(s) <= 16 or not s.isascii():
+        raise Invalid(f"must be an AE title of 1 to 16 ASCII characters, got {show(v)}")
+    if any(ch < " " or ch > "~" or ch == "\\" for ch in s):
+        raise Invalid(f"an AE title holds no backslash or control character, got {show(v)}")
+    return s
+
+
+AE_TITLE = Scalar("AE title", _ae_title, {"type": "string", "minLength": 1, "maxLength": 16})
 PROTOCOL = _choice(PROTOCOLS)
 
 
@@ -467,6 +481,12 @@ _ALLOW = Section(
     Key("subject", SUBJECT, "whole subject DN"),
     Key("spki_sha256", SPKI, "public key pin"),
     Key("ip", IP, "the client's source address (not a certificate field)"),
+    Key(
+        "calling_ae",
+        ListOf(AE_TITLE, "must be a list of AE titles, got {kind}", nonempty=True),
+        "protocol: dicom ports: calling AE titles this identity may use (others get an "
+        "A-ASSOCIATE-RJ); unset: any",
+    ),
 )
 ALLOW_IDS = ("cn", "dns", "uri", "ip_san", "subject", "spki_sha256")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from medtls.core.trail import FIELDS
+
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 
@@ -46,6 +48,7 @@ def connection_line(
     resumed: bool = False,
     upstream=None,
     not_delivered: int = 0,
+    names: dict | None = None,
 ) -> str:
     """The one line logged per connection, at close; `conn` is a medtls.core.events.ConnInfo.
 
@@ -53,7 +56,10 @@ def connection_line(
     destination the client dialled (explicit mode: the listener). The byte counts are bytes
     delivered: what the device wrote into a TLS connection that the peer then refused (TLS 1.3:
     after the handshake, before its first data) is counted as `bytes_not_delivered=`
-    instead of `bytes_device_to_lan=` (or `bytes_lan_to_device=` inbound)."""
+    instead of `bytes_device_to_lan=` (or `bytes_lan_to_device=` inbound).
+
+    `names` (medtls.core.trail: calling_ae/called_ae, hl7_from/hl7_to/hl7_type; already
+    sanitised and bounded) are appended after `opened=` when the first message was read."""
     if conn.direction == "outbound":
         device_to_lan, lan_to_device = bytes_from_client, bytes_from_server
     else:
@@ -74,4 +80,6 @@ def connection_line(
         f"{f'bytes_not_delivered={not_delivered} ' if not_delivered else ''}"
         f"duration={duration:.3f} result={result} opened={iso(conn.started)}"
     )
+    if names:
+        line += "".join(f" {key}={kv_value(names[key])}" for key in FIELDS if key in names)
     return line + f" detail={kv_value(detail)}" if detail else line

@@ -43,13 +43,14 @@ HANDSHAKE_ERROR = "handshake_error"  # anything else during setup
 BAD_CERTIFICATE = "bad_certificate"  # verified, but not strict DER, or a CA's, as a peer identity
 INTERNAL_ERROR = "internal_error"  # an unexpected exception; this connection was reset
 CLOCK_UNSYNCED = "clock_unsynced"  # system clock not synchronised: certificates not validated
+CALLING_AE_REFUSED = "calling_ae_refused"  # inbound dicom: calling AE not allowed for the cert
 # Every reason above: the failure counters start at 0 with one series per reason and direction.
 FAILURE_REASONS = (
     UNKNOWN_CA, CERT_EXPIRED, CERT_REVOKED, CERT_PURPOSE, PEER_UNKNOWN_CA, PEER_CERT_EXPIRED,
     PEER_CERT_REVOKED, CRL_UNUSABLE, NO_CERTIFICATE, ACL_DENIED, IDENTITY_MISMATCH,
     PROTOCOL_VERSION, NO_SHARED_CIPHER, NOT_TLS, TIMEOUT, NO_ROUTE, CONNECT_FAILED, LIMIT,
     HANDSHAKE_LIMIT, SOURCE_LIMIT, PEER_REJECTED, HANDSHAKE_ERROR, BAD_CERTIFICATE,
-    INTERNAL_ERROR, CLOCK_UNSYNCED,
+    INTERNAL_ERROR, CLOCK_UNSYNCED, CALLING_AE_REFUSED,
 )  # fmt: skip
 DIRECTIONS = ("outbound", "inbound")
 
@@ -99,6 +100,11 @@ class Observer:
         result: str,
     ) -> None:
         """The connection is gone; `result` is RESULT_* or a handshake_failed reason."""
+
+    def first_message(self, conn: ConnInfo, names: dict[str, str]) -> None:
+        """A `protocol: dicom | hl7` connection's first message was read: its names
+        (`medtls.core.trail`: calling_ae/called_ae or hl7_from/hl7_to/hl7_type; sanitised,
+        bounded; {} when the first bytes were no message of the protocol)."""
 
     def reload_ok(self, generation: int) -> None:
         """A reload succeeded; new connections use configuration `generation` (1 = initial)."""

@@ -194,3 +194,20 @@ def route_inbound(config: Config, dst_port: int) -> InboundPort | None:
 def unmap_v4(ip: str) -> str:
     """``::ffff:1.2.3.4`` -> ``1.2.3.4`` (dual-stack sockets report mapped addresses)."""
     return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
+def calling_ae_allowed(rule: AllowRule, calling_ae: str) -> bool:
+    """Whether the allow entry that admitted a client lets it call as `calling_ae` (a
+    `protocol: dicom` port): any title when the entry has no `calling_ae` list, else one of
+    them, compared exactly (AE titles are case sensitive; surrounding spaces do not count)."""
+    return rule.calling_ae is None or calling_ae.strip(" ") in rule.calling_ae
+
+
+def binds_calling_ae(port: InboundPort, rule_index: int | None) -> bool:
+    """Whether a client admitted by entry `rule_index` must show its calling AE title before
+    anything reaches the device."""
+    return (
+        port.protocol == "dicom"
+        and rule_index is not None
+        and port.allow[rule_index].calling_ae is not None
+    )

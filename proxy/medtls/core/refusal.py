@@ -87,6 +87,9 @@ TABLE: dict[str, Refusal] = {
     ev.PEER_CERT_EXPIRED: _p(_USER, _NO_REASON, "peer says the proxy's certificate expired"),
     ev.PEER_CERT_REVOKED: _p(_USER, _NO_REASON, "peer says the proxy's certificate is revoked"),
     ev.ACL_DENIED: _p(_USER, _CALLING_AE, "caller not allowed on this port"),
+    ev.CALLING_AE_REFUSED: _p(
+        _USER, _CALLING_AE, "calling AE title not allowed for the caller's certificate"
+    ),
     ev.NO_ROUTE: _p(_USER, _NO_REASON, "destination not allowed by the proxy"),
 }  # fmt: skip
 

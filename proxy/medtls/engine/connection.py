@@ -44,23 +44,27 @@ RELAY = "relay"  # relaying, the TLS peer's stream confirmed
 # A `protocol: dicom | hl7` route whose peer leg failed: reading the device's first message
 # (bounded in size and time) to answer it in its own protocol (A-ASSOCIATE-RJ, ACK AE/AR).
 REFUSING = "refusing"
+# Inbound `protocol: dicom` port whose allow entry binds calling AE titles: the client is
+# authenticated, its A-ASSOCIATE-RQ is read (bounded in size and time) before the device is dialled.
+READING_FIRST = "reading_first"
 CLOSED = "closed"
 
 STATES = (
     ACCEPTED, CONNECTING_TLS, CONNECTING, AWAIT_HELLO, HANDSHAKE, VERIFYING, RELAY_OPENING,
-    RELAY, REFUSING, CLOSED,
+    RELAY, REFUSING, READING_FIRST, CLOSED,
 )  # fmt: skip
 # Groups the daemon tests membership of (timers, I/O dispatch).
 DIALLING = frozenset({CONNECTING_TLS, CONNECTING})
 HANDSHAKING = frozenset({AWAIT_HELLO, HANDSHAKE})
 RELAYING = frozenset({RELAY_OPENING, RELAY})
 # limits.connect_timeout / limits.handshake_timeout (also the refused device's first message)
-WITH_DEADLINE = DIALLING | HANDSHAKING | {REFUSING}
+WITH_DEADLINE = DIALLING | HANDSHAKING | {REFUSING, READING_FIRST}
 # The state names status shows (snapshot()["connections"]["by_state"]): the four it always had.
 STATUS_LABEL = {
     ACCEPTED: "connecting", CONNECTING_TLS: "connecting", CONNECTING: "connecting",
     AWAIT_HELLO: "handshake", HANDSHAKE: "handshake", VERIFYING: "handshake",
-    RELAY_OPENING: "relay", RELAY: "relay", REFUSING: "closed", CLOSED: "closed",
+    RELAY_OPENING: "relay", RELAY: "relay", REFUSING: "closed", READING_FIRST: "handshake",
+    CLOSED: "closed",
 }  # fmt: skip
 
 # ---------------------------------------------------------------- events
@@ -89,12 +93,16 @@ IDLE = "idle"  # no traffic for limits.idle_timeout
 DRAIN_DEADLINE = "drain_deadline"  # still open at the end of limits.drain_timeout
 INTERNAL_ERROR = "internal_error"
 ANSWERED = "answered"  # refusing: the device got its refusal in its protocol, every byte sent
+# Inbound, calling AE titles bound to the certificate (READING_FIRST):
+CLIENT_AUTHORIZED_AE = "client_authorized_ae"  # passed the ACL; its calling AE is checked next
+FIRST_MESSAGE = "first_message"  # its A-ASSOCIATE-RQ is complete and its calling AE allowed
+AE_REFUSED = "ae_refused"  # its calling AE title is not allowed for its certificate
 
 EVENTS = (
     ROUTE_OUTBOUND, ROUTE_PLAINTEXT, ROUTE_INBOUND, NO_ROUTE, REFUSED, GATE_CLOSED, CONNECTED,
     CONNECT_FAILED, HELLO, HANDSHAKE_DONE, HANDSHAKE_FAILED, IDENTITY_REFUSED, ACL_DENIED,
     PEER_VERIFIED, CLIENT_AUTHORIZED, FIRST_DATA, REJECTED, EOF, TRUNCATED, RESET, TIMEOUT, IDLE,
-    DRAIN_DEADLINE, INTERNAL_ERROR, ANSWERED,
+    DRAIN_DEADLINE, INTERNAL_ERROR, ANSWERED, CLIENT_AUTHORIZED_AE, FIRST_MESSAGE, AE_REFUSED,
 )  # fmt: skip
 
 # ---------------------------------------------------------------- actions
@@ -115,6 +123,7 @@ LOG_RESULT = "log_result"  # the connection line and connection_closed(result)
 # Protocol-aware routes (`protocol: dicom | hl7`):
 READ_FIRST = "read_first"  # drop the peer leg; read the device's first message and answer it
 ABORT_DEVICE = "abort_device"  # A-ABORT + FIN to the device, RST to the peer (a closing action)
+READ_PEER_FIRST = "read_peer_first"  # inbound: read the client's first message before dialling
 
 # `result` of a transition that takes the reason the event carries.
 FROM_EVENT = "<from the event>"
@@ -142,7 +151,7 @@ _FAIL = (FAIL, RESET_BOTH, LOG_RESULT)
 _FAIL_AFTER_TLS = (FLUSH_TLS, FAIL, RESET_BOTH, LOG_RESULT)
 _CUT = (RESET_BOTH, LOG_RESULT)
 _OPEN = (ACCEPTED, CONNECTING_TLS, CONNECTING, AWAIT_HELLO, HANDSHAKE, VERIFYING, RELAY_OPENING,
-         RELAY)  # fmt: skip
+         RELAY, READING_FIRST)  # fmt: skip
 
 TABLE: dict[tuple[str, str], Transition] = {
     # routing and admission
@@ -172,6 +181,12 @@ TABLE: dict[tuple[str, str], Transition] = {
     (VERIFYING, ACL_DENIED): Transition(CLOSED, _FAIL_AFTER_TLS, ev.ACL_DENIED),
     (VERIFYING, PEER_VERIFIED): Transition(RELAY_OPENING, (TLS_OK, START_RELAY)),
     (VERIFYING, CLIENT_AUTHORIZED): Transition(CONNECTING, (TLS_OK, CONNECT)),
+    (VERIFYING, CLIENT_AUTHORIZED_AE): Transition(READING_FIRST, (TLS_OK, READ_PEER_FIRST)),
+    # the client's first message, before the device is dialled (calling AE bound)
+    (READING_FIRST, FIRST_MESSAGE): Transition(CONNECTING, (CONNECT,)),
+    (READING_FIRST, AE_REFUSED): Transition(REFUSING, (FAIL, READ_FIRST), ev.CALLING_AE_REFUSED),
+    (READING_FIRST, RESET): Transition(CLOSED, _CUT, ev.RESULT_RESET),  # not an RQ, or closed
+    (READING_FIRST, TIMEOUT): Transition(CLOSED, _CUT, ev.TIMEOUT),
     # relaying
     (RELAY_OPENING, FIRST_DATA): Transition(RELAY, (KEEP_SESSION,)),
     (RELAY_OPENING, REJECTED): Transition(CLOSED, _FAIL, FROM_EVENT),
@@ -192,8 +207,10 @@ TABLE: dict[tuple[str, str], Transition] = {
     **{
         (state, INTERNAL_ERROR): Transition(CLOSED, _FAIL, ev.INTERNAL_ERROR)
         for state in _OPEN
-        if state not in RELAYING
+        if state not in RELAYING and state != READING_FIRST
     },
+    # authenticated, before the device is dialled: like a relay, cut without a setup failure
+    (READING_FIRST, INTERNAL_ERROR): Transition(CLOSED, _CUT, ev.INTERNAL_ERROR),
     # every open state: what the drain timeout finds still open is cut (no device takes a cut
     # transfer for a complete one)
     **{(state, DRAIN_DEADLINE): Transition(CLOSED, _CUT, ev.RESULT_SHUTDOWN) for state in _OPEN},
@@ -228,13 +245,21 @@ ASSOCIATION: dict[tuple[str, str], Transition] = {
     (RELAY, RESET): Transition(CLOSED, (ABORT_DEVICE, LOG_RESULT), ev.RESULT_RESET),
 }
 PROTOCOL_TABLES = {"dicom": {**ANSWERING, **ASSOCIATION}, "hl7": ANSWERING}
+# An inbound `protocol: dicom | hl7` port whose device cannot be reached answers the TLS client's
+# first message inside TLS (A-ASSOCIATE-RJ, ACK AE), then close_notify and FIN.
+INBOUND_ANSWERING: dict[tuple[str, str], Transition] = {
+    (CONNECTING, CONNECT_FAILED): Transition(REFUSING, _REFUSE, ev.CONNECT_FAILED),
+    (CONNECTING, TIMEOUT): Transition(REFUSING, _REFUSE, ev.CONNECT_FAILED),
+}
+INBOUND_TABLES = {"dicom": INBOUND_ANSWERING, "hl7": INBOUND_ANSWERING}
 
 
-def step(state: str, event: str, protocol: str = "") -> Transition:
+def step(state: str, event: str, protocol: str = "", inbound: bool = False) -> Transition:
     """The transition `event` makes from `state`; on a route with a `protocol` (dicom, hl7) its
-    table in PROTOCOL_TABLES comes first. ProtocolError if the state does not take it."""
+    table in PROTOCOL_TABLES (INBOUND_TABLES for an inbound port) comes first. ProtocolError if
+    the state does not take it."""
     if protocol:
-        t = PROTOCOL_TABLES[protocol].get((state, event))
+        t = (INBOUND_TABLES if inbound else PROTOCOL_TABLES)[protocol].get((state, event))
         if t is not None:
             return t
     try:

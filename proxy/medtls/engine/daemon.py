@@ -32,6 +32,8 @@ from medtls.core.outcomes import classify_tls_error
 from medtls.core.policy import (
     CertIdentity,
     acl_allows,
+    binds_calling_ae,
+    calling_ae_allowed,
     peer_identity,
     route_inbound,
     route_outbound,
@@ -40,6 +42,7 @@ from medtls.core.policy import (
 )
 from medtls.core.refusal import FIRST_MESSAGE_CAP, NotAnswerable, answer
 from medtls.core.tlshello import offers_psk
+from medtls.core.trail import first_names
 from medtls.engine import connection as cx
 from medtls.engine import relay, sessions
 from medtls.engine.listeners import (
@@ -84,6 +87,7 @@ _RELAYING = cx.RELAYING
 _HANDSHAKING = cx.HANDSHAKING
 _DIALLING = cx.DIALLING
 _REFUSING = cx.REFUSING
+_READING_FIRST = cx.READING_FIRST
 
 
 def _malloc_trim():
@@ -107,10 +111,10 @@ class Conn:
     were last swapped for empty ones)."""
 
     __slots__ = (
-        "answering", "bios_renewed", "cipher", "client", "deadline", "detail", "first", "info",
-        "judge", "last_activity", "not_delivered", "peer", "pipes", "refusal", "refused",
-        "resumed", "route", "rt", "server", "size", "state", "steady", "t0", "tls_side",
-        "upstream", "version",
+        "ae_rule", "answering", "bios_renewed", "cipher", "client", "deadline", "detail", "first",
+        "info", "judge", "last_activity", "names", "not_delivered", "peer", "pipes", "protocol",
+        "refusal", "refused", "resumed", "route", "rt", "server", "size", "state", "steady", "t0",
+        "tls_side", "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Generation, client: socket.socket, size: int):
@@ -145,6 +149,13 @@ class Conn:
         # 1.3 peer may still refuse our certificate) and read on while refusing; None otherwise.
         self.first: bytearray | None = None
         self.refused = ""  # the failure the device is being answered for
+        # `protocol:` of the route or port ("tcp" when none). On dicom/hl7, `first` also keeps
+        # the first message (either direction's initiator) until its names are read (`names`:
+        # medtls.core.trail; None until then, {} when it was no message of the protocol).
+        self.protocol = "tcp"
+        self.names: dict[str, str] | None = None
+        # Inbound: the allow entry that admitted the client, when it binds calling AE titles.
+        self.ae_rule = None
 
 
 class Daemon(EventLoop, EngineHandle):
@@ -195,6 +206,7 @@ class Daemon(EventLoop, EngineHandle):
             cx.LOG_RESULT: self._log_result,
             cx.READ_FIRST: self._read_first,
             cx.ABORT_DEVICE: self._abort_device,
+            cx.READ_PEER_FIRST: self._read_peer_first,
         }
 
     @property
@@ -401,8 +413,13 @@ class Daemon(EventLoop, EngineHandle):
                 state = c.state
                 if state in cx.WITH_DEADLINE and now >= c.deadline:
                     if state == _REFUSING:
-                        detail = f"{c.detail}; no complete first message from the device"
+                        who = "peer" if c.client.tls is not None else "device"
+                        detail = f"{c.detail}; no complete first message from the {who}"
                         self._event(c, cx.TIMEOUT, c.refused, detail)
+                        continue
+                    if state == _READING_FIRST:
+                        detail = "no complete A-ASSOCIATE-RQ from the client in time"
+                        self._event(c, cx.TIMEOUT, detail=detail)
                         continue
                     if state in _DIALLING:
                         detail = f"connect to {_fmt(c.upstream)} timed out"
@@ -475,7 +492,8 @@ class Daemon(EventLoop, EngineHandle):
         )  # fmt: skip
         c = Conn(info, rt, sock, cfg.limits.buffer_size)
         c.route = route
-        if spec.direction == "outbound" and route is not None and not plaintext:
+        if route is not None and not plaintext:
+            c.protocol = route.protocol
             c.answering = "" if route.protocol == "tcp" else route.protocol
         refusal = self.admission.refusal(len(self.conns), spec.direction, source_key(client[0]))
         self.conns[info.id] = c
@@ -501,7 +519,7 @@ class Daemon(EventLoop, EngineHandle):
 
     def _event(self, c: Conn, event: str, reason: str = "", detail: str = "") -> None:
         """Feed `event` to c's state machine and perform the actions it returns, in order."""
-        t = cx.step(c.state, event, c.answering)
+        t = cx.step(c.state, event, c.answering, c.info.direction == "inbound")
         c.state = t.next
         if detail:
             c.detail = detail
@@ -678,10 +696,16 @@ class Daemon(EventLoop, EngineHandle):
                 self._event(c, cx.IDENTITY_REFUSED, ev.IDENTITY_MISMATCH, detail)
             else:
                 self._event(c, cx.PEER_VERIFIED)
-        elif acl_allows(route, ident, c.info.client[0]) is None:
-            self._event(c, cx.ACL_DENIED, detail=f"client {c.peer} not allowed on {route.name}")
         else:
-            self._event(c, cx.CLIENT_AUTHORIZED)
+            rule = acl_allows(route, ident, c.info.client[0])
+            if rule is None:
+                detail = f"client {c.peer} not allowed on {route.name}"
+                self._event(c, cx.ACL_DENIED, detail=detail)
+            elif binds_calling_ae(route, rule):
+                c.ae_rule = route.allow[rule]
+                self._event(c, cx.CLIENT_AUTHORIZED_AE)
+            else:
+                self._event(c, cx.CLIENT_AUTHORIZED)
 
     def _judge_client(self, c: Conn, der: bytes) -> str | None:
         """Inbound, in the handshake (tls.openssl's verify callback): the certificate OpenSSL
@@ -723,7 +747,13 @@ class Daemon(EventLoop, EngineHandle):
             pool = self.pools[c.size] = BufferPool(c.size)
         c.pipes = (Pipe(c.client, c.server, pool), Pipe(c.server, c.client, pool))
         c.last_activity = time.monotonic()
-        if c.answering:
+        if c.first is not None:
+            # Inbound, calling AE checked: the client's first message goes to the device first.
+            p = c.pipes[0]
+            p.mv = pool.take()
+            p.mv[: len(c.first)] = c.first
+            p.end = len(c.first)
+        elif c.protocol != "tcp":
             c.first = bytearray()
         if c.client.tls is None and c.tls_side is not None:
             # Outbound: the device usually sent its first bytes while we shook hands; read them
@@ -782,13 +812,19 @@ class Daemon(EventLoop, EngineHandle):
                 self._connected(c)
             elif state == _REFUSING:
                 self._refusal_read(c)
+            elif state == _READING_FIRST:
+                self._peer_first_step(c)
         except RelayError as e:
             self._relay_failed(c, e)
 
     def _relay(self, c: Conn) -> None:
         pipes = c.pipes
-        if c.first is not None:  # an answering route before the peer's first data
-            self._keep_first(c)
+        if c.first is not None:  # a dicom/hl7 route before its first message is read
+            try:
+                self._keep_first(c)
+            except RelayError as e:
+                self._relay_failed(c, e)
+                return
         try:
             relay.pump(pipes)
         except RelayError as e:
@@ -803,9 +839,10 @@ class Daemon(EventLoop, EngineHandle):
             if t is not None:
                 p = pipes[1 if t is c.server else 0]
                 if p.count or p.end:
-                    c.first = None
+                    if c.names is not None:
+                        c.first = None
                     self._event(c, cx.FIRST_DATA)
-        elif not c.steady and (t is None or not t.handshake_bios):
+        elif not c.steady and c.first is None and (t is None or not t.handshake_bios):
             c.steady = True
         a, b = pipes
         if a.src.eof_in and b.src.eof_in and relay.finished(pipes):
@@ -846,17 +883,86 @@ class Daemon(EventLoop, EngineHandle):
     # ------------------------------------------------------------------ refusals in protocol
 
     def _keep_first(self, c: Conn) -> None:
-        """Copy what the device sent since the last call (still in the pipe, not yet pumped)."""
+        """Copy what the initiator sent since the last call (still in the pipe, not yet pumped;
+        a TLS initiator's is decrypted into the pipe first, as pump() would)."""
         p = c.pipes[0]
+        relay.tls_read_first(c.client, p)
         first = c.first
         new = p.count + p.end - p.start - len(first)
-        if new <= 0:
+        if new > 0:
+            if new > p.end - p.start or len(first) + new > FIRST_MESSAGE_CAP[c.protocol]:
+                # longer than any first message we answer: a refusal is a reset
+                c.first = None
+                if c.state == _RELAY_OPENING:
+                    c.answering = ""
+                if c.names is None:
+                    c.names = {}
+                return
+            first += p.mv[p.end - new : p.end]
+        if self._learn_names(c) and c.state == cx.RELAY:
+            c.first = None
+
+    def _learn_names(self, c: Conn) -> bool:
+        """Read the names of the first message once it is in `c.first` (True once known)."""
+        if c.names is None and c.first:
+            names = first_names(c.protocol, bytes(c.first))
+            if names is None:
+                return False
+            c.names = names
+            self.events.first_message(c.info, names)
+        return c.names is not None
+
+    def _tls_first_read(self, c: Conn, cap: int) -> str:
+        """Inbound: decrypt the client's first bytes into c.first (at most `cap`); "" or why the
+        stream ended."""
+        t = c.client
+        first = c.first
+        try:
+            t.recv_tls(self.scratch)
+        except RelayError as e:
+            return str(e)
+        while len(first) < cap:
+            try:
+                data = t.tls.read(cap - len(first))
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                return "client closed before its first message was complete"
+            except ssl.SSLEOFError:
+                return "client: TLS stream ended without close_notify"
+            except ssl.SSLError as e:
+                return f"client: TLS error: {e.reason or e}"
+            if not data:
+                return "client closed before its first message was complete"
+            first += data
+        with contextlib.suppress(RelayError):
+            t.flush()  # anything TLS wants to say back (a key update)
+        return ""
+
+    def _read_peer_first(self, c: Conn, _result: str = "") -> None:
+        """Inbound, calling AE titles bound: read the client's A-ASSOCIATE-RQ before anything
+        reaches the device (bounded by the pipe buffer and limits.handshake_timeout)."""
+        c.first = bytearray()
+        c.deadline = time.monotonic() + c.rt.config.limits.handshake_timeout
+        self._set_mask(c.client, READ)
+        self._peer_first_step(c)
+
+    def _peer_first_step(self, c: Conn) -> None:
+        cap = min(FIRST_MESSAGE_CAP["dicom"], c.size)
+        why = self._tls_first_read(c, cap)
+        if not self._learn_names(c):
+            if why or len(c.first) >= cap:
+                self._event(c, cx.RESET, detail=why or f"first message longer than {cap} bytes")
             return
-        if new > p.end - p.start or len(first) + new > FIRST_MESSAGE_CAP[c.answering]:
-            c.first = None  # longer than any first message we answer: a refusal is a reset
-            c.answering = ""
-            return
-        first += p.mv[p.end - new : p.end]
+        calling = c.names.get("calling_ae")
+        if calling is None:
+            self._event(c, cx.RESET, detail="first message is not an A-ASSOCIATE-RQ")
+        elif calling_ae_allowed(c.ae_rule, calling):
+            self._set_mask(c.client, 0)
+            self._event(c, cx.FIRST_MESSAGE)
+        else:
+            detail = f"calling AE title {calling} not allowed for {c.peer} on {c.route.name}"
+            self._event(c, cx.AE_REFUSED, detail=detail)
 
     def _read_first(self, c: Conn, result: str) -> None:
         """The peer leg failed on an answering route: drop it, and answer the device's first
@@ -875,6 +981,9 @@ class Daemon(EventLoop, EngineHandle):
         self._refusal_read(c)
 
     def _refusal_read(self, c: Conn) -> None:
+        if c.client.tls is not None:
+            self._refusal_read_tls(c)
+            return
         first = c.first
         cap = FIRST_MESSAGE_CAP[c.answering]
         sock = c.client.sock
@@ -906,6 +1015,7 @@ class Daemon(EventLoop, EngineHandle):
         if why:
             self._event(c, cx.RESET, c.refused, f"{c.detail}; {why}")
             return
+        self._learn_names(c)
         data, what = got
         try:
             sent = sock.send(data)
@@ -915,6 +1025,46 @@ class Daemon(EventLoop, EngineHandle):
             self._event(c, cx.RESET, c.refused, f"{c.detail}; answer not sent: {what}")
             return
         self._event(c, cx.ANSWERED, c.refused, f"{c.detail}; device answered {what}")
+
+    def _refusal_read_tls(self, c: Conn) -> None:
+        """Inbound: answer the TLS client's first message inside TLS, then close_notify + FIN."""
+        cap = FIRST_MESSAGE_CAP[c.answering]
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        why = ""
+        got = None
+        for attempt in (0, 1):
+            try:
+                got = answer(c.answering, bytes(c.first), c.refused, f"MEDTLS{c.info.id}", stamp)
+            except NotAnswerable as e:
+                why = f"not answered: {e}"
+                break
+            if got is not None or attempt:
+                break
+            why = self._tls_first_read(c, cap)
+            if why:
+                break
+        if got is None and not why:
+            if len(c.first) < cap:
+                return  # wait for more (or the deadline)
+            why = f"not answered: first message longer than {cap} bytes"
+        if why:
+            self._event(c, cx.RESET, c.refused, f"{c.detail}; {why}")
+            return
+        self._learn_names(c)
+        data, what = got
+        t = c.client
+        try:
+            t.tls.write(data)
+            relay.send_close_notify(t.tls)
+            t.flush()
+        except (ssl.SSLError, RelayError) as e:
+            self._event(c, cx.RESET, c.refused, f"{c.detail}; answer not sent: {e}")
+            return
+        if t.pending_out:
+            self._event(c, cx.RESET, c.refused, f"{c.detail}; answer not sent: {what}")
+            return
+        t.shut_out = True
+        self._event(c, cx.ANSWERED, c.refused, f"{c.detail}; peer answered {what}")
 
     def _abort_device(self, c: Conn, _result: str = "") -> None:
         """The peer leg of an association was lost: A-ABORT and FIN to the device (if every byte
@@ -995,7 +1145,7 @@ class Daemon(EventLoop, EngineHandle):
         device_port = route.device_port if isinstance(route, InboundPort) else i.destination[1]
         return connection_line(
             i, device_port, c.peer, c.version, c.cipher, up, down, dur, result, c.detail,
-            c.resumed, c.upstream, c.not_delivered,
+            c.resumed, c.upstream, c.not_delivered, c.names,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ state

@@ -276,6 +276,18 @@ def _tls_read(src: Side, pipe: Pipe) -> bool:
     return got
 
 
+def tls_read_first(src: Side, pipe: Pipe) -> None:
+    """What pump() does first for a TLS source: decrypt what its BIO holds into `pipe`. The
+    daemon calls it (outside the hot path) while it copies a protocol route's first message."""
+    if (
+        src.tls is not None
+        and not src.eof_in
+        and pipe.end < pipe.size
+        and (src.inc.pending or src.raw_eof or src.sslobj.pending())
+    ):
+        _tls_read(src, pipe)
+
+
 def forward(src: Side, p: Pipe, scratch: memoryview) -> bool:
     """The steady-state read event, in one pass: read what `src` has and deliver it to `p.dst`.
 

@@ -118,8 +118,12 @@ def _participant(
     role=None,
     address: str = "",
     user_name: str = "",
+    ae_title: str = "",
 ) -> None:
     attrs = {"UserID": user_id or "unknown", "UserIsRequestor": "true" if requestor else "false"}
+    if ae_title:
+        # PS3.15 A.5.2.1: a DICOM application's AE titles as AlternativeUserID "AETITLES=..."
+        attrs["AlternativeUserID"] = f"AETITLES={ae_title}"
     if user_name:
         attrs["UserName"] = user_name
     if address:
@@ -206,19 +210,26 @@ def node_authentication(
     tls_version: str = "",
     cipher: str = "",
     when=None,
+    calling_ae: str = "",
+    called_ae: str = "",
 ) -> str:
     """A.5.3.11 Security Alert / Node Authentication (IHE ITI-19 success or failure).
 
-    The peer is the requestor for inbound connections, the box for outbound ones.
+    The peer is the requestor for inbound connections, the box for outbound ones. The AE
+    titles of the association (when its A-ASSOCIATE-RQ was read) go on the participants: the
+    calling AE on the requestor, the called AE on the other.
     """
-    key = (src, success, peer_address, peer_identity, direction, reason, tls_version, cipher)
+    key = (
+        src, success, peer_address, peer_identity, direction, reason, tls_version, cipher,
+        calling_ae, called_ae,
+    )  # fmt: skip
     parts = _NODE_AUTH_CACHE.get(key)
     if parts is None:
         if len(_NODE_AUTH_CACHE) >= _NODE_AUTH_CACHE_MAX:
             _NODE_AUTH_CACHE.clear()
         text = _node_authentication(
             src, success, peer_address, peer_identity, direction, reason, tls_version, cipher,
-            _WHEN,
+            _WHEN, calling_ae, called_ae,
         )  # fmt: skip
         # EventIdentification comes first, so the first occurrence is the time attribute even
         # if a peer's certificate subject happened to contain the marker.
@@ -237,6 +248,8 @@ def _node_authentication(
     tls_version: str = "",
     cipher: str = "",
     when=None,
+    calling_ae: str = "",
+    called_ae: str = "",
 ) -> str:
     x = _Xml()
     x.open("AuditMessage", {})
@@ -244,13 +257,15 @@ def _node_authentication(
     description = reason if not success else ""
     _event(x, SECURITY_ALERT, NODE_AUTHENTICATION, outcome, when, description)
     inbound = direction == "inbound"
-    _participant(x, src.process, not inbound, ROLE_APPLICATION, src.node_address)
+    box_ae, peer_ae = (called_ae, calling_ae) if inbound else (calling_ae, called_ae)
+    _participant(x, src.process, not inbound, ROLE_APPLICATION, src.node_address, ae_title=box_ae)
     _participant(
         x,
         peer_identity or peer_address,
         inbound,
         ROLE_SOURCE if inbound else ROLE_DESTINATION,
         peer_address,
+        ae_title=peer_ae,
     )
     _source(x, src)
     details = {"Alert Description": _alert_text(success, direction, reason)}

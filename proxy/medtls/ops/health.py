@@ -231,6 +231,14 @@ def render(status: dict, now: float | None = None) -> str:
             f"      last failure {_when(peer.get('last_failure'), now)}"
             + (f"  {peer['last_failure_reason']}" if peer.get("last_failure_reason") else "")
         )
+    connected = status.get("connected") or []
+    if connected:
+        out.append("connected now:")
+        for group in connected:
+            out.append(
+                f"  {group['route']:<14} {group['direction']:<9} {group['count']:>3}  "
+                f"{group['peer'] or '-'}" + (f"  {group['names']}" if group["names"] else "")
+            )
     out.append("certificates:")
     for cert in status.get("certificates") or []:
         left = cert["not_after"] - now

@@ -39,6 +39,12 @@ class Instruments:
             "Connections refused before relaying, by reason",
             ("direction", "reason"),
         )
+        self.first_messages = r.counter(
+            "medtls_first_messages_total",
+            "First DICOM/HL7 messages read on protocol routes, by configured peer; ae_known: "
+            "the calling AE title is one an inbound port's allow entries name",
+            ("direction", "peer", "protocol", "ae_known"),
+        )
         self.tls_total = r.counter(
             "medtls_tls_connections_total",
             "TLS sessions established by version and cipher",

@@ -18,6 +18,7 @@ from medtls.core import connlog
 from medtls.core.certinfo import CRL, IDENTITY
 from medtls.core.events import DIRECTIONS, RESULT_TRUNCATED, RESULTS, Observer
 from medtls.core.handle import EngineHandle
+from medtls.core.trail import describe
 
 from . import certs, clock
 from .auditing import Auditor
@@ -52,6 +53,7 @@ AUTH_FAILURES = frozenset(
         "handshake_error",
         "bad_certificate",
         "clock_unsynced",
+        "calling_ae_refused",
     }
 )
 CLOCK_UNSYNCED = "clock_unsynced"
@@ -102,11 +104,21 @@ class _Peer:
 
 
 class _Conn:
-    __slots__ = ("cipher", "established", "failed", "info", "opened", "peer", "version")
+    __slots__ = (
+        "cipher",
+        "established",
+        "failed",
+        "info",
+        "names",
+        "opened",
+        "peer",
+        "version",
+    )
 
     def __init__(self, info, opened: float = 0.0):
         self.info = info
         self.opened = opened  # time.monotonic() at accept: the handshake duration's start
+        self.names: dict[str, str] = {}  # of the first message (medtls.core.trail)
         self.peer = ""
         self.version = ""
         self.cipher = ""
@@ -414,11 +426,14 @@ class OpsRuntime(Observer):
             p.last_failure_reason = reason
         self.m.handshake_failures.inc(direction=conn.direction, reason=reason)
         if reason in AUTH_FAILURES:
+            names = state.names if state is not None else {}
             self.auditor.node_authentication(
                 False,
                 peer_address=self._remote(conn)[0],
                 direction=conn.direction,
                 reason=f"{reason}: {detail}" if detail else reason,
+                calling_ae=names.get("calling_ae", ""),
+                called_ae=names.get("called_ae", ""),
             )
 
     def connection_closed(self, conn, bytes_from_client, bytes_from_server, duration, result):
@@ -453,8 +468,43 @@ class OpsRuntime(Observer):
                 reason="truncated: TLS stream ended without close_notify; device side reset",
                 tls_version=state.version,
                 cipher=state.cipher,
+                calling_ae=state.names.get("calling_ae", ""),
+                called_ae=state.names.get("called_ae", ""),
             )
         # The daemon logs the one line per connection (medtls.core.connlog.connection_line).
+
+    def first_message(self, conn, names) -> None:
+        with self._lock:
+            state = self.conns.get(conn.id)
+            if state is not None:
+                state.names = dict(names)
+        protocol = "dicom" if "calling_ae" in names else "hl7" if names else "unreadable"
+        self.m.first_messages.inc(
+            direction=conn.direction, peer=_label(conn.route), protocol=protocol,
+            ae_known="yes" if self._ae_configured(conn, names) else "no",
+        )  # fmt: skip
+
+    def _ae_configured(self, conn, names) -> bool:
+        """Whether the calling AE title is one the inbound port's allow entries name (metrics
+        count against the configuration: a raw AE title never becomes a label)."""
+        calling = names.get("calling_ae")
+        if calling is None or conn.direction != "inbound":
+            return False
+        port = next((p for p in self.config.inbound if p.name == conn.route), None)
+        return port is not None and any(calling in (r.calling_ae or ()) for r in port.allow)
+
+    def connected_now(self) -> list[dict]:
+        """Who is connected now: open connections grouped by route, peer identity and the
+        names of their first message (`medtls status`)."""
+        groups: dict[tuple, int] = {}
+        for state in self.conns.values():
+            info = state.info
+            key = (info.route or "-", info.direction, state.peer, describe(state.names))
+            groups[key] = groups.get(key, 0) + 1
+        return [
+            {"route": r, "direction": d, "peer": p, "names": n, "count": count}
+            for (r, d, p, n), count in sorted(groups.items())
+        ]
 
     def reloading(self) -> None:
         self.notifier.reloading()
@@ -645,6 +695,7 @@ class OpsRuntime(Observer):
                 "listeners": list(self.listeners),
                 "connections": {"active": len(self.conns), "total": self.total_connections},
                 "peers": [p.as_dict() for p in self.peers.values()],
+                "connected": self.connected_now(),
                 "certificates": [
                     {
                         "path": c.path,
