@@ -34,8 +34,9 @@ if [ "$version" != "$source_version" ]; then
   {
     printf 'medtls (%s) unstable; urgency=medium\n\n' "$version"
     printf '  * Build of %s with MEDTLS_DEB_VERSION.\n\n' "$version"
+    # A later date than the entry below (lintian: latest-changelog-entry-without-new-date).
     printf ' -- %s  %s\n\n' "$(dpkg-parsechangelog -l "$src/debian/changelog" -S Maintainer)" \
-      "$(dpkg-parsechangelog -l "$src/debian/changelog" -S Date)"
+      "$(date -R)"
     cat "$src/debian/changelog"
   } > "$work/changelog" && mv "$work/changelog" "$src/debian/changelog"
 fi
