@@ -15,6 +15,7 @@ TEST_STAGES :=
 
 include mk/lint.mk
 include mk/proxy.mk
+-include mk/deb.mk
 -include mk/lab.mk
 -include mk/ansible.mk
 -include mk/image.mk

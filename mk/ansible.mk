@@ -20,7 +20,7 @@ molecule-image: docker-ensure ## build the local trixie+systemd image Molecule r
 test-molecule: setup-venv molecule-image ## every Molecule scenario, two at a time, with durations
 	molecule/run-scenarios.sh $(MOLECULE_SCENARIOS)
 
-test-ansible-image: setup-venv molecule-image ## site.yml in image context (chroot): enabled, idempotent, host untouched
+test-ansible-image: setup-venv molecule-image deb ## site.yml in image context (chroot): enabled, idempotent, host untouched
 	ansible/tests/image-context.sh
 
 .PHONY: $(addprefix molecule-,$(MOLECULE_SCENARIOS))

@@ -36,7 +36,7 @@ lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
 	shellcheck -x image/pi-gen/build.sh image/pi-gen/stage-medtls/prerun.sh image/pi-gen/stage-medtls/*/*.sh
 	shellcheck -s bash image/pi-gen/config image/pi-gen/stage-medtls/EXPORT_IMAGE
 
-image-debian: setup ## offline arm64 SD-card image from Debian's archive -> deploy/*.img.xz + .sha256
+image-debian: setup deb ## offline arm64 SD-card image from Debian's archive -> deploy/*.img.xz + .sha256
 	FIRST_USER_NAME='$(FIRST_USER_NAME)' FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' \
 	MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' MEDTLS_IMAGE_NAME='$(IMAGE_NAME)' \
 		image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/arm64
@@ -59,11 +59,11 @@ endef
 
 # In `make test`: the image users flash (arm64, raspi-firmware), built under qemu-user and booted in
 # qemu-system-aarch64, plus the pi-gen stage and package-list tests.
-test-image-arm64: setup $(IMAGE_BUILD)/test-key.pub ## pi-gen stage layout, package lists, arm64 image build + boot test in qemu-system-aarch64 (~15 min)
+test-image-arm64: setup deb $(IMAGE_BUILD)/test-key.pub ## pi-gen stage layout, package lists, arm64 image build + boot test in qemu-system-aarch64 (~15 min)
 	$(call image_build_and_boot,arm64,)
 
 # Developer loop: the same playbook and boot tests on an amd64 root, no emulation (~3 min).
-test-image: setup $(IMAGE_BUILD)/test-key.pub ## the same on an amd64 image (fast, no emulation)
+test-image: setup deb $(IMAGE_BUILD)/test-key.pub ## the same on an amd64 image (fast, no emulation)
 	$(call image_build_and_boot,amd64,MEDTLS_FAT_MIB=64)
 
 # Boot test of a published image as it is (deploy/*.img.xz, newest unless IMAGE=... is given):
@@ -78,7 +78,7 @@ test-image-deploy: setup-venv ## boot the published arm64 image (IMAGE=deploy/..
 		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-deploy \
 		image/tests/test_boot.py image/tests/test_boot_invalid.py
 
-image: setup ## Raspberry Pi OS Lite 64-bit image with pi-gen + the medtls stage -> deploy/
+image: setup deb ## Raspberry Pi OS Lite 64-bit image with pi-gen + the medtls stage -> deploy/
 	PIGEN_REPO='$(PIGEN_REPO)' PIGEN_BRANCH='$(PIGEN_BRANCH)' PIGEN_COMMIT='$(PIGEN_COMMIT)' \
 	PIGEN_DOCKER='$(PIGEN_DOCKER)' FIRST_USER_NAME='$(FIRST_USER_NAME)' \
 	FIRST_USER_SSH_KEY='$(FIRST_USER_SSH_KEY)' MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' \

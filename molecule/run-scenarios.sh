@@ -11,12 +11,16 @@ export NO_COLOR=1 ANSIBLE_NOCOLOR=1
 
 # One snapshot of the package for every scenario: converge and idempotence install the same tree
 # even while proxy/medtls is being edited.
-rm -rf "$logdir/src"
+rm -rf "$logdir/src" "$logdir/deb"
 mkdir -p "$logdir/src"
 cp -a proxy/medtls "$logdir/src/medtls"
 find "$logdir/src" -name __pycache__ -prune -exec rm -rf {} +
 MEDTLS_MOLECULE_SOURCE=$(realpath "$logdir/src/medtls")
 export MEDTLS_MOLECULE_SOURCE
+# ... and of the Debian package the proxy role installs (built from the same checkout).
+scripts/build-deb.sh "$logdir/deb" >/dev/null || exit 1
+MEDTLS_MOLECULE_DEB_DIR=$(realpath "$logdir/deb")
+export MEDTLS_MOLECULE_DEB_DIR
 if [ "$#" -eq 0 ]; then
   for d in molecule/*/molecule.yml; do d=${d%/molecule.yml}; set -- "$@" "${d#molecule/}"; done
 fi

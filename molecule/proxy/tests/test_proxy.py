@@ -7,10 +7,14 @@ import pytest
 UNIT = "medtls.service"
 
 
-def test_package_tree_and_command(host):
-    assert host.file("/opt/medtls/lib/medtls/cli.py").is_file
+def test_debian_package_and_command(host):
+    package = host.package("medtls")
+    assert package.is_installed
     out = host.check_output("/usr/bin/medtls --version")
-    assert out.startswith("medtls ")
+    assert out == f"medtls {package.version}"
+    # dpkg owns the code: every file matches the package's checksums.
+    host.run_expect([0], "debsums -s medtls")
+    assert not host.file("/opt/medtls/lib").exists
     # Debian packages only: no pip, the dependencies come from the archive.
     assert host.package("python3-yaml").is_installed
     assert host.package("python3-cryptography").is_installed

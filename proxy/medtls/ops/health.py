@@ -187,7 +187,8 @@ def render(status: dict, now: float | None = None) -> str:
     out: list[str] = []
     dev = status.get("device") or {}
     out.append(
-        f"medtls: {LEVEL_NAMES[level]}  (pid {status.get('pid')}, up "
+        f"medtls: {LEVEL_NAMES[level]}  (version {status.get('version', '?')}, "
+        f"pid {status.get('pid')}, up "
         f"{_span(now - status.get('started', now))}, config generation "
         f"{status.get('generation', '?')})"
     )

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 
+from medtls import __version__
 from medtls.config import Config
 from medtls.core import connlog
 from medtls.core.certinfo import CRL, IDENTITY
@@ -679,6 +680,8 @@ class OpsRuntime(Observer):
             result = {
                 "ok": True,
                 "now": now,
+                # The running daemon's: after a package upgrade it differs until the restart.
+                "version": __version__,
                 "pid": os.getpid(),
                 "started": self.started,
                 "ready": self.ready_flag,

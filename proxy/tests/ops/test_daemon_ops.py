@@ -129,9 +129,12 @@ def test_ready_metrics_status_and_audit(tmp_path, fresh_pki, box_factory, rsyslo
     assert promparse.value(fams, "medtls_clock_synchronized") == 1
     assert promparse.value(fams, "medtls_reloads_total", result="ok") == 0
 
+    from medtls import __version__
+
     rc, status = box.status_json()
     assert rc == 0, status
     assert status["health"] == "OK"
+    assert status["version"] == __version__
     assert status["device"]["identity_subject"] == "CN=box-v1"
     assert status["listeners"][0]["address"] == f"127.0.0.1:{box.port}"
     svc = next(p for p in status["peers"] if p["name"] == "svc")
@@ -140,7 +143,7 @@ def test_ready_metrics_status_and_audit(tmp_path, fresh_pki, box_factory, rsyslo
     human = box.cli("status")
     assert human.returncode == 0
     for needle in (
-        "medtls: OK",
+        f"medtls: OK  (version {__version__}, pid ",
         "CN=box-v1",
         f"127.0.0.1:{box.port}",
         "svc",

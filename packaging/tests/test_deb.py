@@ -1,0 +1,159 @@
+"""The medtls Debian package: lintian clean, versioned like the code, and installed, upgraded and
+downgraded with apt in a throwaway trixie container (the Molecule base image, no network)."""
+
+import hashlib
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("MEDTLS_MOLECULE_IMAGE", "medtls/trixie-systemd:1")
+# The profile and failure level docs/packaging.md states; overrides live in packaging/debian.
+LINTIAN = ["lintian", "--profile", "debian", "--fail-on", "error,warning", "--info"]
+SITE_FILES = {
+    # What the roles put next to the package: apt must leave them as they are.
+    "/etc/medtls/medtls.yaml": "# the site configuration\nmode: transparent\n",
+    "/etc/systemd/system/medtls.service": "[Service]\nExecStart=/usr/bin/medtls run\n",
+}
+
+
+def source_version() -> str:
+    text = (REPO / "proxy/medtls/__init__.py").read_text()
+    return re.search(r'^__version__ = "(.*)"$', text, re.M).group(1)
+
+
+def build(out: Path, version: str | None = None) -> Path:
+    env = dict(os.environ)
+    if version:
+        env["MEDTLS_DEB_VERSION"] = version
+    done = subprocess.run(
+        [REPO / "scripts/build-deb.sh", out], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory):
+    """The package of this checkout and one with a higher version (as the next release)."""
+    out = tmp_path_factory.mktemp("deb")
+    current = build(out)
+    newer = build(out, source_version() + "+test1")
+    return current, newer
+
+
+@pytest.fixture
+def box(debs):
+    """A trixie container that only sleeps: apt and dpkg act on it through docker exec."""
+    name = f"medtls-deb-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--network", "none", "--name", name, IMAGE,
+         "sleep", "900"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    try:
+        for deb in debs:
+            subprocess.run(["docker", "cp", deb, f"{name}:/tmp/"], check=True, timeout=60)
+        yield Box(name)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+class Box:
+    def __init__(self, name: str):
+        self.name = name
+
+    def run(self, script: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            ["docker", "exec", "-e", "DEBIAN_FRONTEND=noninteractive", self.name,
+             "sh", "-c", script],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if check:
+            assert done.returncode == 0, f"{script}: {done.stdout}{done.stderr}"
+        return done
+
+    def apt_install(self, deb: Path, *extra: str) -> None:
+        # Offline: the dependencies are in the image, the recommended ACME stack is not.
+        self.run(f"apt-get install -y -q --no-install-recommends {' '.join(extra)} /tmp/{deb.name}")
+
+    def sha256(self, path: str) -> str:
+        return hashlib.sha256(self.run(f"cat {path}").stdout.encode()).hexdigest()
+
+    def assert_installed(self, version: str) -> None:
+        assert self.run("medtls --version").stdout.strip() == f"medtls {version}"
+        assert self.run("dpkg-query -W -f '${Version}' medtls").stdout == version
+        # Every file of the package matches dpkg's checksums.
+        self.run("debsums -s medtls")
+
+
+def test_version_is_the_code_version(debs):
+    current, newer = debs
+    version = source_version()
+    field = subprocess.run(
+        ["dpkg-deb", "-f", current, "Version"], capture_output=True, text=True, check=True
+    )
+    assert field.stdout.strip() == version
+    changelog = subprocess.run(
+        ["dpkg-parsechangelog", "-l", REPO / "packaging/debian/changelog", "-S", "Version"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert changelog.stdout.strip() == version
+    assert current.name == f"medtls_{version}_all.deb"
+    assert newer.name == f"medtls_{version}+test1_all.deb"
+
+
+def test_lintian_clean(debs):
+    for deb in debs:
+        done = subprocess.run([*LINTIAN, deb], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_contents(debs):
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", debs[0]], capture_output=True, text=True, check=True
+    ).stdout
+    assert "./usr/bin/medtls\n" in listing
+    assert "./usr/lib/python3/dist-packages/medtls/cli.py\n" in listing
+    assert "./usr/share/man/man1/medtls.1.gz\n" in listing
+    # Tests, the test PKI and caches stay in the checkout.
+    assert "testpki" not in listing and "/tests/" not in listing and ".pyc" not in listing
+    script = subprocess.run(
+        ["sh", "-c", f"dpkg-deb --fsys-tarfile {debs[0]} | tar -xO ./usr/bin/medtls"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert script.startswith("#!/usr/bin/python3 -I\n")
+
+
+def test_install_upgrade_downgrade(debs, box):
+    current, newer = debs
+    version = source_version()
+    for path, content in SITE_FILES.items():
+        box.run(f"mkdir -p {os.path.dirname(path)} && printf '%s' '{content}' > {path}")
+    site = {path: box.sha256(path) for path in SITE_FILES}
+
+    box.apt_install(current)
+    box.assert_installed(version)
+    # The daemon's and the enrollment's imports work with Debian's python3 (enroll needs the
+    # recommended ACME stack: it names the missing module instead of a traceback).
+    box.run("medtls check --help >/dev/null && medtls run --help >/dev/null")
+
+    box.apt_install(newer)
+    box.assert_installed(version + "+test1")
+    assert {path: box.sha256(path) for path in SITE_FILES} == site
+
+    box.apt_install(current, "--allow-downgrades")
+    box.assert_installed(version)
+    assert {path: box.sha256(path) for path in SITE_FILES} == site
+
+
+def test_debsums_sees_a_changed_file(debs, box):
+    box.apt_install(debs[0])
+    box.run("echo '# changed' >> /usr/lib/python3/dist-packages/medtls/cli.py")
+    done = box.run("debsums -s medtls", check=False)
+    assert done.returncode != 0
+    assert "medtls/cli.py" in done.stdout + done.stderr
