@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from medtls.interception import ruleset
@@ -127,3 +129,46 @@ def status() -> str:
         if proc.returncode == 0:
             out.append(proc.stdout)
     return "".join(out)
+
+
+def _validation_sources(cfg) -> list[str]:
+    enrollment = getattr(cfg, "enrollment", None)
+    sources = getattr(enrollment, "validation_sources", None) or ()
+    return list(sources)
+
+
+@contextlib.contextmanager
+def validation_window(cfg) -> Iterator[list[str]]:
+    """While the block runs, TCP from `enrollment.validation_sources` to the device's address on
+    443/80 reaches the box's ACME responder ports instead of the device (both owned sets filled
+    in one `nft -f` transaction); afterwards, also on an exception, both sets are flushed again.
+    Yields the steered source networks. In explicit mode it does nothing (yields []): the
+    responder listens on the box's own address."""
+    if cfg.mode != "transparent":
+        yield []
+        return
+    sources = ruleset.validation_sources(_validation_sources(cfg))
+    try:
+        _run(["nft", "-f", "-"], stdin=ruleset.validation_open_script(sources))
+    except InterceptionError as e:
+        with contextlib.suppress(InterceptionError):
+            _close_window()  # a partial failure must not leave anything steered
+        raise InterceptionError(
+            f"cannot open the ACME validation window (are the rules applied?): {e}"
+        ) from None
+    failed = False
+    try:
+        yield sources
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            _close_window()
+        except InterceptionError:
+            if not failed:  # never hide the order's own error behind this one
+                raise
+
+
+def _close_window() -> None:
+    _run(["nft", "-f", "-"], stdin=ruleset.validation_close_script())

@@ -10,11 +10,21 @@ The box's own NTP (`ntp.servers`) borrows the device's identity: routed by polic
 source NTP_SOURCE, SNATed to the device's IP and a port of `ntp_ports`, the replies steered up by
 the bridge and de-NATed to the box's socket. Everything else the box sends as the device over UDP,
 and anything carrying NTP_SOURCE, is dropped at bridge output.
+
+ACME validation: both tables always hold the set `acme_validators`, empty except while an
+enrollment order runs (`validation_window` in host.py fills and flushes it). TCP from those
+sources to the device's address on 443/80 is steered up before every other to_device rule and
+tproxied to the enrollment process's responder ports; the device never sees it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from medtls.interception.spec import (
+    ACME_HTTP_PORT,
+    ACME_TLS_ALPN_PORT,
+    ACME_VALIDATORS_SET,
     FWMARK,
     NTP_SOURCE,
     ROUTE_TABLE_DEVICE,
@@ -22,10 +32,13 @@ from medtls.interception.spec import (
     ROUTE_TABLE_NTP,
     RULE_PRIORITY,
     TABLE_NAME,
+    InterceptionError,
     InterceptionSpec,
 )
 
 NTP_PORT = 123
+# Where an ACME CA validates a device address: tls-alpn-01 on 443, http-01 on 80 (RFC 8737, 8555).
+ACME_VALIDATION_PORTS = {443: ACME_TLS_ALPN_PORT, 80: ACME_HTTP_PORT}
 
 LOG_RATE = "limit rate 10/second burst 20 packets"
 LOG_PREFIX = "medtls: "
@@ -53,6 +66,7 @@ def bridge_table(spec: InterceptionSpec, bridge_mac: str) -> str:
     for name in ("foreign_mac", "tagged", "ipv6_tcp", "plaintext_tcp", "own_udp"):
         lines += [f"\tcounter {name} {{", "\t}"]
     lines += _ntp_set(spec)
+    lines += _acme_set()
     lines += [
         "\tset plain_out {",
         "\t\ttype ipv4_addr . inet_service",
@@ -86,7 +100,12 @@ def bridge_table(spec: InterceptionSpec, bridge_mac: str) -> str:
     if pass_ports:
         from_device.append(f"tcp sport {pass_ports} return")
     from_device.append(f"{steer} accept")
-    to_device = ["ip saddr . tcp sport @plain_out return"]
+    to_device = [
+        # First: while an order runs, the CA's validation connections belong to the box.
+        f"ip saddr @{ACME_VALIDATORS_SET} tcp dport {_set(sorted(ACME_VALIDATION_PORTS))} "
+        f"{steer} accept",
+        "ip saddr . tcp sport @plain_out return",
+    ]
     if pass_ports:
         to_device.append(f"tcp dport {pass_ports} return")
     if spec.inbound_ports:
@@ -156,8 +175,15 @@ def inet_table(spec: InterceptionSpec) -> str:
         "type filter hook prerouting priority mangle; policy accept;",
         f"iifname != {br} return",
         f"meta l4proto tcp socket transparent 1 {mark} accept",
-        f"ip saddr {ip} meta l4proto tcp tproxy ip to :{spec.outbound_listener} {mark} accept",
     ]
+    pre += [
+        f"ip saddr @{ACME_VALIDATORS_SET} ip daddr {ip} tcp dport {port} "
+        f"tproxy ip to :{listener} {mark} accept"
+        for port, listener in sorted(ACME_VALIDATION_PORTS.items(), reverse=True)
+    ]
+    pre.append(
+        f"ip saddr {ip} meta l4proto tcp tproxy ip to :{spec.outbound_listener} {mark} accept"
+    )
     if spec.inbound_ports:
         pre.append(
             f"ip daddr {ip} tcp dport {_set(spec.inbound_ports)} "
@@ -182,6 +208,7 @@ def inet_table(spec: InterceptionSpec) -> str:
     for name in ("unclaimed", "routed"):
         lines += [f"\tcounter {name} {{", "\t}"]
     lines += _ntp_set(spec)
+    lines += _acme_set()
     for name, body in chains:
         lines.append(f"\tchain {name} {{")
         lines += [f"\t\t{rule}" for rule in body]
@@ -199,6 +226,54 @@ def _ntp_set(spec: InterceptionSpec) -> list[str]:
         f"\t\telements = {_set(spec.ntp_servers)}",
         "\t}",
     ]
+
+
+def _acme_set() -> list[str]:
+    return [
+        f"\tset {ACME_VALIDATORS_SET} {{",
+        "\t\ttype ipv4_addr",
+        "\t\tflags interval",
+        "\t}",
+    ]
+
+
+def validation_sources(sources) -> list[str]:
+    """The validation source networks, collapsed (an interval set refuses overlapping
+    elements); each must be IPv4 (the device address is IPv4 only)."""
+    nets = []
+    for i, source in enumerate(sources):
+        try:
+            net = ipaddress.ip_network(str(source), strict=False)
+        except ValueError:
+            raise InterceptionError(
+                f"enrollment.validation_sources[{i}]: not an address or network: {source!r}"
+            ) from None
+        if net.version != 4:
+            raise InterceptionError(
+                f"enrollment.validation_sources[{i}]: {source}: only IPv4 sources are steered"
+            )
+        nets.append(net)
+    return [str(n) for n in ipaddress.collapse_addresses(nets)]
+
+
+def validation_open_script(sources) -> str:
+    """One `nft -f` transaction putting exactly these sources into both owned sets."""
+    nets = validation_sources(sources)
+    if not nets:
+        raise InterceptionError(
+            "enrollment.validation_sources: empty (required in transparent mode)"
+        )
+    lines = validation_close_script().splitlines()
+    for family in ("bridge", "inet"):
+        lines.append(f"add element {family} {TABLE_NAME} {ACME_VALIDATORS_SET} {_set(nets)}")
+    return "\n".join(lines) + "\n"
+
+
+def validation_close_script() -> str:
+    """One `nft -f` transaction emptying both sets (validation connections are dropped again)."""
+    return "".join(
+        f"flush set {family} {TABLE_NAME} {ACME_VALIDATORS_SET}\n" for family in ("bridge", "inet")
+    )
 
 
 def _ntp_chains(spec: InterceptionSpec) -> list[tuple[str, list[str]]]:

@@ -25,6 +25,12 @@ NTP_PORT_RANGE = (28100, 28115)
 # SNAT; it never appears on the wire (bridge output drops it).
 NTP_SOURCE = "192.0.0.8"
 ROUTE_TABLE_NTP = 28022
+# ACME validation (`enrollment`): connections from the CA's validation sources to the device's
+# address on 443/80 are delivered to the enrollment process listening on these ports in the
+# box (IP_TRANSPARENT), never to the device; the set is filled only while an order runs.
+ACME_TLS_ALPN_PORT = 15443
+ACME_HTTP_PORT = 15080
+ACME_VALIDATORS_SET = "acme_validators"
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
