@@ -22,11 +22,14 @@ import yaml  # (no `typing`: 0.5 MiB in each serving process, docs/performance.m
 from medtls.config.ops import OpsConfig, build_ops
 from medtls.config.profiles import LEGACY_PROFILES
 from medtls.config.schema import (  # noqa: F401 - re-exported: the package's public names
+    ACME_CHALLENGES,
     ALLOW_IDS,
     CRL_CHECKS,
+    DEFAULT_ENROLLMENT_STATE_DIR,
     DEFAULT_PROFILE,
     DEFAULT_SESSION_LIFETIME,
     INTERCEPTIONS,
+    KEY_TYPES,
     LOG_LEVELS,
     MAX_SESSION_LIFETIME,
     MODES,
@@ -175,6 +178,49 @@ class Logging:
 
 
 @dataclass(frozen=True)
+class AcmeAccount:
+    """The ACME server (its directory URL and the CA of its HTTPS) and the account's binding."""
+
+    directory: str
+    ca: Path  # default: trust.ca
+    eab_key_id: str | None = None
+    eab_hmac_key_file: Path | None = None
+    contact: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """ACME enrollment of the identity. `ips` are addresses (``device`` already resolved to
+    device.ip); the live certificate is ``<state_dir>/live/fullchain.pem`` (+ ``key.pem``),
+    `live` a symlink swapped atomically to a generation directory."""
+
+    acme: AcmeAccount
+    ips: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    challenges: tuple[str, ...] = ACME_CHALLENGES
+    validation_sources: tuple[str, ...] = ()
+    state_dir: Path = Path(DEFAULT_ENROLLMENT_STATE_DIR)
+    renew_at: float = default("enrollment.renew_at")
+    key_type: str = default("enrollment.key_type")
+
+    @property
+    def live_dir(self) -> Path:
+        return self.state_dir / "live"
+
+    @property
+    def certificate_path(self) -> Path:
+        return self.live_dir / "fullchain.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.live_dir / "key.pem"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / "state.json"
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated medtls configuration."""
 
@@ -199,6 +245,7 @@ class Config:
     workers: int = default("workers")
     session_lifetime: int = default("tls.session_lifetime")
     ops: OpsConfig = field(default_factory=OpsConfig)
+    enrollment: Enrollment | None = None  # None: the identity is issued by hand
 
     def outbound_profile(self, peer: OutboundPeer) -> str:
         return peer.profile or self.profile
@@ -446,6 +493,91 @@ def _limits(r: Reader, v: Values | None) -> Limits:
     return lim
 
 
+def _enrollment(r: Reader, v: Values | None, top: Values, mode: str) -> Enrollment | None:
+    """The enrollment section and its cross-key rules (None: absent, certificates by hand)."""
+    if v is None or v["acme"] is None:
+        return None
+    acme, idents = v["acme"], v["identifiers"] or Values(ip=("device",), dns=())
+    trust = top["trust"]
+    device_ip = top["device"]["ip"] if top["device"] else None
+    if ("eab_key_id" in acme.given) != ("eab_hmac_key_file" in acme.given):
+        missing = "eab_hmac_key_file" if "eab_key_id" in acme.given else "eab_key_id"
+        r.err(f"enrollment.acme.{missing}", "eab_key_id and eab_hmac_key_file go together")
+    hmac_file = acme["eab_hmac_key_file"]
+    if hmac_file is not None and r.check_files and hmac_file.is_file():
+        mode_bits = hmac_file.stat().st_mode & 0o077
+        if mode_bits:
+            r.err(
+                "enrollment.acme.eab_hmac_key_file",
+                f"{hmac_file} is readable or writable by group/other (mode "
+                f"{hmac_file.stat().st_mode & 0o777:o}): chmod 600 it",
+            )
+    ips: list[str] = []
+    for i, ip in enumerate(idents["ip"] or ()):
+        if ip == "device":
+            if device_ip is None:
+                r.err(f"enrollment.identifiers.ip[{i}]", "device needs device.ip (not auto)")
+                continue
+            ip = device_ip
+        if ip is not None and ip not in ips:
+            ips.append(ip)
+    dns = tuple(d for d in idents["dns"] or () if d is not None)
+    if not ips and not dns:
+        r.err("enrollment.identifiers", "at least one ip or dns identifier is required")
+    challenges = tuple(c for c in v["challenges"] or () if c is not None)
+    if len(set(challenges)) != len(challenges):
+        r.err("enrollment.challenges", "a challenge type is listed twice")
+    sources = tuple(s for s in v["validation_sources"] or () if s is not None)
+    if mode == "transparent" and not sources:
+        r.err(
+            "enrollment.validation_sources",
+            "required in transparent mode: the CA's validation addresses (only they reach the "
+            "challenge responder on the device's address)",
+        )
+    return Enrollment(
+        acme=AcmeAccount(
+            directory=acme["directory"] or "",
+            ca=acme["ca"] or (trust["ca"] if trust else None),
+            eab_key_id=acme["eab_key_id"],
+            eab_hmac_key_file=hmac_file,
+            contact=tuple(c for c in acme["contact"] or () if c is not None),
+        ),
+        ips=tuple(ips),
+        dns=dns,
+        challenges=challenges,
+        validation_sources=sources,
+        state_dir=Path(v["state_dir"]),
+        renew_at=v["renew_at"],
+        key_type=v["key_type"],
+    )
+
+
+def _identity(r: Reader, top: Values, enrollment: Enrollment | None) -> Identity | None:
+    """identity: given by hand, or (with enrollment) defaulting to the enrolled live files."""
+    v = top["identity"]
+    if enrollment is None:
+        if "identity" not in top.present:
+            r.err("identity", "required key missing")
+            return None
+        if v is None:  # not a mapping: already reported
+            return None
+        for k in ("certificate", "key"):
+            if k not in v.present:
+                r.err(f"identity.{k}", "required key missing")
+        return Identity(**v) if "certificate" in v.given and "key" in v.given else None
+    v = v or Values(certificate=None, key=None, key_passphrase_file=None, ca=None)
+    if v["key_passphrase_file"] is not None:
+        r.err(
+            "identity.key_passphrase_file",
+            "not used with enrollment (the enrolled key is generated on the box unencrypted)",
+        )
+    return Identity(
+        certificate=v["certificate"] or enrollment.certificate_path,
+        key=v["key"] or enrollment.key_path,
+        ca=v["ca"],
+    )
+
+
 def _section(v: Values | None, name: str) -> Values:
     """A walked section, or its defaults when it was not a mapping (already reported)."""
     return v if v is not None else Reader(None, False).section(SCHEMA.keys[name].type, None, name)
@@ -459,11 +591,11 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         raise ConfigError(r.problems)
     mode = top["mode"]
     trust, tls = _section(top["trust"], "trust"), _section(top["tls"], "tls")
-    identity = top["identity"]
+    enrollment = _enrollment(r, top["enrollment"], top, mode)
     cfg_kwargs = dict(
         path=path,
         device=_device(r, top["device"]),
-        identity=Identity(**identity) if identity is not None else None,
+        identity=_identity(r, top, enrollment),
         trust_ca=trust["ca"],
         trust_crl=trust["crl"],
         crl_check=trust["crl_check"],
@@ -485,6 +617,7 @@ def parse_config(raw: object, path: Path, check_files: bool = True) -> Config:
         workers=top["workers"],
         session_lifetime=tls["session_lifetime"],
         ops=build_ops(r, top),
+        enrollment=enrollment,
     )
     if cfg_kwargs["trust_crl"] is not None and cfg_kwargs["session_lifetime"]:
         # A resumed handshake skips certificate verification, and with it the CRL.

@@ -39,6 +39,9 @@ AUDIT_TRANSPORTS = ("tls", "local", "none")
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9750"
 DEFAULT_CONTROL_SOCKET = "/run/medtls/control.sock"
 OPS_SECTIONS = ("metrics", "audit", "clock", "control")
+ACME_CHALLENGES = ("tls-alpn-01", "http-01")
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")
+DEFAULT_ENROLLMENT_STATE_DIR = "/var/lib/medtls/enrollment"
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,37 @@ def _date(v: object, r=None) -> float:
         raise Invalid(f"must be a date like 2026-01-31, got {show(v)}") from None
 
 
+def _https_url(v: object, r=None) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"https://[^\s/?#]+(/[^\s]*)?", s):
+        raise Invalid(f"must be an https:// URL (the ACME directory), got {show(v)}")
+    return s
+
+
+def _mailto(v: object, r=None) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"mailto:[^\s@]+@[^\s@]+", s):
+        raise Invalid(f"must be a mailto: URI such as mailto:pki@hospital.example, got {show(v)}")
+    return s
+
+
+def _enroll_ip(v: object, r=None) -> str:
+    return "device" if v == "device" else _ip(v)
+
+
+def _ipv4_net(v: object, r=None) -> str:
+    try:
+        return str(ipaddress.IPv4Network(_str(v) if not isinstance(v, int) else v))
+    except ValueError as e:
+        raise Invalid(f"not an IPv4 address or network (198.18.0.40/32): {show(v)} ({e})") from None
+
+
+def _fraction(v: object, r=None) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.1 <= v <= 0.95:
+        raise Invalid(f"must be a fraction of the lifetime from 0.1 to 0.95, got {show(v)}")
+    return float(v)
+
+
 _S = {"type": "string", "minLength": 1}
 STR = Scalar("string", _str, _S)
 TEXT = Scalar("string", _text, {"type": "string"})
@@ -354,6 +388,11 @@ FILE = Scalar("path", _file, _S)
 PATH = Scalar("path", _path, _S)
 SPOOL = Scalar("path or off", _spool, _S)
 DATE = Scalar("date", _date, {"type": "string", "format": "date"})
+HTTPS_URL = Scalar("URL", _https_url, {"type": "string", "pattern": "^https://"})
+MAILTO = Scalar("URI", _mailto, {"type": "string", "pattern": "^mailto:"})
+ENROLL_IP = Scalar("IP or device", _enroll_ip, {"type": "string"})
+IPV4_NET = Scalar("IPv4 network", _ipv4_net, {"type": "string"})
+FRACTION = Scalar("0.1-0.95", _fraction, {"type": "number", "minimum": 0.1, "maximum": 0.95})
 
 
 # --------------------------------------------------------------------------- structure
@@ -375,13 +414,15 @@ class Key:
 
 
 class Section:
-    """A mapping with a fixed set of keys."""
+    """A mapping with a fixed set of keys. An `optional` section that the file leaves out is
+    None (its required keys are required only when it is written)."""
 
-    __slots__ = ("keys", "required")
+    __slots__ = ("keys", "optional", "required")
 
-    def __init__(self, *keys: Key):
+    def __init__(self, *keys: Key, optional: bool = False):
         self.keys = {k.name: k for k in keys}
         self.required = sorted(k.name for k in keys if k.required)
+        self.optional = optional
 
 
 class ListOf:
@@ -499,6 +540,70 @@ _CONTROL = Section(
     Key("watch_files", BOOL, "reload when the config or TLS material changes", True),
 )
 
+_ENROLLMENT = Section(
+    Key(
+        "acme",
+        Section(
+            Key("directory", HTTPS_URL, "the ACME directory URL of the CA", required=True),
+            Key("ca", FILE, "CA bundle of the ACME server's HTTPS certificate", shown="trust.ca"),
+            Key("eab_key_id", STR, "External Account Binding key id (with eab_hmac_key_file)"),
+            Key(
+                "eab_hmac_key_file",
+                FILE,
+                "file holding the base64url EAB HMAC key; refused if group/other readable",
+            ),
+            Key(
+                "contact",
+                ListOf(MAILTO, "must be a list of mailto: URIs, got {kind}"),
+                "account contact URIs",
+                (),
+            ),
+        ),
+        "the ACME server and the account",
+        required=True,
+    ),
+    Key(
+        "identifiers",
+        Section(
+            Key(
+                "ip",
+                ListOf(ENROLL_IP, "must be a list of IP addresses or device, got {kind}"),
+                "IP identifiers (SANs); device: device.ip",
+                ("device",),
+                shown="[device]",
+            ),
+            Key(
+                "dns", ListOf(DNS, "must be a list of DNS names, got {kind}"), "DNS identifiers", ()
+            ),
+        ),
+        "the identifiers the certificate carries",
+    ),
+    Key(
+        "challenges",
+        ListOf(
+            _choice(ACME_CHALLENGES), "must be a list of challenge types, got {kind}", nonempty=True
+        ),
+        "challenge types in preference order",
+        ACME_CHALLENGES,
+        shown="[tls-alpn-01, http-01]",
+    ),
+    Key(
+        "validation_sources",
+        ListOf(IPV4_NET, "must be a list of IPv4 addresses or networks, got {kind}"),
+        "the CA's validation addresses (required in transparent mode)",
+        (),
+    ),
+    Key(
+        "state_dir",
+        PATH,
+        "enrollment state, account key and live certificate",
+        DEFAULT_ENROLLMENT_STATE_DIR,
+    ),
+    Key("renew_at", FRACTION, "fraction of the lifetime after which renewal starts", 0.667),
+    Key("key_type", _choice(KEY_TYPES), "type of the key generated for each order", "ec-p256"),
+    optional=True,
+)
+
 SCHEMA = Section(
     Key(
         "device",
@@ -541,13 +646,22 @@ SCHEMA = Section(
     Key(
         "identity",
         Section(
-            Key("certificate", FILE, "PEM: the leaf followed by its intermediates", required=True),
-            Key("key", FILE, "PEM private key", required=True),
+            Key(
+                "certificate",
+                FILE,
+                "PEM: the leaf followed by its intermediates (required without enrollment)",
+                shown="enrollment.state_dir/live/fullchain.pem",
+            ),
+            Key(
+                "key",
+                FILE,
+                "PEM private key (required without enrollment)",
+                shown="enrollment.state_dir/live/key.pem",
+            ),
             Key("key_passphrase_file", FILE, "file holding the key's passphrase"),
             Key("ca", FILE, "CA bundle of the box's own certificate, if not a peers' CA"),
         ),
-        "certificate and key the box presents",
-        required=True,
+        "certificate and key the box presents (required without enrollment)",
     ),
     Key(
         "trust",
@@ -605,6 +719,7 @@ SCHEMA = Section(
     Key("audit", _AUDIT, "IHE ATNA audit trail"),
     Key("clock", _CLOCK, "clock safety"),
     Key("control", _CONTROL, "control socket and file watching"),
+    Key("enrollment", _ENROLLMENT, "ACME enrollment and renewal of the identity; absent: by hand"),
 )
 
 
@@ -667,7 +782,7 @@ class Reader:
     def value(self, key: Key, raw: object, path: str):
         t = key.type
         if isinstance(t, Section):
-            return self.section(t, raw, path)
+            return None if raw is None and t.optional else self.section(t, raw, path)
         if raw is None:
             return self.default(key)
         if isinstance(t, ListOf):
