@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "learn": "medtls.interception.cli",
     "status": "medtls.ops.cli",
     "reload": "medtls.ops.cli",
+    "enroll": "medtls.enroll.cli",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")
