@@ -51,6 +51,8 @@ def test_key_made_on_the_box_matches_and_daemon_can_read_it(host):
     key = host.file(KEY)
     assert key.user == "root" and key.group == "medtls"
     assert key.mode & 0o007 == 0  # nobody else
+    # key_type from medtls_certificates_acme_options
+    assert "secp384r1" in host.check_output(f"openssl pkey -in {KEY} -noout -text")
     cert_pub = host.check_output(f"openssl x509 -in {CHAIN} -noout -pubkey")
     key_pub = host.check_output(f"openssl pkey -in {KEY} -pubout")
     assert cert_pub == key_pub
