@@ -221,6 +221,10 @@ def _explain(step: str, exc: BaseException) -> AcmeError:
         return AcmeError(step, "the CA did not answer in time")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return AcmeError(step, f"cannot reach the CA ({one_line(exc, 200)})")
+    if isinstance(exc, ValueError) and str(exc).startswith("Requesting "):
+        # acme.client turns connection failures into ValueError("Requesting HOST/PATH: why").
+        why = str(exc).partition(":")[2].strip()
+        return AcmeError(step, f"cannot reach the CA ({one_line(why, 200)})")
     if isinstance(exc, errors.ClientError):
         arg = exc.args[0] if exc.args else exc
         if isinstance(arg, requests.Response):

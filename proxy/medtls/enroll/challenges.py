@@ -416,7 +416,7 @@ class ChallengeResponder:
         def pick(sock, server_name, _ctx):
             files = certs.get((server_name or "").lower().rstrip("."))
             if files is None:
-                return ssl.ALERTDESCRIPTION_UNRECOGNIZED_NAME
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
             sock.context = _challenge_context(*files)
             chosen.append(server_name)
             return None
