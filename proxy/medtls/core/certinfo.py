@@ -29,6 +29,14 @@ class CertInfo:
     subject: str  # for a CRL: its issuer
     not_after: float  # epoch seconds; for a CRL its next update (inf: none given)
     fingerprint_sha256: str
+    not_before: float | None = None  # epoch seconds (certificates only)
+    serial: str = ""  # lower-case hex (certificates only)
+
+    @property
+    def lifetime(self) -> float | None:
+        if self.not_before is None or self.not_after == float("inf"):
+            return None
+        return self.not_after - self.not_before
 
     @property
     def not_after_iso(self) -> str:
@@ -47,7 +55,16 @@ def certificate_infos(
     if facts is None:
         facts = [parse_der(der) for der in ders]
     return [
-        CertInfo(role, key, str(path), f.subject, f.not_after.timestamp(), sha256_fingerprint(der))
+        CertInfo(
+            role,
+            key,
+            str(path),
+            f.subject,
+            f.not_after.timestamp(),
+            sha256_fingerprint(der),
+            f.not_before.timestamp() if f.not_before else None,
+            f.serial,
+        )
         for der, f in zip(ders, facts, strict=True)
     ]
 

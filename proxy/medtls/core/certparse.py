@@ -89,6 +89,8 @@ class CertFacts:
     not_after: dt.datetime  # UTC
     spki: bytes  # DER SubjectPublicKeyInfo as it appears in the certificate
     ca: bool = False  # basicConstraints cA=TRUE
+    not_before: dt.datetime | None = None  # UTC
+    serial: str = ""  # lower-case hex, as cryptography's serial_number
 
     @property
     def cns(self) -> tuple[str, ...]:
@@ -430,7 +432,8 @@ def _parse(der: bytes) -> CertFacts:
     times = list(_children(der, validity[1], validity[2]))
     if len(times) != 2:
         raise CertParseError("bad validity")
-    _time(times[0][0], der[times[0][1] : times[0][2]])
+    not_before = _time(times[0][0], der[times[0][1] : times[0][2]])
+    serial = format(int.from_bytes(der[fields[0][1] : fields[0][2]], "big"), "x")
     not_after = _time(times[1][0], der[times[1][1] : times[1][2]])
     _name(der, fields[2][1], fields[2][2])  # issuer
     subject_text, attrs = _name(der, subject[1], subject[2])
@@ -460,7 +463,7 @@ def _parse(der: bytes) -> CertFacts:
     san = facts["san"]
     return CertFacts(
         subject_text, attrs, tuple(san[0x82]), tuple(san[0x87]), tuple(san[0x86]),
-        not_after, spki_der, facts["ca"],
+        not_after, spki_der, facts["ca"], not_before, serial,
     )  # fmt: skip
 
 

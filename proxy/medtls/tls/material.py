@@ -7,7 +7,7 @@ every reload call it, so check can never pass what reload refuses, or the other 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,11 +65,25 @@ def reject_expired_identity(path: Path, certs: list[CertFacts], now: datetime) -
         )
 
 
+def pinned_identity(ident):
+    """Certificate and key in one directory reached through a symlink (enrollment's `live`,
+    swapped atomically to a new generation): resolve the symlink once, so both files come from
+    the same generation even when the swap happens between the two reads."""
+    cdir = ident.certificate.parent
+    if cdir == ident.key.parent and cdir.is_symlink():
+        real = cdir.resolve()
+        return replace(ident, certificate=real / ident.certificate.name, key=real / ident.key.name)
+    return ident
+
+
 def validate(config: Config, generation: int = 0) -> Generation:
     """Load every key/certificate/CA, build one SSLContext per route, and prove in a handshake
     over memory that our identity works in each role and profile it is used in; raises
     TLSSetupError naming the key path and file. The one validation of check, start and reload."""
-    ident = config.identity
+    configured, shown = config, config.identity.certificate
+    ident = pinned_identity(config.identity)
+    if ident is not config.identity:
+        config = replace(config, identity=ident)
     ident_loaded = _load_certs(ident.certificate)
     reject_expired_identity(ident.certificate, ident_loaded[1], datetime.now(UTC))
     passphrase = read_passphrase(ident.key_passphrase_file)
@@ -84,7 +98,7 @@ def validate(config: Config, generation: int = 0) -> Generation:
             )  # fmt: skip
         return cache[key]
 
-    rt = Generation(config=config, generation=generation)
+    rt = Generation(config=configured, generation=generation)
     for peer in config.outbound:
         if not peer.plaintext:
             ca = (peer.verify.ca if peer.verify else None) or config.trust_ca
@@ -98,7 +112,7 @@ def validate(config: Config, generation: int = 0) -> Generation:
         ctx(True, config.profile, config.trust_ca)
     prove_identity(config, passphrase)
     ident_key = "identity.certificate"
-    rt.certificates = _cert_infos(certinfo.IDENTITY, ident_key, ident.certificate, ident_loaded)
+    rt.certificates = _cert_infos(certinfo.IDENTITY, ident_key, shown, ident_loaded)
     rt.certificates += _cert_infos(certinfo.CA, "trust.ca", config.trust_ca)
     if config.trust_crl is not None:
         rt.certificates += _crl_infos(config.trust_crl)
