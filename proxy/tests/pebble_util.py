@@ -35,26 +35,51 @@ class Pebble:
     proc: subprocess.Popen
     log: Path
 
-    def roots_pem(self) -> bytes:
-        """The CA certificate pebble issues under (from its management interface)."""
-        import ssl
-        import urllib.request
-
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        mgmt = self.directory.replace(f":{self.port}/dir", f":{self.mgmt_port}/roots/0")
-        with urllib.request.urlopen(mgmt, context=ctx, timeout=10) as r:
-            return r.read()
-
     port: int = 0
     mgmt_port: int = 0
+    netns: str | None = None
+
+    def root_pem(self) -> bytes:
+        """The root pebble issues under (from its management interface)."""
+        code = (
+            "import ssl, sys, urllib.request\n"
+            f"ctx = ssl.create_default_context(cafile={str(self.ca_file)!r})\n"
+            f"url = 'https://127.0.0.1:{self.mgmt_port}/roots/0'\n"
+            "sys.stdout.buffer.write(urllib.request.urlopen(url, context=ctx, timeout=10).read())"
+        )
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return subprocess.run(
+            [*prefix, "/usr/bin/python3", "-c", code], capture_output=True, check=True, timeout=30
+        ).stdout
+
+
+def _listening(prefix: list[str], port: int) -> bool:
+    if not prefix:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        return False
+    probe = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+    return subprocess.run([*prefix, "bash", "-c", probe], capture_output=True).returncode == 0
 
 
 @contextlib.contextmanager
-def running_pebble(work: Path, *, always_valid: bool = False, eab: dict | None = None):
+def running_pebble(
+    work: Path,
+    *,
+    always_valid: bool = False,
+    eab: dict | None = None,
+    netns: str | None = None,
+):
+    """pebble on 127.0.0.1 at free ports; inside `netns` (a namespace of the test alone) at
+    fixed ones, its validator dialling 80/443 as for a real device address."""
     work.mkdir(parents=True, exist_ok=True)
     ca = CA(work / "listener-ca", "pebble listener test CA")
     cert, key = ca.issue("pebble", ips=["127.0.0.1"], dns=["localhost"], eku=("server",))
-    port, mgmt, http_port, tls_port = (free_port() for _ in range(4))
+    if netns:
+        port, mgmt, http_port, tls_port = 14000, 15000, 80, 443
+    else:
+        port, mgmt, http_port, tls_port = (free_port() for _ in range(4))
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{port}",
@@ -81,20 +106,21 @@ def running_pebble(work: Path, *, always_valid: bool = False, eab: dict | None =
     log = work / "pebble.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [PEBBLE, "-config", str(cfg_file), "-dnsserver", "127.0.0.1:1"],
+            [*prefix, PEBBLE, "-config", str(cfg_file), "-dnsserver", "127.0.0.1:1"],
             stdout=fh, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 15
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            if _listening(prefix, port):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"pebble did not start: {log.read_text()[-2000:]}")
             time.sleep(0.05)
         peb = Pebble(
-            f"https://127.0.0.1:{port}/dir", ca.path, http_port, tls_port, proc, log, port, mgmt
-        )
+            f"https://127.0.0.1:{port}/dir", ca.path, http_port, tls_port, proc, log, port, mgmt,
+            netns,
+        )  # fmt: skip
         yield peb
     finally:
         proc.terminate()

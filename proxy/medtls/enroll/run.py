@@ -7,6 +7,7 @@ attempt backed off; the installed certificate is never touched by a failed run."
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import fcntl
 import os
@@ -94,10 +95,11 @@ def leaf_facts(chain_pem: bytes) -> tuple[str, float, float]:
     from cryptography import x509
 
     cert = x509.load_pem_x509_certificate(chain_pem)
+    # Debian's cryptography 38 has only the naive UTC datetimes (no not_valid_*_utc).
     return (
         format(cert.serial_number, "x"),
-        cert.not_valid_before_utc.timestamp(),
-        cert.not_valid_after_utc.timestamp(),
+        calendar.timegm(cert.not_valid_before.utctimetuple()),
+        calendar.timegm(cert.not_valid_after.utctimetuple()),
     )
 
 
