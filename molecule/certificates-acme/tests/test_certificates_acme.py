@@ -11,6 +11,8 @@ CONFIG = "/etc/medtls/medtls.yaml"
 UNITS = (
     "medtls-enroll.service",
     "medtls-enroll.timer",
+    "medtls-crl-fetch.service",
+    "medtls-crl-fetch.timer",
 )
 
 
@@ -79,7 +81,12 @@ def test_units_verify(host):
     for unit in UNITS:
         out = host.run(f"systemd-analyze verify /etc/systemd/system/{unit}")
         assert out.rc == 0, out.stderr
-        assert "medtls-enroll" not in out.stderr, out.stderr  # no warnings about our units
+        assert "medtls-" not in out.stderr, out.stderr  # no warnings about our units
+
+
+def test_crl_fetch_timer_installed_but_off_without_crl_fetch(host):
+    assert host.file("/etc/systemd/system/medtls-crl-fetch.timer").is_file
+    assert not host.service("medtls-crl-fetch.timer").is_enabled
 
 
 @pytest.mark.parametrize(
