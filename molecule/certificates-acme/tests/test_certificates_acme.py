@@ -110,7 +110,7 @@ def test_enroll_unit_sandbox(host, prop, value):
 def test_enroll_unit_exposure(host):
     out = host.check_output("systemd-analyze security --no-pager medtls-enroll.service")
     score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
-    assert score <= 3.0, out
+    assert score <= 2.5, out  # 2.1 today
 
 
 def test_next_run_is_a_no_op_before_renewal_is_due(host):
