@@ -160,3 +160,40 @@ def test_write_is_atomic_and_missing_file_is_no_state(tmp_path):
     en.write_state(p, s)
     assert en.read_state(p) == s
     assert os.listdir(tmp_path) == ["state.json"]  # no temporary file left
+
+
+# ------------------------------------------------------------------ health
+
+
+def _cert_status(now, not_before, not_after):
+    return {"ready": True, "listeners": ["x"], "now": now,
+            "certificates": [{"role": "identity", "subject": "CN=ct", "path": "p",
+                              "not_before": not_before, "not_after": not_after}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "life_days, left_days, level",
+    [(7, 5, 0), (7, 2, 1), (7, 0.5, 2), (730, 200, 0), (730, 10, 1), (730, 2, 2), (90, 20, 0)],
+)
+def test_expiry_levels_are_a_fraction_of_the_lifetime(life_days, left_days, level):
+    from medtls.ops import health
+
+    now = 2e9
+    status = _cert_status(now, now - (life_days - left_days) * DAY, now + left_days * DAY)
+    assert health.evaluate(status)[0] == level
+
+
+def test_enrolling_is_not_healthy_and_says_why():
+    from medtls.ops import health
+
+    status = {"ready": True, "listeners": ["x"], "now": 2e9,
+              "enrollment": {"phase": "enrolling", "last_error": "CA unreachable"}}  # fmt: skip
+    level, problems = health.evaluate(status)
+    assert level == health.CRITICAL
+    assert "enrolling: no identity certificate issued yet; last error: CA unreachable" in str(
+        problems
+    )
+    status["enrollment"] = {"phase": "failed", "attempts": 3, "last_error": "timeout",
+                            "next_renewal": 2e9 + 60}  # fmt: skip
+    level, problems = health.evaluate(status)
+    assert level == health.WARNING and "renewal failing (3 attempts" in str(problems)

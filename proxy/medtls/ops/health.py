@@ -10,7 +10,29 @@ import time
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+# Expiry as a fraction of the certificate's lifetime, capped for long-lived ones: WARNING with
+# less than a third left (an enrolled certificate renews at two thirds: its renewal is overdue)
+# but at most 14 days ahead; CRITICAL with less than a tenth left, at most 3 days ahead.
+# 7-day certificate: WARNING 2.3 days, CRITICAL 17 h before expiry; 90 days: 14 d / 3 d;
+# 2 years (by hand): 14 d / 3 d. Without a known start (older status): 14 d, 3 d.
 EXPIRY_WARNING_DAYS = 14
+EXPIRY_WARNING_FRACTION = 1 / 3
+EXPIRY_CRITICAL_DAYS = 3
+EXPIRY_CRITICAL_FRACTION = 1 / 10
+
+
+def expiry_windows(not_before: float | None, not_after: float) -> tuple[float, float]:
+    """(warning, critical) seconds before not_after."""
+    warn, crit = EXPIRY_WARNING_DAYS * 86400.0, EXPIRY_CRITICAL_DAYS * 86400.0
+    if not_before is not None and not_after > not_before:
+        life = not_after - not_before
+        warn, crit = (
+            min(warn, life * EXPIRY_WARNING_FRACTION),
+            min(crit, life * EXPIRY_CRITICAL_FRACTION),
+        )
+    return warn, crit
+
+
 CRL_DUE_WARNING_SECONDS = 86400  # a CRL normally has days left; under one, its renewal stalled
 
 
@@ -57,10 +79,30 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
                 add(WARNING, f"{label} due for renewal in {_span(left)}")
             continue
         label = f"{cert['role']} certificate {cert['subject']} ({cert['path']})"
+        warn, crit = expiry_windows(cert.get("not_before"), cert["not_after"])
         if left <= 0:
             add(CRITICAL, f"{label} EXPIRED {_ago(-left)} ago")
-        elif left < EXPIRY_WARNING_DAYS * 86400:
+        elif left < crit:
+            add(CRITICAL, f"{label} expires in {_span(left)}")
+        elif left < warn:
             add(WARNING, f"{label} expires in {_span(left)}")
+
+    enrollment = status.get("enrollment") or {}
+    phase = enrollment.get("phase")
+    if phase == "enrolling":
+        add(
+            CRITICAL,
+            "enrolling: no identity certificate issued yet"
+            + (f"; last error: {enrollment['last_error']}" if enrollment.get("last_error") else ""),
+        )
+    elif phase in ("failed", "expired"):
+        add(
+            WARNING if phase == "failed" else CRITICAL,
+            f"enrollment: renewal failing ({enrollment.get('attempts')} attempts, next "
+            f"{_stamp(enrollment.get('next_renewal'))}): {enrollment.get('last_error')}",
+        )
+    elif phase == "unknown":
+        add(WARNING, f"enrollment state unreadable: {enrollment.get('state_error')}")
 
     reloads = status.get("reloads") or {}
     if reloads.get("last_result") == "failed":
@@ -102,6 +144,10 @@ def _span(seconds: float) -> str:
 
 def _ago(seconds: float) -> str:
     return _span(seconds)
+
+
+def _stamp(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if ts else "not scheduled"
 
 
 def _when(ts: float | None, now: float) -> str:

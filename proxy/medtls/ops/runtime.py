@@ -425,7 +425,9 @@ class OpsRuntime(Observer):
         if self.engine is not None:
             self.config = self.engine.config
         old = {(c.path, c.role): c.fingerprint_sha256 for c in self.certs}
+        old_identity = next((c for c in self.certs if c.role == IDENTITY), None)
         new_certs, problems = self._certificates()
+        self._audit_identity_change(old_identity, new_certs, generation)
         with self._lock:
             self.generation = generation
             self._learn_routes(self.config)
@@ -452,6 +454,37 @@ class OpsRuntime(Observer):
                 security=False,
             )
         self._wake_reload_waiters({"ok": True, "generation": generation})
+
+    def _audit_identity_change(self, old, new_certs, generation) -> None:
+        """A new identity certificate (renewed, enrolled or replaced by hand): one log line and
+        one audit event naming both serials and expiry dates."""
+        new = next((c for c in new_certs if c.role == IDENTITY), None)
+        if old is None or new is None or not new.serial or old.serial == new.serial:
+            return
+        text = (
+            f"identity certificate replaced (generation {generation}): serial {old.serial} "
+            f"(expires {old.not_after_iso}) -> serial {new.serial} (expires {new.not_after_iso})"
+        )
+        log.info(text)
+        self.auditor.configuration_change(True, new.path, text)
+
+    def enrollment_status(self) -> dict | None:
+        """The enroll process's state.json (None without enrollment): read on demand, tiny."""
+        enrollment = getattr(self.config, "enrollment", None)
+        if enrollment is None:
+            return None
+        from medtls.core.enrollment import StateFileError, current_phase, read_state
+
+        try:
+            state = read_state(enrollment.state_path)
+        except StateFileError as e:
+            return {"phase": "unknown", "state_error": str(e)}
+        if state is None:
+            return {"phase": "enrolling", "last_error": None, "attempts": 0}
+        out = {k: getattr(state, k) for k in state.__dataclass_fields__}
+        out["ari_window"] = list(state.ari_window) if state.ari_window else None
+        out["phase"] = current_phase(state, time.time())
+        return out
 
     def reload_failed(self, error) -> None:
         with self._lock:
@@ -559,10 +592,13 @@ class OpsRuntime(Observer):
                         "role": c.role,
                         "subject": c.subject,
                         "not_after": c.not_after,
+                        "not_before": c.not_before,
+                        "serial": c.serial,
                     }
                     for c in self.certs
                 ],
                 "certificate_problems": list(self.cert_problems),
+                "enrollment": self.enrollment_status(),
                 "clock": {
                     "synchronized": self.clock_state.synchronized,
                     "source": self.clock_state.source,

@@ -374,7 +374,9 @@ def test_health_levels():
     assert health.evaluate(_status(clock={**unsync, "require_sync": False}))[0] == health.WARNING
     soon = [{"path": "/d.crt", "role": "identity", "subject": "CN=ct", "not_after": now + 3600}]
     level, problems = health.evaluate(_status(certificates=soon))
-    assert level == health.WARNING and "expires in 1h00m" in problems[0][1]
+    assert level == health.CRITICAL and "expires in 1h00m" in problems[0][1]
+    soon[0]["not_after"] = now + 5 * 86400
+    assert health.evaluate(_status(certificates=soon))[0] == health.WARNING
     gone = [{"path": "/d.crt", "role": "identity", "subject": "CN=ct", "not_after": now - 10}]
     assert health.evaluate(_status(certificates=gone))[0] == health.CRITICAL
     failed = {"ok": 1, "failed": 1, "last_result": "failed", "last_error": "bad key"}
