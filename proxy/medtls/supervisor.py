@@ -19,11 +19,12 @@ def probe(config) -> None:
     """
     from medtls.engine.listeners import listener_specs
     from medtls.engine.netutil import listen_socket
-    from medtls.tls.material import validate
+    from medtls.tls.material import awaiting_enrollment, validate
     from medtls.tls.openssl import self_test
 
     self_test()
-    validate(config, 1)  # the same validation as `medtls check` and reload
+    if not awaiting_enrollment(config):  # enrolling: each worker waits for its first reload
+        validate(config, 1)  # the same validation as `medtls check` and reload
     for spec in listener_specs(config):
         try:
             listen_socket(spec.host, spec.port, spec.transparent, reuseport=True).close()

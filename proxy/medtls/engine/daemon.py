@@ -53,7 +53,7 @@ from medtls.engine.loop import ERRHUP, GONE, READ, WRITE, EventLoop
 from medtls.engine.netutil import abort, original_dst_nat, set_options, upstream_socket
 from medtls.engine.relay import BufferPool, Pipe, RelayError, Side, Truncated
 from medtls.tls import TLSSetupError
-from medtls.tls.material import Generation, validate
+from medtls.tls.material import Generation, awaiting_enrollment, validate
 from medtls.tls.openssl import issue_no_ticket, rotate_ticket_keys, self_test
 
 __all__ = ["Conn", "Daemon", "ListenerSpec", "listener_specs"]
@@ -131,7 +131,11 @@ class Daemon(EventLoop, EngineHandle):
             config = load_config(config)
         self_test()
         self.events = ev.Dispatcher(observers)
-        self.rt = validate(config, 1)  # the same validation as `medtls check` and reload
+        # Enrolling (no certificate yet): serve nothing until a reload validates one.
+        self.enrolling = awaiting_enrollment(config)
+        # the same validation as `medtls check` and reload
+        self.rt = Generation(config, 1) if self.enrolling else validate(config, 1)
+        self._started = False
         EventLoop.__init__(self)
         self.listeners: dict[ListenerSpec, socket.socket] = {}
         self.conns: dict[int, Conn] = {}
@@ -178,7 +182,11 @@ class Daemon(EventLoop, EngineHandle):
 
     def start(self) -> None:
         """Open the listeners (raises OSError with a clear message on failure)."""
-        self._sync_listeners(self.rt.config)
+        self._started = True
+        if self.enrolling:
+            log.warning("%s", self.enrolling)
+        else:
+            self._sync_listeners(self.rt.config)
         for w in self.rt.config.warnings():
             log.warning("%s", w)
         self.events.reload_ok(self.rt.generation)
@@ -205,7 +213,7 @@ class Daemon(EventLoop, EngineHandle):
 
     def serve_forever(self) -> None:
         """Open listeners (if not yet) and run until stop() completes the drain."""
-        if not self.listeners:
+        if not self._started:
             self.start()
         self._loop_thread = threading.get_ident()
         if threading.current_thread() is threading.main_thread():
@@ -279,6 +287,7 @@ class Daemon(EventLoop, EngineHandle):
             log.exception("reload: internal error")
             return self._reload_failed(f"{path}: internal error: {type(e).__name__}: {e}")
         self.rt = rt
+        self.enrolling = None
         self._next_ticket_keys = time.monotonic() + config.session_lifetime  # new contexts
         for w in config.warnings():
             log.warning("%s", w)
@@ -848,6 +857,7 @@ class Daemon(EventLoop, EngineHandle):
             "generation": rt.generation,
             "mode": rt.config.mode,
             "stopping": self.stopping,
+            "enrolling": self.enrolling,
             "listeners": [
                 {"name": s.name, "direction": s.direction, "address": f"{s.host}:{s.port}"}
                 for s in list(self.listeners)

@@ -103,6 +103,9 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
         )
     elif phase == "unknown":
         add(WARNING, f"enrollment state unreadable: {enrollment.get('state_error')}")
+    waiting = (status.get("snapshot") or {}).get("enrolling")
+    if waiting and phase != "enrolling":  # issued, but the daemon has not loaded it (reload?)
+        add(CRITICAL, f"not serving: {waiting}")
 
     reloads = status.get("reloads") or {}
     if reloads.get("last_result") == "failed":
@@ -177,6 +180,9 @@ def render(status: dict, now: float | None = None) -> str:
         f" ({clock.get('detail', '?')}); require_sync "
         f"{'on' if clock.get('require_sync', True) else 'off'}"
     )
+    enrollment = status.get("enrollment")
+    if enrollment:
+        out.append(f"enrollment: {enrollment_line(enrollment)}")
     conns = status.get("connections") or {}
     out.append(f"conns:     {conns.get('active', 0)} active, {conns.get('total', 0)} since start")
     if status.get("workers"):
@@ -229,3 +235,20 @@ def render(status: dict, now: float | None = None) -> str:
         for lvl, text in problems:
             out.append(f"  {LEVEL_NAMES[lvl]}: {text}")
     return "\n".join(out) + "\n"
+
+
+def enrollment_line(enrollment: dict) -> str:
+    """Phase, serial, next renewal (or retry) and the last error of the enroll process."""
+    parts = [enrollment.get("phase") or "?"]
+    if enrollment.get("serial"):
+        parts.append(f"serial {enrollment['serial']}")
+    if enrollment.get("phase") == "unknown":
+        parts.append(str(enrollment.get("state_error")))
+    else:
+        retry = enrollment.get("attempts") and enrollment.get("last_error")
+        parts.append(
+            f"next {'attempt' if retry else 'renewal'} {_stamp(enrollment.get('next_renewal'))}"
+        )
+    if enrollment.get("last_error"):
+        parts.append(f"last error: {enrollment['last_error']}")
+    return "; ".join(parts)

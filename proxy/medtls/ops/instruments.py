@@ -60,6 +60,22 @@ class Instruments:
         self.audit_connected = r.gauge(
             "medtls_audit_connected", "1 while connected to the audit repository"
         )
+        # Enrollment (read from the enroll process's state.json at each scrape; none without it)
+        self.enrollment_phase = r.gauge(
+            "medtls_enrollment_phase", "1 for the enrollment's current phase, 0 for the others",
+            ("phase",),
+        )  # fmt: skip
+        self.next_renewal = r.gauge(
+            "medtls_certificate_next_renewal_timestamp_seconds",
+            "When the next renewal (or retry) of the enrolled certificate is due (epoch)",
+        )
+        self.enrollment_failure = r.gauge(
+            "medtls_enrollment_last_failure_timestamp_seconds",
+            "When the last failed enrollment attempt was (epoch; 0: none since the last success)",
+        )
+        self.enrollment_attempts = r.gauge(
+            "medtls_enrollment_attempts", "Failed enrollment attempts since the last success"
+        )
         self.up.set(1)
         for result in ("ok", "failed"):
             self.reloads.inc(0, result=result)

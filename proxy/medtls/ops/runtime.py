@@ -190,6 +190,7 @@ class OpsRuntime(Observer):
         self.m.clock.set(1 if self.clock_state.synchronized else 0)
         self.m.validation.set(0 if self.validation_gate() else 1)
         self.m.ready.set(1 if self.ready_flag and not self.draining else 0)
+        self._collect_enrollment()
         audit = self.auditor.counters()
         self.m.audit_sent.set(audit["sent"])
         self.m.audit_dropped.set(audit["dropped"])
@@ -485,6 +486,24 @@ class OpsRuntime(Observer):
         out["ari_window"] = list(state.ari_window) if state.ari_window else None
         out["phase"] = current_phase(state, time.time())
         return out
+
+    def _collect_enrollment(self) -> None:
+        m = self.m
+        for metric in (m.enrollment_phase, m.next_renewal, m.enrollment_failure):
+            metric.clear()
+        m.enrollment_attempts.clear()
+        state = self.enrollment_status()
+        if state is None:
+            return
+        from medtls.core.enrollment import PHASES
+
+        for phase in (*PHASES, "unknown"):  # a fixed label set: one series per known phase
+            m.enrollment_phase.set(1 if state["phase"] == phase else 0, phase=phase)
+        if state.get("next_renewal"):
+            m.next_renewal.set(state["next_renewal"])
+        failing = state.get("attempts") and state.get("last_error")
+        m.enrollment_failure.set((state.get("last_attempt") or 0) if failing else 0)
+        m.enrollment_attempts.set(state.get("attempts") or 0)
 
     def reload_failed(self, error) -> None:
         with self._lock:

@@ -76,6 +76,18 @@ def pinned_identity(ident):
     return ident
 
 
+def awaiting_enrollment(config: Config) -> str | None:
+    """With enrollment and no identity certificate installed yet: why the box cannot serve (it
+    starts fail closed, opens no listener, and a reload after `medtls enroll` installed one
+    brings it into service); None otherwise (start validates as always)."""
+    if config.enrollment is None or config.identity.certificate.exists():
+        return None
+    return (
+        f"enrolling: no identity certificate yet ({config.identity.certificate} does not exist); "
+        "no connection is accepted until enrollment installs one"
+    )
+
+
 def validate(config: Config, generation: int = 0) -> Generation:
     """Load every key/certificate/CA, build one SSLContext per route, and prove in a handshake
     over memory that our identity works in each role and profile it is used in; raises
