@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from medtls.config import Config, Problem
+from medtls.ops.health import expiry_windows
 from medtls.tls.context import TLSSetupError, read_crls, read_passphrase
 from medtls.tls.material import validate
 
-EXPIRY_WARNING_DAYS = 30
 # CRLs are reissued every few days; one due within this is a renewal job that may have stopped.
 CRL_DUE_WARNING = dt.timedelta(days=1)
 
@@ -113,9 +113,12 @@ def check_material(
                 f"{role}: certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d} "
                 "(peers refuse it until then; or is this clock wrong?)"
             )
-        left = leaf.not_valid_after_utc - now
-        if dt.timedelta(0) < left < dt.timedelta(days=EXPIRY_WARNING_DAYS):
-            warnings.append(f"{role}: certificate expires in {left.days} days")
+        left = (leaf.not_valid_after_utc - now).total_seconds()
+        warn, _ = expiry_windows(
+            leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
+        )  # the same windows as `medtls status`: a fraction of the lifetime, capped
+        if 0 < left < warn:
+            warnings.append(f"{role}: certificate expires in {_days_hours(left)}")
         pub = leaf.public_key()
         if isinstance(pub, rsa.RSAPublicKey) and pub.key_size < 2048:
             problems.append(Problem(role, f"RSA key of {pub.key_size} bits (need >= 2048)"))
@@ -197,3 +200,8 @@ def _usage(leaf: x509.Certificate, role: str, out: list[Problem]) -> None:
     pub = leaf.public_key()
     if isinstance(pub, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         out.append(Problem(role, "Ed25519/Ed448 keys are not allowed by the DICOM profiles"))
+
+
+def _days_hours(seconds: float) -> str:
+    days, hours = int(seconds // 86400), int(seconds % 86400 // 3600)
+    return f"{days} days" if days >= 2 else f"{days * 24 + hours} hours"

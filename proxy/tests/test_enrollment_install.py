@@ -189,3 +189,28 @@ def test_check_runs_under_debians_python(pki, cfg, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "REJECTED" in out.stdout and "lacks clientAuth" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "days, not_before_days, warned",  # days: until not_after, from now
+    [
+        (6, -1, None),  # a fresh 7-day certificate: 6 days left (a fixed 30 days warned)
+        (1.52, -5.5, "expires in 36 hours"),  # under a third of 7 days left
+        (30, -370, None),  # 30 days left of 400: not yet within 14 days
+        (10.5, -390, "expires in 10 days"),
+    ],
+)
+def test_check_warns_at_the_same_fraction_of_the_lifetime_as_status(
+    fresh_pki, tmp_path, days, not_before_days, warned
+):
+    from medtls.check import check_material
+
+    cert, key = fresh_pki.issue("box", ips=(DEVICE,), days=days, not_before_days=not_before_days)
+    raw = {"device": {"ip": DEVICE}, "mode": "explicit", "trust": {"ca": str(fresh_pki.ca)},
+           "identity": {"certificate": str(cert), "key": str(key)},
+           "inbound": [{"name": "ris", "listen": "127.0.0.1:12762", "port": 2762,
+                        "allow": [{"cn": "ris"}]}]}  # fmt: skip
+    problems, warnings = check_material(parse_config(raw, tmp_path / "m.yaml"))
+    assert problems == []
+    expiry = [w for w in warnings if "expires in" in w]
+    assert expiry == ([f"identity.certificate: certificate {warned}"] if warned else [])
