@@ -189,7 +189,8 @@ class OpsRuntime(Observer):
             )
         self.m.clock.set(1 if self.clock_state.synchronized else 0)
         self.m.validation.set(0 if self.validation_gate() else 1)
-        self.m.ready.set(1 if self.ready_flag and not self.draining else 0)
+        enrolling = getattr(self.engine, "enrolling", None)  # started, waiting for a certificate
+        self.m.ready.set(1 if self.ready_flag and not self.draining and not enrolling else 0)
         self._collect_enrollment()
         audit = self.auditor.counters()
         self.m.audit_sent.set(audit["sent"])

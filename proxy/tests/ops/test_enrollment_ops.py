@@ -163,6 +163,7 @@ def test_enrolling_box_is_fail_closed_then_serves_after_the_first_certificate(en
         f"CRITICAL: enrolling: no identity certificate issued yet; last error: {CA_DOWN}" in human
     )
     fams = box.scrape()
+    assert promparse.value(fams, "medtls_ready") == 0
     assert promparse.value(fams, "medtls_enrollment_phase", phase="enrolling") == 1
     assert promparse.value(fams, "medtls_enrollment_phase", phase="valid") == 0
     assert promparse.value(fams, "medtls_enrollment_attempts") == 1
@@ -182,6 +183,7 @@ def test_enrolling_box_is_fail_closed_then_serves_after_the_first_certificate(en
     assert status["enrollment"]["serial"] == first
     assert f"enrollment: valid; serial {first}; next renewal 20" in box.status()
     fams = box.scrape()
+    assert promparse.value(fams, "medtls_ready") == 1
     assert promparse.value(fams, "medtls_enrollment_phase", phase="valid") == 1
     assert promparse.value(fams, "medtls_enrollment_phase", phase="enrolling") == 0
     assert promparse.value(fams, "medtls_enrollment_attempts") == 0
