@@ -13,6 +13,7 @@ packages=(
   python3 python3-apt systemd systemd-sysv dbus sudo iproute2 nftables ca-certificates
   python3-yaml python3-cryptography openssl openssh-server unattended-upgrades
   systemd-timesyncd kmod procps
+  python3-acme python3-josepy python3-requests
 )
 # The hardening role's packages (image/packages/hardening.list, shared with the image build).
 while read -r package _; do

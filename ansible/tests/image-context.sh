@@ -45,9 +45,12 @@ for link in multi-user.target.wants/medtls.service multi-user.target.wants/medtl
 done
 for file in etc/medtls/medtls.yaml etc/medtls/failclosed.nft etc/systemd/network/20-medtls-bridge.netdev \
   etc/sysctl.d/60-medtls-hardening.conf etc/ssh/sshd_config.d/10-medtls-hardening.conf \
-  opt/medtls/lib/medtls/cli.py usr/bin/medtls; do
+  opt/medtls/lib/medtls/cli.py usr/bin/medtls etc/systemd/system/medtls-enroll.service \
+  etc/systemd/system/medtls-enroll.timer etc/systemd/system/medtls-crl-fetch.timer; do
   [ -e "$root/$file" ] || fail "/$file missing"
 done
+# The enrollment units are there for a first-boot import; the image inventory's mode leaves them off.
+[ ! -e "$wants/timers.target.wants/medtls-enroll.timer" ] || fail "medtls-enroll.timer enabled in generate mode"
 # Shared images carry no secrets: no device key, no SSH host key.
 [ ! -e "$root/etc/medtls/device.key" ] || fail "a device key was baked into the image"
 compgen -G "$root/etc/ssh/ssh_host_*_key" >/dev/null && fail "SSH host keys were baked into the image"

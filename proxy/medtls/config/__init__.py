@@ -527,7 +527,9 @@ def _enrollment(r: Reader, v: Values | None, top: Values, mode: str) -> Enrollme
     if ("eab_key_id" in acme.given) != ("eab_hmac_key_file" in acme.given):
         missing = "eab_hmac_key_file" if "eab_key_id" in acme.given else "eab_key_id"
         r.err(f"enrollment.acme.{missing}", "eab_key_id and eab_hmac_key_file go together")
-    hmac_file = acme["eab_hmac_key_file"]
+    hmac_file = Path(acme["eab_hmac_key_file"]) if acme["eab_hmac_key_file"] else None
+    if hmac_file is not None and r.check_files and not hmac_file.exists():
+        r.err("enrollment.acme.eab_hmac_key_file", f"file not found: {hmac_file}")
     if hmac_file is not None and r.check_files and hmac_file.is_file():
         mode_bits = hmac_file.stat().st_mode & 0o077
         if mode_bits:

@@ -584,7 +584,7 @@ _ENROLLMENT = Section(
             Key("eab_key_id", STR, "External Account Binding key id (with eab_hmac_key_file)"),
             Key(
                 "eab_hmac_key_file",
-                FILE,
+                PATH,  # read by `medtls enroll` (root) only: the daemon's user must not read it
                 "file holding the base64url EAB HMAC key; refused if group/other readable",
             ),
             Key(
