@@ -16,8 +16,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -340,18 +338,6 @@ def install(cfg: Config, bundle: bytes) -> None:
             os.close(dirfd)
 
 
-def reload_daemon(cfg: Config, timeout: float = 70.0) -> str:
-    """`medtls reload` of this configuration; "not running" is not an error."""
-    if not os.path.exists(cfg.ops.control.socket):
-        return "not running"
-    cmd = [sys.executable, "-m", "medtls.cli", "reload", "--config", str(cfg.path)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5)
-    except subprocess.TimeoutExpired:
-        return "reload: no answer"
-    return (r.stdout.strip() or r.stderr.strip())[:300] or f"reload exited {r.returncode}"
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -362,6 +348,7 @@ def device_source(cfg: Config) -> str | None:
 
 def fetch_once(cfg: Config, now: float | None = None, session=None) -> CrlFetchState:
     """Fetch every URL, install what passed, reload, write and return the state."""
+    from medtls.enroll.install import notify_daemon
     from medtls.enroll.transport import session_as
     from medtls.tls.context import TLSSetupError
 
@@ -406,7 +393,7 @@ def fetch_once(cfg: Config, now: float | None = None, session=None) -> CrlFetchS
         bundle = merge(current, accepted)
         try:
             install(cfg, pem_bundle(bundle))
-            reload = reload_daemon(cfg)
+            reload = notify_daemon(cfg)
         except (TLSSetupError, OSError) as e:
             errors.append(f"new trust.crl refused, the installed one stays: {e}")
             results = [
