@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import hashlib
 import os
 import tempfile
@@ -25,6 +24,7 @@ from medtls.config import Config
 from medtls.core.certparse import CertParseError, pem_certificates
 from medtls.core.crlparse import crl_blocks, parse_crl
 from medtls.core.crlstate import CrlFetchState, UrlResult, write_state
+from medtls.enroll.x509read import utc
 
 # A CA's clock may run a little ahead of ours: a CRL issued "in the future" by less than this is
 # not refused (a larger gap is a wrong clock on one side, or a forged date).
@@ -102,14 +102,9 @@ def _when(t: float) -> str:
 # --------------------------------------------------------------------------- reading CRLs
 
 
-def _utc(crl, name: str) -> float | None:
-    value = getattr(crl, f"{name}_utc", None)  # cryptography >= 42; older: naive UTC
-    if value is None:
-        value = getattr(crl, name)
-        if value is None:
-            return None
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+def _timestamp(crl, name: str) -> float | None:
+    value = utc(crl, name)
+    return None if value is None else value.timestamp()
 
 
 def one_der(body: bytes) -> bytes:
@@ -165,10 +160,10 @@ def examine(der: bytes, cas: list) -> CrlMeta:
     spki = signer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    this_update = _utc(crl, "last_update")
+    this_update = _timestamp(crl, "last_update")
     return CrlMeta(
         f"{issuer}#{hashlib.sha256(spki).hexdigest()[:16]}", issuer, number,
-        this_update, _utc(crl, "next_update"), der,
+        this_update, _timestamp(crl, "next_update"), der,
     )  # fmt: skip
 
 
