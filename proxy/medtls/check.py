@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from medtls.config import Config, Problem
+from medtls.enroll.x509read import load_pem_certificates, utc
 from medtls.ops.health import expiry_windows
 from medtls.tls.context import TLSSetupError, read_crls, read_passphrase
 from medtls.tls.material import validate
@@ -23,29 +24,24 @@ CRL_DUE_WARNING = dt.timedelta(days=1)
 
 def _load_certs(path: Path, role: str, problems: list[Problem]) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
+        certs = load_pem_certificates(path.read_bytes())
     except OSError as e:
         problems.append(Problem(role, f"cannot read {path}: {e.strerror}"))
         return []
     except ValueError:
+        certs = []
+    if not certs:
         problems.append(Problem(role, f"no valid PEM certificate in {path}"))
-        return []
     return certs
 
 
 def _validity(cert: x509.Certificate, role: str, now: dt.datetime, out: list[Problem]) -> None:
-    if cert.not_valid_after_utc < now:
+    not_before, not_after = utc(cert, "not_valid_before"), utc(cert, "not_valid_after")
+    if not_after < now:
+        out.append(Problem(role, f"certificate {_name(cert)} expired on {not_after:%Y-%m-%d}"))
+    elif not_before > now:
         out.append(
-            Problem(
-                role, f"certificate {_name(cert)} expired on {cert.not_valid_after_utc:%Y-%m-%d}"
-            )
-        )
-    elif cert.not_valid_before_utc > now:
-        out.append(
-            Problem(
-                role,
-                f"certificate {_name(cert)} not valid before {cert.not_valid_before_utc:%Y-%m-%d}",
-            )
+            Problem(role, f"certificate {_name(cert)} not valid before {not_before:%Y-%m-%d}")
         )
 
 
@@ -108,14 +104,15 @@ def check_material(
         role = "identity.certificate"
         for c in chain[1:]:  # the leaf's validity and chain are validate()'s (as in serving)
             _validity(c, role, now, problems)
-        if leaf.not_valid_before_utc > now:
+        not_before, not_after = utc(leaf, "not_valid_before"), utc(leaf, "not_valid_after")
+        if not_before > now:
             warnings.append(
-                f"{role}: certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d} "
+                f"{role}: certificate not valid before {not_before:%Y-%m-%d} "
                 "(peers refuse it until then; or is this clock wrong?)"
             )
-        left = (leaf.not_valid_after_utc - now).total_seconds()
+        left = (not_after - now).total_seconds()
         warn, _ = expiry_windows(
-            leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
+            not_before.timestamp(), not_after.timestamp()
         )  # the same windows as `medtls status`: a fraction of the lifetime, capped
         if 0 < left < warn:
             warnings.append(f"{role}: certificate expires in {_days_hours(left)}")
@@ -170,7 +167,7 @@ def _crl_problems(
         signers = [ca for ca in cas if ca.subject == crl.issuer]
         if signers and not any(_crl_signed_by(crl, ca) for ca in signers):
             problems.append(Problem(role, f"{who} is not signed by its configured CA"))
-        due = crl.next_update_utc
+        due = utc(crl, "next_update")
         if due is None:
             continue
         if due < now:

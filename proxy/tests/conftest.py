@@ -182,9 +182,11 @@ class Medtls:
 def run_medtls(tmp_path):
     procs: list[Medtls] = []
 
-    def start(cfg: dict, name: str = "medtls", ready: list[int] | None = None) -> Medtls:
+    def start(
+        cfg: dict, name: str = "medtls", ready: list[int] | None = None, preexec_fn=None
+    ) -> Medtls:
         path = write_yaml(tmp_path / f"{name}.yaml", cfg)
-        m = Medtls(path, tmp_path / f"{name}.log")
+        m = Medtls(path, tmp_path / f"{name}.log", preexec_fn=preexec_fn)
         procs.append(m)
         m.wait_ready(ready or [])
         return m
@@ -212,6 +214,7 @@ def make_pair(pki, run_medtls):
         b_cn: str = "box-b",
         verify: dict | None = None,
         allow: list | None = None,
+        preexec_fn=None,  # e.g. dicom_util.LoopbackNetns.enter: both boxes in that namespace
     ) -> Pair:
         a_port, b_port = free_port(), free_port()
         a_cfg = box_config(
@@ -245,8 +248,8 @@ def make_pair(pki, run_medtls):
                     cfg[k] = {**cfg[k], **v}
                 else:
                     cfg[k] = v
-        b = run_medtls(b_cfg, "b", [b_port])
-        a = run_medtls(a_cfg, "a", [a_port])
+        b = run_medtls(b_cfg, "b", [b_port], preexec_fn)
+        a = run_medtls(a_cfg, "a", [a_port], preexec_fn)
         return Pair(a, b, a_port, b_port, server_port)
 
     return make

@@ -210,3 +210,30 @@ def test_help_lists_every_subcommand_also_before_a_command():
         r = medtls(*args)
         assert r.returncode == 0
         assert set(cli.SUBCOMMANDS) <= set(r.stdout.split())
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-cryptography 38: as on a box
+
+
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).exists(), reason="needs Debian's /usr/bin/python3")
+def test_check_under_debians_python(pki, tmp_path):
+    """`medtls check` on the box runs under /usr/bin/python3, whose cryptography (38) lacks
+    load_pem_x509_certificates and the *_utc attributes: a valid configuration (chain with an
+    intermediate, CRLs) is OK, an expired identity is one line; never a traceback."""
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"}
+    text = ct_config(pki, tmp_path).read_text()
+    crl = pki.crl(tmp_path / "crl.pem", days=0.5)  # due within a day: the warning path too
+    text = text.replace("  # crl: /etc/medtls/crl.pem", f"  crl: {crl}")
+    good = tmp_path / "good.yaml"
+    good.write_text(text)
+    r = subprocess.run([SYSTEM_PYTHON, "-m", "medtls", "check", "--config", str(good)],
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK (2 outbound, 2 inbound)" in r.stdout
+    assert "is due for renewal in" in r.stdout + r.stderr
+    expired = tmp_path / "expired.yaml"
+    expired.write_text(text.replace(str(pki.crt("box-a")), str(pki.crt("expired"))))
+    r = subprocess.run([SYSTEM_PYTHON, "-m", "medtls", "check", "--config", str(expired)],
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "certificate expired on" in r.stderr

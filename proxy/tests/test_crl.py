@@ -14,7 +14,7 @@ import medtls_testpki as testpki
 import pytest
 from conftest import MEDTLS, Medtls, box_config, free_port, write_yaml
 from cryptography.hazmat.primitives.serialization import Encoding
-from dicom_util import Storescp, storescu
+from dicom_util import storescu
 from pki import LEAF, ORG
 from test_negative import s_client, tls_echo
 
@@ -103,16 +103,12 @@ def test_revoked_server_refused_outbound(pki, run_medtls, guarded, tmp_path):
     _, b_port, _ = guarded()
     a_port = free_port()
     crl = pki.crl(tmp_path / "a-crl.pem", revoked=("box-b",))
-    scp = Storescp(tmp_path / "unused", free_port())
-    try:
-        a = run_medtls(box_config(pki, "box-a", outbound=[{
-            "name": "far", "address": "127.0.0.1", "tls_port": b_port,
-            "listen": f"127.0.0.1:{a_port}", "verify": {"cn": "box-b"}}],
-            trust={"ca": str(pki.ca), "crl": str(crl)}), "a", [a_port])  # fmt: skip
-        assert storescu(a_port).returncode != 0  # the device's DICOM send fails visibly
-        a.wait_conn("cert_revoked", "direction=outbound")
-    finally:
-        scp.stop()
+    a = run_medtls(box_config(pki, "box-a", outbound=[{
+        "name": "far", "address": "127.0.0.1", "tls_port": b_port,
+        "listen": f"127.0.0.1:{a_port}", "verify": {"cn": "box-b"}}],
+        trust={"ca": str(pki.ca), "crl": str(crl)}), "a", [a_port])  # fmt: skip
+    assert storescu(a_port).returncode != 0  # the device's DICOM send fails visibly
+    a.wait_conn("cert_revoked", "direction=outbound")
 
 
 def _check(cfg, tmp_path):

@@ -110,7 +110,7 @@ def test_fetched_crl_revokes_and_bad_crls_never_replace_it(pki, tmp_path):
             serve(revoking, make_crl(pki.root, number=2))
             r = crl_fetch()
             assert r.returncode == 0, r.stdout + r.stderr
-            assert "reload: ok" in r.stdout, r.stdout
+            assert "daemon: reloaded: generation 2" in r.stdout, r.stdout
             assert peer("box-a").startswith("REFUSED")
             assert "result=cert_revoked" in log.read_text()
             assert peer("ris") == "hello"

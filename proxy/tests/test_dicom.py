@@ -4,18 +4,26 @@ import ssl
 
 import pytest
 from conftest import box_config, free_port
-from dicom_util import CT, Storescp, dataset_bytes, echoscu, storescu
+from dicom_util import CT, Storescp, dataset_bytes, echoscu, loopback_netns, storescu
 from pydicom import dcmread
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 
 @pytest.fixture
-def storescp(tmp_path):
+def ns():
+    """DCMTK's storescp, its clients and the boxes in front of it run in a namespace of the
+    test alone (storescp listens on every address it has: see dicom_util.LoopbackNetns)."""
+    with loopback_netns() as n:
+        yield n
+
+
+@pytest.fixture
+def storescp(tmp_path, ns):
     procs = []
 
     def start(port=None, tls=None):
-        s = Storescp(tmp_path / f"out{len(procs)}", port or free_port(), tls)
+        s = Storescp(ns, tmp_path / f"out{len(procs)}", port or free_port(), tls)
         procs.append(s)
         return s
 
@@ -24,40 +32,40 @@ def storescp(tmp_path):
         s.stop()
 
 
-def test_dcmtk_store_and_echo_through_pair(make_pair, storescp):
+def test_dcmtk_store_and_echo_through_pair(make_pair, storescp, ns):
     scp = storescp()
-    pair = make_pair(scp.port)
-    r = echoscu(pair.a_port)
+    pair = make_pair(scp.port, preexec_fn=ns.enter)
+    r = echoscu(pair.a_port, ns=ns)
     assert r.returncode == 0, r.stderr
-    r = storescu(pair.a_port)
+    r = storescu(pair.a_port, ns=ns)
     assert r.returncode == 0, r.stderr
     [stored] = scp.files()
     assert dataset_bytes(stored) == dataset_bytes(CT)
     assert "tls=TLSv1.3" in pair.a.wait_log("result=ok")
 
 
-def test_dcmtk_store_to_storescp_tls_directly(pki, run_medtls, storescp):
+def test_dcmtk_store_to_storescp_tls_directly(pki, run_medtls, storescp, ns):
     tls_port, a_port = free_port(), free_port()
     scp = storescp(tls_port, ["+tls", str(pki.key("pacs")), str(pki.crt("pacs")),
                               "+cf", str(pki.ca), "-rc"])  # fmt: skip
     run_medtls(box_config(pki, "box-a", outbound=[{
         "name": "pacs", "address": "127.0.0.1", "tls_port": tls_port,
         "listen": f"127.0.0.1:{a_port}", "verify": {"cn": "pacs", "ip": "127.0.0.1"}}]),
-        "a", [a_port])  # fmt: skip
-    r = storescu(a_port)
+        "a", [a_port], ns.enter)  # fmt: skip
+    r = storescu(a_port, ns=ns)
     assert r.returncode == 0, r.stderr
     [stored] = scp.files()
     assert dataset_bytes(stored) == dataset_bytes(CT)
 
 
-def test_client_without_certificate_tls13_fails_dicom_result(pki, run_medtls, storescp):
+def test_client_without_certificate_tls13_fails_dicom_result(pki, run_medtls, storescp, ns):
     """TLS 1.3: the client's handshake 'succeeds'; the DICOM result must show the refusal."""
     scp = storescp()
     b_port = free_port()
     b = run_medtls(box_config(pki, "box-b", inbound=[{
         "name": "svc", "listen": f"127.0.0.1:{b_port}", "device_port": scp.port,
-        "allow": [{"cn": "box-a"}]}]), "b", [b_port])  # fmt: skip
-    r = storescu(b_port, "+tla", "+cf", str(pki.ca))  # anonymous TLS client, no certificate
+        "allow": [{"cn": "box-a"}]}]), "b", [b_port], ns.enter)  # fmt: skip
+    r = storescu(b_port, "+tla", "+cf", str(pki.ca), ns=ns)  # anonymous TLS client, no certificate
     assert r.returncode != 0, r.stdout + r.stderr
     assert scp.files() == []
     b.wait_conn("no_certificate")

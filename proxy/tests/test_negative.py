@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import box_config, echo_once, free_port
-from dicom_util import Storescp, storescu
+from dicom_util import storescu
 
 
 @pytest.fixture
@@ -126,17 +126,13 @@ def test_server_identity_mismatch_outbound(pki, run_medtls, box_b):
 def test_server_from_untrusted_ca_outbound(pki, run_medtls, box_b, tmp_path):
     _, b_port = box_b()
     a_port = free_port()
-    scp = Storescp(tmp_path / "unused", free_port())
-    try:
-        a = run_medtls(box_config(pki, "box-a", outbound=[{
-            "name": "far", "address": "127.0.0.1", "tls_port": b_port,
-            "listen": f"127.0.0.1:{a_port}",
-            "verify": {"cn": "box-b", "ca": str(pki.rogue_ca)}}]), "a", [a_port])  # fmt: skip
-        r = storescu(a_port)
-        assert r.returncode != 0  # the device's DICOM send fails visibly
-        a.wait_conn("unknown_ca")
-    finally:
-        scp.stop()
+    a = run_medtls(box_config(pki, "box-a", outbound=[{
+        "name": "far", "address": "127.0.0.1", "tls_port": b_port,
+        "listen": f"127.0.0.1:{a_port}",
+        "verify": {"cn": "box-b", "ca": str(pki.rogue_ca)}}]), "a", [a_port])  # fmt: skip
+    r = storescu(a_port)
+    assert r.returncode != 0  # the device's DICOM send fails visibly
+    a.wait_conn("unknown_ca")
 
 
 def test_peer_down(pki, run_medtls):

@@ -14,7 +14,7 @@ import threading
 import hl7 as python_hl7
 import pytest
 from conftest import MEDTLS, box_config, free_port, write_yaml
-from dicom_util import Storescp
+from dicom_util import Storescp, loopback_netns
 from medtls import probe
 from medtls.core import hl7
 
@@ -84,12 +84,14 @@ def peers():
         p.close()
 
 
-def run_probe(tmp_path, pki, port: int, verify: dict, *extra: str, cn="box-a", protocol="tcp"):
+def run_probe(tmp_path, pki, port: int, verify: dict, *extra: str, cn="box-a", protocol="tcp",
+              ns=None):  # fmt: skip
     listen = f"127.0.0.1:{free_port()}"
     peer = {"name": "pacs", "address": "127.0.0.1", "tls_port": port, "listen": listen,
             "verify": verify, "protocol": protocol}  # fmt: skip
     cfg = write_yaml(tmp_path / "probe.yaml", box_config(pki, cn, outbound=[peer]))
     argv = [*MEDTLS, "probe", "pacs", "--config", str(cfg), "--timeout", "5", *extra]
+    argv = ns.argv(*argv) if ns else argv  # the namespace of the peer (dicom_util.LoopbackNetns)
     text = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     js = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60)
     assert js.returncode == text.returncode, (text.stdout, js.stdout)
@@ -203,13 +205,21 @@ def test_peer_found_by_address_and_port(tmp_path, pki, peers):
 
 
 @pytest.fixture
-def storescp_tls(tmp_path, pki):
+def ns():
+    """DCMTK's storescp listens on every address of its namespace: it and the probe run in a
+    namespace of the test alone (dicom_util.LoopbackNetns)."""
+    with loopback_netns() as n:
+        yield n
+
+
+@pytest.fixture
+def storescp_tls(tmp_path, pki, ns):
     made = []
 
     def start(client_ca, *options):
         tls = ["+tls", str(pki.key("pacs")), str(pki.crt("pacs")), "+cf", str(client_ca), "-rc"]
         tls += options
-        s = Storescp(tmp_path / f"out{len(made)}", free_port(), tls)
+        s = Storescp(ns, tmp_path / f"out{len(made)}", free_port(), tls)
         made.append(s)
         return s
 
@@ -218,10 +228,10 @@ def storescp_tls(tmp_path, pki):
         s.stop()
 
 
-def test_dicom_association_and_c_echo_against_dcmtk(tmp_path, pki, storescp_tls):
+def test_dicom_association_and_c_echo_against_dcmtk(tmp_path, pki, storescp_tls, ns):
     scp = storescp_tls(pki.ca)
     r, js = run_probe(tmp_path, pki, scp.port, {"cn": "pacs"}, "--called-ae", "PACS",
-                      "--calling-ae", "CT", protocol="dicom")  # fmt: skip
+                      "--calling-ae", "CT", protocol="dicom", ns=ns)  # fmt: skip
     assert r.returncode == 0, r.stdout + scp.log.read_text()
     assert js["peer_accepted_us"] is True
     assert js["dicom"]["answer"] == "A-ASSOCIATE-AC"
@@ -229,16 +239,16 @@ def test_dicom_association_and_c_echo_against_dcmtk(tmp_path, pki, storescp_tls)
     assert "CT -> PACS" in r.stdout
 
 
-def test_dicom_peer_that_distrusts_us_exits_6(tmp_path, pki, storescp_tls):
+def test_dicom_peer_that_distrusts_us_exits_6(tmp_path, pki, storescp_tls, ns):
     scp = storescp_tls(pki.rogue_ca)
-    r, js = run_probe(tmp_path, pki, scp.port, {"cn": "pacs"}, "--dicom")
+    r, js = run_probe(tmp_path, pki, scp.port, {"cn": "pacs"}, "--dicom", ns=ns)
     assert r.returncode == 6, r.stdout
     assert js["peer_accepted_us"] is False
 
 
-def test_dicom_association_rejected_exits_7_with_the_reason(tmp_path, pki, storescp_tls):
+def test_dicom_association_rejected_exits_7_with_the_reason(tmp_path, pki, storescp_tls, ns):
     scp = storescp_tls(pki.ca, "--refuse")  # storescp rejects every association
-    r, js = run_probe(tmp_path, pki, scp.port, {"cn": "pacs"}, "--dicom")
+    r, js = run_probe(tmp_path, pki, scp.port, {"cn": "pacs"}, "--dicom", ns=ns)
     assert r.returncode == probe.EXIT[probe.APPLICATION_REFUSED] == 7, r.stdout
     assert js["dicom"]["answer"] == "A-ASSOCIATE-RJ" and js["peer_accepted_us"] is True
     assert js["dicom"]["reject"].startswith("rejected-permanent, service-user")

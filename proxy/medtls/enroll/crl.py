@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import hashlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ from medtls.config import Config
 from medtls.core.certparse import CertParseError, pem_certificates
 from medtls.core.crlparse import crl_blocks, parse_crl
 from medtls.core.crlstate import CrlFetchState, UrlResult, write_state
+from medtls.enroll.x509read import utc
 
 # A CA's clock may run a little ahead of ours: a CRL issued "in the future" by less than this is
 # not refused (a larger gap is a wrong clock on one side, or a forged date).
@@ -104,14 +102,9 @@ def _when(t: float) -> str:
 # --------------------------------------------------------------------------- reading CRLs
 
 
-def _utc(crl, name: str) -> float | None:
-    value = getattr(crl, f"{name}_utc", None)  # cryptography >= 42; older: naive UTC
-    if value is None:
-        value = getattr(crl, name)
-        if value is None:
-            return None
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+def _timestamp(crl, name: str) -> float | None:
+    value = utc(crl, name)
+    return None if value is None else value.timestamp()
 
 
 def one_der(body: bytes) -> bytes:
@@ -167,10 +160,10 @@ def examine(der: bytes, cas: list) -> CrlMeta:
     spki = signer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    this_update = _utc(crl, "last_update")
+    this_update = _timestamp(crl, "last_update")
     return CrlMeta(
         f"{issuer}#{hashlib.sha256(spki).hexdigest()[:16]}", issuer, number,
-        this_update, _utc(crl, "next_update"), der,
+        this_update, _timestamp(crl, "next_update"), der,
     )  # fmt: skip
 
 
@@ -340,18 +333,6 @@ def install(cfg: Config, bundle: bytes) -> None:
             os.close(dirfd)
 
 
-def reload_daemon(cfg: Config, timeout: float = 70.0) -> str:
-    """`medtls reload` of this configuration; "not running" is not an error."""
-    if not os.path.exists(cfg.ops.control.socket):
-        return "not running"
-    cmd = [sys.executable, "-m", "medtls.cli", "reload", "--config", str(cfg.path)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5)
-    except subprocess.TimeoutExpired:
-        return "reload: no answer"
-    return (r.stdout.strip() or r.stderr.strip())[:300] or f"reload exited {r.returncode}"
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -362,6 +343,7 @@ def device_source(cfg: Config) -> str | None:
 
 def fetch_once(cfg: Config, now: float | None = None, session=None) -> CrlFetchState:
     """Fetch every URL, install what passed, reload, write and return the state."""
+    from medtls.enroll.install import notify_daemon
     from medtls.enroll.transport import session_as
     from medtls.tls.context import TLSSetupError
 
@@ -406,7 +388,7 @@ def fetch_once(cfg: Config, now: float | None = None, session=None) -> CrlFetchS
         bundle = merge(current, accepted)
         try:
             install(cfg, pem_bundle(bundle))
-            reload = reload_daemon(cfg)
+            reload = notify_daemon(cfg)
         except (TLSSetupError, OSError) as e:
             errors.append(f"new trust.crl refused, the installed one stays: {e}")
             results = [

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from medtls.config import Config
-from medtls.core.certparse import pem_certificates
+from medtls.enroll.x509read import load_pem_certificates, utc
 from medtls.ops import control
 from medtls.tls.context import TLSSetupError
 from medtls.tls.material import validate
@@ -42,17 +42,9 @@ class IssuedCertificateRejected(Exception):
     """The issued chain must not be installed; the message says why."""
 
 
-def _utc(cert: x509.Certificate, which: str) -> datetime:
-    value = getattr(cert, f"{which}_utc", None)  # cryptography >= 42
-    if value is None:
-        value = getattr(cert, which).replace(tzinfo=UTC)
-    return value
-
-
 def load_chain(chain_pem: bytes) -> list[x509.Certificate]:
     try:
-        ders = pem_certificates(chain_pem)
-        certs = [x509.load_der_x509_certificate(der) for der in ders]
+        certs = load_pem_certificates(chain_pem)
     except ValueError as e:
         raise IssuedCertificateRejected(f"the issued chain is not PEM certificates: {e}") from None
     if not certs:
@@ -91,7 +83,7 @@ def check_leaf(cfg: Config, key_pem: bytes, leaf: x509.Certificate, now: datetim
         raise IssuedCertificateRejected(
             f"certificate {serial}: its public key is not the key generated for this order"
         )
-    not_after, not_before = _utc(leaf, "not_valid_after"), _utc(leaf, "not_valid_before")
+    not_after, not_before = utc(leaf, "not_valid_after"), utc(leaf, "not_valid_before")
     if not_after <= now:
         raise IssuedCertificateRejected(
             f"certificate {serial}: expired on {not_after:%Y-%m-%dT%H:%M:%SZ}"

@@ -7,7 +7,6 @@ attempt backed off; the installed certificate is never touched by a failed run."
 from __future__ import annotations
 
 import base64
-import calendar
 import contextlib
 import fcntl
 import os
@@ -94,12 +93,13 @@ def leaf_facts(chain_pem: bytes) -> tuple[str, float, float]:
     """(serial hex, not_before, not_after) of the first certificate of a chain."""
     from cryptography import x509
 
+    from medtls.enroll.x509read import utc
+
     cert = x509.load_pem_x509_certificate(chain_pem)
-    # Debian's cryptography 38 has only the naive UTC datetimes (no not_valid_*_utc).
     return (
         format(cert.serial_number, "x"),
-        calendar.timegm(cert.not_valid_before.utctimetuple()),
-        calendar.timegm(cert.not_valid_after.utctimetuple()),
+        utc(cert, "not_valid_before").timestamp(),
+        utc(cert, "not_valid_after").timestamp(),
     )
 
 
