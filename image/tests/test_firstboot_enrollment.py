@@ -1,7 +1,7 @@
 """medtls-firstboot with ACME enrollment settings on the FAT partition, run against a temporary
-tree (MEDTLS_FIRSTBOOT_SRC, MEDTLS_CONFIG_DIR) with a stand-in `medtls check` on PATH: the
-settings land in /etc/medtls with safe modes, the configuration gains an enrollment section, and
-nothing of them stays on the card."""
+tree (MEDTLS_FIRSTBOOT_SRC, MEDTLS_CONFIG_DIR) with stand-ins for `medtls check` and `systemctl`
+on PATH: the settings land in /etc/medtls with safe modes, the configuration gains an enrollment
+section, the enrollment timer is enabled and started, and nothing of them stays on the card."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import yaml
 SCRIPT = Path(__file__).resolve().parents[1] / "files" / "medtls-firstboot"
 HMAC = "c2VjcmV0LWhtYWMta2V5LWZvci10ZXN0cw"
 CONFIG = "device:\n  ip: 198.18.0.10\ntrust:\n  ca: /etc/medtls/ca.pem\n"
+IDENTITY = "identity:\n  certificate: /etc/medtls/device.crt\n  key: /etc/medtls/device.key\n"
+ENABLE = "enable --now medtls-enroll.timer"
 
 
 def _cert(cn: str) -> str:
@@ -39,17 +41,28 @@ def card(tmp_path):
     src, dst, bin_ = tmp_path / "boot/medtls", tmp_path / "etc/medtls", tmp_path / "bin"
     src.mkdir(parents=True)
     bin_.mkdir()
-    checked = tmp_path / "checked.yaml"
+    checked, calls = tmp_path / "checked.yaml", tmp_path / "systemctl.log"
     (bin_ / "medtls").write_text(f'#!/bin/sh\ncp "$3" {checked}\nexit "${{CHECK_RC:-0}}"\n')
-    (bin_ / "medtls").chmod(0o755)
+    (bin_ / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        'case "$*" in *is-enabled*) exit "${TIMER_ENABLED_RC:-1}" ;; esac\n'
+        'echo "Failed to enable unit" >&2\nexit "${SYSTEMCTL_RC:-0}"\n'
+    )
+    for stub in bin_.iterdir():
+        stub.chmod(0o755)
     (src / "medtls.yaml").write_text(CONFIG)
 
-    def run(check_rc: int = 0):
+    def run(check_rc: int = 0, systemctl_rc: int = 0, timer_enabled: bool = False):
+        # An existing user and group other than root: the EAB key must not go to them.
         env = {**os.environ, "MEDTLS_FIRSTBOOT_SRC": str(src), "MEDTLS_CONFIG_DIR": str(dst),
-               "MEDTLS_GROUP": "nonexistent-medtls-group", "MEDTLS_USER": "nonexistent-medtls",
-               "PATH": f"{bin_}:{os.environ['PATH']}", "CHECK_RC": str(check_rc)}  # fmt: skip
-        return subprocess.run(["sh", str(SCRIPT)], capture_output=True, text=True, env=env,
-                              timeout=60)  # fmt: skip
+               "MEDTLS_GROUP": "nogroup", "MEDTLS_USER": "nobody",
+               "PATH": f"{bin_}:{os.environ['PATH']}", "CHECK_RC": str(check_rc),
+               "SYSTEMCTL_RC": str(systemctl_rc),
+               "TIMER_ENABLED_RC": "0" if timer_enabled else "1"}  # fmt: skip
+        r = subprocess.run(["sh", str(SCRIPT)], capture_output=True, text=True, env=env,
+                           timeout=60)  # fmt: skip
+        r.systemctl = calls.read_text().splitlines() if calls.exists() else []
+        return r
 
     return src, dst, checked, run
 
@@ -72,6 +85,8 @@ def test_settings_with_ca_pem_installed_and_removed_from_the_card(card):
     assert not (dst / "enrollment.conf").exists()
     key = dst / "acme-eab.key"
     assert key.read_text() == HMAC + "\n" and _mode(key) == 0o600
+    if os.geteuid() == 0:  # root only: the enrollment unit (root, no DAC override) reads it
+        assert (key.stat().st_uid, key.stat().st_gid) == (0, 0)
     assert (dst / "acme-ca.pem").read_text() == ca
     cfg = yaml.safe_load((dst / "medtls.yaml").read_text())
     assert cfg["enrollment"] == {"acme": {
@@ -79,6 +94,8 @@ def test_settings_with_ca_pem_installed_and_removed_from_the_card(card):
         "eab_key_id": "kid-1", "eab_hmac_key_file": f"{dst}/acme-eab.key"}}  # fmt: skip
     assert cfg["device"] == {"ip": "198.18.0.10"}
     assert checked.read_text() == (dst / "medtls.yaml").read_text()  # checked as installed
+    assert r.systemctl == [ENABLE]  # the box enrolls by itself
+    assert "medtls-enroll.timer enabled and started" in r.stdout
 
 
 def test_fingerprint_pins_the_ca_from_the_pem_files_on_the_card(card):
@@ -134,4 +151,59 @@ def test_a_failed_check_installs_nothing(card):
     r = run(check_rc=1)
     assert r.returncode == 1
     assert not (dst / "medtls.yaml").exists() and not (dst / "acme-eab.key").exists()
+    assert r.systemctl == []  # nothing enrolls with a configuration that is not installed
     assert (src / "enrollment.conf").exists()  # left for the technician to fix
+
+
+def test_identity_files_in_the_configuration_are_refused_with_enrollment(card):
+    """With enrollment the box presents what it enrolls (<state_dir>/live/): a configuration that
+    names hand-made identity files would never use it, so it is refused, saying what to remove."""
+    src, dst, _, run = card
+    (src / "medtls.yaml").write_text(CONFIG + IDENTITY)
+    (src / "enrollment.conf").write_text("ACME_DIRECTORY=https://x/dir\n")
+    r = run()
+    assert r.returncode == 1
+    error = (src / "ERROR.txt").read_text()
+    assert "sets identity.certificate and identity.key" in error, error
+    assert "remove identity.certificate and identity.key from medtls.yaml" in error
+    assert not (dst / "medtls.yaml").exists() and r.systemctl == []
+
+
+def test_identity_without_certificate_or_key_is_kept_with_enrollment(card):
+    src, dst, _, run = card
+    (src / "medtls.yaml").write_text(CONFIG + "identity:\n  ca: /etc/medtls/ca.pem\n")
+    (src / "enrollment.conf").write_text("ACME_DIRECTORY=https://x/dir\n")
+    r = run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert yaml.safe_load((dst / "medtls.yaml").read_text())["identity"] == {
+        "ca": "/etc/medtls/ca.pem"
+    }
+
+
+def test_an_enrollment_section_of_its_own_also_enables_the_timer(card):
+    src, _, _, run = card
+    (src / "medtls.yaml").write_text(CONFIG + "enrollment:\n  acme:\n    directory: https://x/\n")
+    r = run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.systemctl == [ENABLE]
+
+
+def test_a_timer_that_cannot_start_keeps_the_card_for_the_next_boot(card):
+    src, dst, _, run = card
+    (src / "enrollment.conf").write_text("ACME_DIRECTORY=https://x/dir\n")
+    r = run(systemctl_rc=1)
+    assert r.returncode == 1
+    error = (src / "ERROR.txt").read_text()
+    assert "could not start enrollment (medtls-enroll.timer): Failed to enable unit" in error
+    assert (src / "enrollment.conf").exists() and (dst / "medtls.yaml").exists()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_without_enrollment_the_timer_is_disabled_if_it_was_on(card, enabled):
+    """A box re-configured from enrollment to hand-issued certificates stops enrolling."""
+    src, _, _, run = card
+    (src / "medtls.yaml").write_text(CONFIG + IDENTITY)
+    r = run(timer_enabled=enabled)
+    assert r.returncode == 0, r.stdout + r.stderr
+    disable = ["disable --now medtls-enroll.timer"] if enabled else []
+    assert r.systemctl == ["-q is-enabled medtls-enroll.timer", *disable]

@@ -16,7 +16,7 @@ from medtls.config import Config, Problem
 from medtls.enroll.x509read import load_pem_certificates, utc
 from medtls.ops.health import expiry_windows
 from medtls.tls.context import TLSSetupError, read_crls, read_passphrase
-from medtls.tls.material import validate
+from medtls.tls.material import awaiting_enrollment, validate
 
 # CRLs are reissued every few days; one due within this is a renewal job that may have stopped.
 CRL_DUE_WARNING = dt.timedelta(days=1)
@@ -97,8 +97,15 @@ def check_material(
         for c in certs:
             _validity(c, role, now, problems)
 
-    chain = _load_certs(config.identity.certificate, "identity.certificate", problems)
-    key = _key_problems(config, problems)
+    # Enrollment configured and no certificate yet: the daemon starts fail closed, enrolling, and
+    # `medtls enroll` checks what it gets before installing it; everything else is checked here.
+    enrolling = awaiting_enrollment(config)
+    chain = (
+        []
+        if enrolling
+        else _load_certs(config.identity.certificate, "identity.certificate", problems)
+    )
+    key = None if enrolling else _key_problems(config, problems)
     if chain:
         leaf = chain[0]
         role = "identity.certificate"
@@ -131,7 +138,10 @@ def check_material(
         _crl_problems(config.trust_crl, [c for certs in cas.values() for c in certs], now,
                       problems, warnings)  # fmt: skip
     try:
-        validate(config)
+        if enrolling:
+            warnings.append(enrolling)
+        else:
+            validate(config)
     except TLSSetupError as e:
         # The message names its key path and file: the very line a reload logs. A key path
         # already reported above (say, the details of an unreadable key) is not repeated.

@@ -121,6 +121,19 @@ def test_proxy_role_defaults_match_the_schema():
         assert SCHEMA.keys["limits"].type.keys[name].default == int(value), name
 
 
+def test_certificates_role_leaves_crl_fetch_state_file_to_the_schema_default():
+    """The role creates and unlocks (ReadWritePaths) the directory of the schema's default and
+    renders no state_file of its own: one fact, and the root fetch can write where it reports."""
+    role = ROOT / "roles" / "certificates"
+    role_vars = yaml.safe_load((role / "vars" / "main.yml").read_text(encoding="utf-8"))
+    default = SCHEMA.keys["crl_fetch"].type.keys["state_file"].default
+    assert str(Path(default).parent) == role_vars["medtls_certificates_crl_fetch_state_dir"]
+    assert "state_file" not in role_vars["medtls_certificates_config_sections"]
+    assert "medtls_certificates_crl_fetch_state_dir" not in (
+        role / "defaults" / "main.yml"
+    ).read_text(encoding="utf-8")
+
+
 def _untemplated(value, key=""):
     """A role variable's config with its Jinja expressions replaced by plausible values."""
     if isinstance(value, dict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -214,3 +215,30 @@ def test_check_warns_at_the_same_fraction_of_the_lifetime_as_status(
     assert problems == []
     expiry = [w for w in warnings if "expires in" in w]
     assert expiry == ([f"identity.certificate: certificate {warned}"] if warned else [])
+
+
+def test_check_passes_a_box_still_waiting_for_its_first_certificate(pki, tmp_path):
+    """medtls-firstboot installs a card's enrollment settings only if `medtls check` passes: with
+    no certificate yet it checks everything else and says the box is enrolling (fail closed)."""
+    import yaml
+
+    raw = {"device": {"ip": DEVICE}, "mode": "explicit", "trust": {"ca": str(pki.ca)},
+           "inbound": [{"name": "ris", "listen": "127.0.0.1:12762", "port": 2762,
+                        "allow": [{"cn": "ris"}]}],
+           "enrollment": {"acme": {"directory": "https://ca.test/acme/directory"},
+                          "state_dir": str(tmp_path / "enrollment")}}  # fmt: skip
+    path = tmp_path / "medtls.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "medtls", "check", "--config", str(path)],
+                       capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+    assert "warning: enrolling: no identity certificate yet" in r.stderr
+    # The rest is still checked: a trust anchor that is not a certificate fails.
+    (tmp_path / "bad-ca.pem").write_text("not a certificate\n")
+    raw["trust"]["ca"] = str(tmp_path / "bad-ca.pem")
+    path.write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-m", "medtls", "check", "--config", str(path)],
+                       capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert r.returncode != 0 and "trust.ca" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -8,6 +8,9 @@ STATE = "/var/lib/medtls/enrollment"
 CHAIN = f"{STATE}/live/fullchain.pem"
 KEY = f"{STATE}/live/key.pem"
 CONFIG = "/etc/medtls/medtls.yaml"
+CRL = "/etc/medtls/crl.pem"
+CRL_URL = "http://127.0.0.1:18080/ca.crl"
+CRL_STATE = "/var/lib/medtls/crl-fetch/state.json"  # crl_fetch.state_file's default
 UNITS = (
     "medtls-enroll.service",
     "medtls-enroll.timer",
@@ -84,9 +87,44 @@ def test_units_verify(host):
         assert "medtls-" not in out.stderr, out.stderr  # no warnings about our units
 
 
-def test_crl_fetch_timer_installed_but_off_without_crl_fetch(host):
-    assert host.file("/etc/systemd/system/medtls-crl-fetch.timer").is_file
-    assert not host.service("medtls-crl-fetch.timer").is_enabled
+def _der_sha256(host, pem: str) -> str:
+    return host.check_output(f"openssl crl -in {pem} -outform DER | sha256sum")
+
+
+def test_crl_fetch_unit_installs_the_served_crl(host):
+    """The sandboxed unit (root without CAP_DAC_OVERRIDE) replaces the seeded CRL (number 01)
+    with the newer one served over HTTP and records the result where the schema says."""
+    host.run_expect([0], "systemctl start medtls-crl-fetch.service")
+    assert _der_sha256(host, CRL) == _der_sha256(host, "/srv/medtls-crl/ca.pem")
+    assert host.check_output(f"openssl crl -in {CRL} -noout -crlnumber") != "crlNumber=01"  # seed
+    crl = host.file(CRL)
+    assert crl.user == "root" and crl.mode == 0o644
+    state = host.file(CRL_STATE)
+    assert state.user == "root" and state.mode == 0o644
+    d = host.file(CRL_STATE.rsplit("/", 1)[0])
+    assert (d.user, d.group, d.mode) == ("root", "medtls", 0o750)
+    journal = host.check_output("journalctl -u medtls-crl-fetch.service --no-pager -o cat")
+    assert f"{CRL_URL}: installed" in journal, journal
+    assert host.service("medtls.service").is_running  # reloaded with it, still serving
+
+
+def test_crl_fetch_status_line(host):
+    out = host.check_output(f"medtls crl-fetch --config {CONFIG}")
+    assert "crl fetch: last" in out and "1/1 URLs ok" in out, out
+    assert f"{CRL_URL}: unchanged" in out, out
+    status = host.run(f"medtls status --config {CONFIG}").stdout
+    assert "crl fetch: last" in status and "1/1 URLs ok" in status, status
+
+
+def test_crl_fetch_timer_enabled_and_scheduled(host):
+    timer = "medtls-crl-fetch.timer"
+    assert host.service(timer).is_enabled and host.service(timer).is_running
+    assert host.check_output(f"systemctl show -P NextElapseUSecMonotonic {timer}") not in ("", "0")
+
+
+def test_crl_fetch_section_keeps_the_default_state_file(host):
+    text = host.file(CONFIG).content_string
+    assert f"- {CRL_URL}" in text and "state_file" not in text
 
 
 @pytest.mark.parametrize(

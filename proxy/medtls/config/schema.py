@@ -41,6 +41,9 @@ DEFAULT_CONTROL_SOCKET = "/run/medtls/control.sock"
 ACME_CHALLENGES = ("tls-alpn-01", "http-01")
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")
 DEFAULT_ENROLLMENT_STATE_DIR = "/var/lib/medtls/enrollment"
+# In a root:medtls directory of its own: the fetch runs as root without CAP_DAC_OVERRIDE and
+# cannot write into /var/lib/medtls (the daemon's StateDirectory, owned by its user).
+DEFAULT_CRL_FETCH_STATE_FILE = "/var/lib/medtls/crl-fetch/state.json"
 OPS_SECTIONS = ("metrics", "audit", "clock", "control", "led")
 LOG_FORWARD_TRANSPORTS = ("none", "udp", "tcp", "tls")
 
@@ -653,7 +656,7 @@ _CRL_FETCH = Section(
         "state_file",
         PATH,
         "JSON result of the last fetch (status)",
-        "/var/lib/medtls/crl-fetch.json",
+        DEFAULT_CRL_FETCH_STATE_FILE,
     ),
 )
 
