@@ -45,7 +45,7 @@ for link in multi-user.target.wants/medtls.service multi-user.target.wants/medtl
 done
 for file in etc/medtls/medtls.yaml etc/medtls/failclosed.nft etc/systemd/network/20-medtls-bridge.netdev \
   etc/sysctl.d/60-medtls-hardening.conf etc/ssh/sshd_config.d/10-medtls-hardening.conf \
-  opt/medtls/lib/medtls/cli.py usr/bin/medtls etc/systemd/system/medtls-enroll.service \
+  usr/lib/python3/dist-packages/medtls/cli.py usr/bin/medtls etc/systemd/system/medtls-enroll.service \
   etc/systemd/system/medtls-enroll.timer etc/systemd/system/medtls-crl-fetch.timer; do
   [ -e "$root/$file" ] || fail "/$file missing"
 done
