@@ -160,7 +160,7 @@ def test_every_role_and_playbook_reference_is_fully_qualified():
             seen += len(found)
             for name in found:
                 if str(name).endswith((".yml", ".yaml")) and (path.parent / str(name)).is_file():
-                    continue  # a playbook file beside it (molecule/shared), not a role or playbook name
+                    continue  # a playbook file beside it (molecule/shared), not a name
                 assert FQCN.match(str(name)), (
                     f"{path.relative_to(ROOT)}: {name!r} is not fully qualified"
                 )
