@@ -15,15 +15,15 @@ audit-tls: setup-venv ## testssl report of the inbound listener per profile -> b
 audit-unit: setup-venv ## systemd-analyze security of the unit roles/proxy renders -> build/audit
 	$(AUDIT_PY) -m medtls_audit.unit --out $(AUDIT_OUT)
 
-# The Lynis run is molecule/appliance/tests/test_lynis.py; it leaves build/audit/lynis-report.dat.
+# The Lynis run is molecule/default/tests/test_lynis.py (the whole appliance); it leaves build/audit/lynis-report.dat.
 # AUDIT_LYNIS_REUSE=1 keeps the report of the last appliance run (e.g. from make test-molecule):
 # the scenario's container name is fixed, so it must not run twice at the same time.
 AUDIT_LYNIS_REUSE ?= 0
-audit-lynis: setup-venv ## the appliance Molecule scenario, Lynis index vs audit/lynis-baseline.txt
+audit-lynis: setup-venv ## the default (whole appliance) Molecule scenario, Lynis index vs audit/lynis-baseline.txt
 	@if [ "$(AUDIT_LYNIS_REUSE)" = 1 ] && [ -s $(AUDIT_OUT)/lynis-report.dat ]; then \
 	  echo "audit-lynis: reusing $(AUDIT_OUT)/lynis-report.dat"; else \
 	  rm -f $(AUDIT_OUT)/lynis-report.dat && $(MAKE) --no-print-directory molecule-image && \
-	  molecule -c molecule/base.yml test -s appliance; fi
+	  molecule test -s default; fi
 
 audit: setup-venv ## all evidence commands of docs/security.md and a summary table (keeps going on failure)
 	@rc=0; for t in audit-tls audit-unit audit-lynis; do \

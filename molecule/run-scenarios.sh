@@ -35,7 +35,7 @@ esac
 declare -A pid_of started result
 run_one() {
   local s=$1
-  exec molecule -c molecule/base.yml test --no-command-borders -s "$s" >"$logdir/$s.log" 2>&1
+  exec molecule test --no-command-borders -s "$s" >"$logdir/$s.log" 2>&1
 }
 
 pending=("$@")

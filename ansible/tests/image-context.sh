@@ -45,7 +45,7 @@ for link in multi-user.target.wants/medtls.service multi-user.target.wants/medtl
 done
 for file in etc/medtls/medtls.yaml etc/medtls/failclosed.nft etc/systemd/network/20-medtls-bridge.netdev \
   etc/sysctl.d/60-medtls-hardening.conf etc/ssh/sshd_config.d/10-medtls-hardening.conf \
-  opt/medtls/lib/medtls/cli.py usr/bin/medtls; do
+  usr/lib/python3/dist-packages/medtls/cli.py usr/bin/medtls; do
   [ -e "$root/$file" ] || fail "/$file missing"
 done
 # Shared images carry no secrets: no device key, no SSH host key.
