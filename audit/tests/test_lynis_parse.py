@@ -1,4 +1,4 @@
-"""Lynis report and baseline handling (used by molecule/appliance/tests/test_lynis.py)."""
+"""Lynis report and baseline handling (used by molecule/default/tests/test_lynis.py)."""
 
 from pathlib import Path
 

@@ -180,8 +180,11 @@ def _kept_off() -> set[str]:
 def test_stage_applies_the_playbook_that_runs_the_interception_role():
     apply = (REPO / "image/scripts/apply-playbook.sh").read_text()
     assert "ansible/site.yml" in apply and "medtls_build_context=image" in apply
-    roles = [r["role"] for r in _yaml(REPO / "ansible/site.yml")[0]["roles"]]
-    assert "interception" in roles, roles
+    # ansible/site.yml imports the collection's playbook medtls.appliance.site (playbooks/site.yml)
+    imported = _yaml(REPO / "ansible/site.yml")[0]["ansible.builtin.import_playbook"]
+    assert imported == "medtls.appliance.site", imported
+    roles = [r["role"] for r in _yaml(REPO / "playbooks/site.yml")[0]["roles"]]
+    assert "medtls.appliance.interception" in roles, roles
     main = _yaml(INTERCEPTION / "tasks/main.yml")
     assert any(t.get("ansible.builtin.import_tasks") == "exclusive.yml" for t in main), main
 

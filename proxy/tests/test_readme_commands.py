@@ -74,10 +74,12 @@ def test_the_lab_up_banner_names_every_namespace():
 
 
 def test_the_fleet_commands_work_from_the_documented_directory(tmp_path):
-    """The fleet block in a copy of the repository's ansible/ and roles/ (the block's `cp` must
-    not write into the checkout), the playbook run as `--syntax-check`."""
-    for part in ("ansible", "roles", "examples"):
-        shutil.copytree(ROOT / part, tmp_path / part)
+    """The fleet block in a copy of the repository's collection content and ansible/ (the block's
+    `cp` must not write into the checkout), the playbook run as `--syntax-check`: the copy's
+    ansible.cfg resolves medtls.appliance.site to the copy itself, through its link."""
+    for part in ("ansible", "roles", "playbooks", "meta", "examples"):
+        shutil.copytree(ROOT / part, tmp_path / part, symlinks=True)
+    shutil.copy(ROOT / "galaxy.yml", tmp_path)
     lines = _block_of("cd", "fleet")
     script = []
     for line in lines:
@@ -86,11 +88,14 @@ def test_the_fleet_commands_work_from_the_documented_directory(tmp_path):
             cmd += " --syntax-check"
         script.append(cmd)
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("ANSIBLE_CONFIG", None)
+    for var in ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"):
+        env.pop(var, None)
     r = subprocess.run(["bash", "-euc", "\n".join(script)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, f"{script}\n{r.stdout}\n{r.stderr}"
-    assert "playbook: site.yml" in r.stdout
+    link = tmp_path / "ansible/collections/ansible_collections/medtls/appliance"
+    assert f"playbook: {link}/playbooks/site.yml" in r.stdout, r.stdout
+    assert link.resolve() == tmp_path.resolve()
     assert (tmp_path / "ansible" / "inventories" / "fleet" / "hosts.yml").exists()
 
 
