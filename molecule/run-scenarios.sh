@@ -24,6 +24,13 @@ export MEDTLS_MOLECULE_DEB_DIR
 if [ "$#" -eq 0 ]; then
   for d in molecule/*/molecule.yml; do d=${d%/molecule.yml}; set -- "$@" "${d#molecule/}"; done
 fi
+# The rollout scenario's version B: the same code as <version>+rollout1.
+case " $* " in
+  *" rollout "*)
+    version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' proxy/medtls/__init__.py)
+    MEDTLS_DEB_VERSION="$version+rollout1" scripts/build-deb.sh "$MEDTLS_MOLECULE_DEB_DIR" >/dev/null || exit 1
+    ;;
+esac
 
 declare -A pid_of started result
 run_one() {
