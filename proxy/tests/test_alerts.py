@@ -4,11 +4,13 @@ refuses it; byte counts and the upstream in the connection line."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 
 import pytest
 from conftest import box_config, free_port
+from dicom_util import CT, DCMTK
 
 VERSIONS = ["-tls1_2", "-tls1_3"]
 
@@ -156,3 +158,97 @@ def test_a_ca_certificate_as_client_hears_bad_certificate(
     out = _s_client(pki, port, version, chain, key_file)
     assert "alert bad certificate" in out, out
     b.wait_conn("bad_certificate", "route=svc", "CA certificate")
+
+
+# ---------------------------------------------------------------- inbound: what DCMTK prints
+
+# A modality whose TLS stack stops at 1.2. DCMTK 3.6.7 sets no maximum version of its own, so
+# OpenSSL's configuration caps it; its `+pa` (PS3.15 B.3) against a port with `aes-legacy` is the
+# other way to TLS 1.2.
+TLS12_ONLY_CNF = """openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MaxProtocol = TLSv1.2
+"""
+TLS12_WAYS = {  # name: (box config on top, DCMTK options, DCMTK capped by OpenSSL's config)
+    "bcp195-port-tls12-client": ({}, [], True),
+    "aes-legacy-port-dcmtk-pa": ({"tls": {"profile": "aes-legacy"}}, ["+pa"], False),
+}
+# (client certificate, the line DCMTK prints under TLS 1.2, the connection line's result)
+DCMTK_CASES = {
+    "acl": ("ris", "000b:0c19 TLS error: tlsv1 alert access denied", "acl_denied"),
+    "untrusted": ("rogue", "000b:0c18 TLS error: tlsv1 alert unknown ca", "unknown_ca"),
+    "expired": ("expired", "000b:0c15 TLS error: sslv3 alert certificate expired", "cert_expired"),
+    "revoked": ("box-a", "000b:0c14 TLS error: sslv3 alert certificate revoked", "cert_revoked"),
+}
+# Under TLS 1.3 the verdict arrives after DCMTK's handshake completed, when it writes its
+# A-ASSOCIATE-RQ or reads the answer; DCMTK 3.6.7 reports either without the alert. Which one
+# is a race: the refused connection is reset after the alert, and when the reset arrives before
+# DCMTK's write, the write fails.
+DCMTK_TLS13_LINES = (
+    "F: Association Request Failed: 0006:0317 Peer aborted Association (or never connected)",
+    "F: Association Request Failed: 0006:031d TCP I/O Error (Connection reset by peer) "
+    "occurred in routine: sendAssociationRQTCP",
+)
+
+
+def _dcmtk_refused(pki, run_medtls, echo_server, tmp_path, case, over, *options, tool="echoscu",
+                   env=None):  # fmt: skip
+    """DCMTK's `tool` with +tls and `case`'s certificate against an inbound port of box-b;
+    (DCMTK's output, box-b's connection line)."""
+    cn, _, result = DCMTK_CASES[case]
+    if case == "revoked":
+        crl = pki.crl(tmp_path / "crl.pem", revoked=(cn,))
+        over = {**over, "trust": {"ca": str(pki.ca), "crl": str(crl)}}
+    b, port = _inbound_box(pki, run_medtls, echo_server.port, **over)
+    argv = [DCMTK[tool], "-d", "+tls", str(pki.key(cn)), str(pki.crt(cn)), "+cf", str(pki.ca),
+            *options, "-aec", "PACS", "127.0.0.1", str(port),
+            *([str(CT)] if tool == "storescu" else [])]  # fmt: skip
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                       env={**os.environ, **(env or {})})  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = b.wait_conn(result, "route=svc")
+    assert "bytes_lan_to_device=0" in line
+    return r.stdout + r.stderr, line
+
+
+def _tls12(tmp_path, way):
+    over, options, capped = TLS12_WAYS[way]
+    env = {}
+    if capped:
+        cnf = tmp_path / "tls12-only.cnf"
+        cnf.write_text(TLS12_ONLY_CNF)
+        env["OPENSSL_CONF"] = str(cnf)
+    return over, options, env
+
+
+@pytest.mark.parametrize("way", sorted(TLS12_WAYS))
+@pytest.mark.parametrize("case", sorted(DCMTK_CASES))
+def test_dcmtk_prints_the_alert_under_tls12(pki, run_medtls, echo_server, tmp_path, case, way):
+    """TLS 1.2: the alert arrives in DCMTK's handshake, and it prints it."""
+    over, options, env = _tls12(tmp_path, way)
+    out, _ = _dcmtk_refused(pki, run_medtls, echo_server, tmp_path, case, over, *options, env=env)
+    assert f"F: Association Request Failed: {DCMTK_CASES[case][1]}\n" in out, out
+    assert "TLSv1.3" not in out, out
+
+
+def test_dcmtk_storescu_prints_access_denied_under_tls12(pki, run_medtls, echo_server, tmp_path):
+    over, options, env = _tls12(tmp_path, "bcp195-port-tls12-client")
+    out, _ = _dcmtk_refused(pki, run_medtls, echo_server, tmp_path, "acl", over, *options,
+                            tool="storescu", env=env)  # fmt: skip
+    assert "F: Association Request Failed: 000b:0c19 TLS error: tlsv1 alert access denied" in out
+
+
+@pytest.mark.parametrize("case", sorted(DCMTK_CASES))
+def test_dcmtk_cannot_print_the_alert_under_tls13(pki, run_medtls, echo_server, tmp_path, case):
+    """Pins what DCMTK 3.6.7 prints under TLS 1.3 (its default here): no alert, although one
+    was sent (openssl s_client prints it, above). A DCMTK that prints more fails this test:
+    then update docs/operations.md ("What a refused LAN peer shows") and security.md section 11."""
+    out, _ = _dcmtk_refused(pki, run_medtls, echo_server, tmp_path, case, {})
+    assert "Protocol    : TLSv1.3" in out, out
+    fatal = [x for x in out.splitlines() if x.startswith("F: ")]
+    assert len(fatal) == 1 and fatal[0] in DCMTK_TLS13_LINES, out
+    assert "alert" not in out.lower(), out
