@@ -42,7 +42,9 @@ def card(tmp_path):
     src.mkdir(parents=True)
     bin_.mkdir()
     checked, calls = tmp_path / "checked.yaml", tmp_path / "systemctl.log"
-    (bin_ / "medtls").write_text(f'#!/bin/sh\ncp "$3" {checked}\nexit "${{CHECK_RC:-0}}"\n')
+    (bin_ / "medtls").write_text(
+        f'#!/bin/sh\ncp "$3" {checked}\nprintf %s "${{CHECK_OUT:-}}"\nexit "${{CHECK_RC:-0}}"\n'
+    )
     (bin_ / "systemctl").write_text(
         f'#!/bin/sh\necho "$*" >> {calls}\n'
         'case "$*" in *is-enabled*) exit "${TIMER_ENABLED_RC:-1}" ;; esac\n'
@@ -52,13 +54,13 @@ def card(tmp_path):
         stub.chmod(0o755)
     (src / "medtls.yaml").write_text(CONFIG)
 
-    def run(check_rc: int = 0, systemctl_rc: int = 0, timer_enabled: bool = False):
+    def run(check_rc: int = 0, systemctl_rc: int = 0, timer_enabled: bool = False, **extra):
         # An existing user and group other than root: the EAB key must not go to them.
         env = {**os.environ, "MEDTLS_FIRSTBOOT_SRC": str(src), "MEDTLS_CONFIG_DIR": str(dst),
                "MEDTLS_GROUP": "nogroup", "MEDTLS_USER": "nobody",
                "PATH": f"{bin_}:{os.environ['PATH']}", "CHECK_RC": str(check_rc),
                "SYSTEMCTL_RC": str(systemctl_rc),
-               "TIMER_ENABLED_RC": "0" if timer_enabled else "1"}  # fmt: skip
+               "TIMER_ENABLED_RC": "0" if timer_enabled else "1", **extra}  # fmt: skip
         r = subprocess.run(["sh", str(SCRIPT)], capture_output=True, text=True, env=env,
                            timeout=60)  # fmt: skip
         r.systemctl = calls.read_text().splitlines() if calls.exists() else []
@@ -78,6 +80,7 @@ def test_settings_with_ca_pem_installed_and_removed_from_the_card(card):
     (src / "enrollment.conf").write_text(
         "# from the hospital PKI team\r\nACME_DIRECTORY=https://198.18.0.40:14000/dir\r\n"
         f"EAB_KEY_ID=kid-1\r\nEAB_HMAC_KEY={HMAC}\r\n"
+        "ACME_VALIDATION_SOURCES=198.18.0.40/32, 198.18.1.0/24\r\n"
     )
     r = run()
     assert r.returncode == 0, r.stdout + r.stderr
@@ -91,7 +94,8 @@ def test_settings_with_ca_pem_installed_and_removed_from_the_card(card):
     cfg = yaml.safe_load((dst / "medtls.yaml").read_text())
     assert cfg["enrollment"] == {"acme": {
         "directory": "https://198.18.0.40:14000/dir", "ca": f"{dst}/acme-ca.pem",
-        "eab_key_id": "kid-1", "eab_hmac_key_file": f"{dst}/acme-eab.key"}}  # fmt: skip
+        "eab_key_id": "kid-1", "eab_hmac_key_file": f"{dst}/acme-eab.key"},
+        "validation_sources": ["198.18.0.40/32", "198.18.1.0/24"]}  # fmt: skip
     assert cfg["device"] == {"ip": "198.18.0.10"}
     assert checked.read_text() == (dst / "medtls.yaml").read_text()  # checked as installed
     assert r.systemctl == [ENABLE]  # the box enrolls by itself
@@ -122,6 +126,7 @@ def test_fingerprint_pins_the_ca_from_the_pem_files_on_the_card(card):
         ('ACME_DIRECTORY=https://x/dir"\n', "characters a URL does not"),
         ('ACME_DIRECTORY=https://x/dir\nEAB_KEY_ID=k"\nEAB_HMAC_KEY=abc\n', "EAB_KEY_ID"),
         ("ACME_DIRECTORY=https://x/dir\nSOMETHING=1\n", "unknown line 'SOMETHING=1'"),
+        ("ACME_DIRECTORY=https://x/dir\nACME_VALIDATION_SOURCES=ca.x\n", "IPv4 addresses"),
         ("ACME_DIRECTORY=https://x/dir\nACME_CA_SHA256=" + "ab" * 32 + "\n", "no certificate"),
     ],
 )
@@ -153,6 +158,30 @@ def test_a_failed_check_installs_nothing(card):
     assert not (dst / "medtls.yaml").exists() and not (dst / "acme-eab.key").exists()
     assert r.systemctl == []  # nothing enrolls with a configuration that is not installed
     assert (src / "enrollment.conf").exists()  # left for the technician to fix
+
+
+def test_missing_validation_sources_name_the_setting_on_the_card(card):
+    """In transparent mode `medtls check` requires enrollment.validation_sources; the technician
+    writes enrollment.conf, so the error names its setting."""
+    src, dst, _, run = card
+    (src / "enrollment.conf").write_text("ACME_DIRECTORY=https://x/dir\n")
+    r = run(check_rc=1, CHECK_OUT="enrollment.validation_sources: required in transparent mode")
+    assert r.returncode == 1
+    error = (src / "ERROR.txt").read_text()
+    assert (
+        "required in transparent mode (with enrollment.conf: set ACME_VALIDATION_SOURCES" in error
+    )
+    assert not (dst / "medtls.yaml").exists()
+
+
+def test_a_state_directory_under_a_root_prefix_is_written(card, tmp_path):
+    """MEDTLS_ENROLLMENT_STATE_DIR (set only when running under a root prefix, as the lab does)."""
+    src, dst, _, run = card
+    (src / "enrollment.conf").write_text("ACME_DIRECTORY=https://x/dir\n")
+    r = run(MEDTLS_ENROLLMENT_STATE_DIR=str(tmp_path / "var/lib/medtls/enrollment"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    enrollment = yaml.safe_load((dst / "medtls.yaml").read_text())["enrollment"]
+    assert enrollment["state_dir"] == str(tmp_path / "var/lib/medtls/enrollment")
 
 
 def test_identity_files_in_the_configuration_are_refused_with_enrollment(card):

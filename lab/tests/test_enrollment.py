@@ -1,7 +1,10 @@
 """ACME enrollment end to end in the lab: Debian's pebble in the LAN (namespace PREFIXca,
 198.18.0.40, EAB required, real validation through the box to the device's address), the box
-configured with an `enrollment` section and no certificate, `medtls enroll` run as on the box
-(`/usr/bin/python3 -m medtls enroll`, its own process).
+configured from nothing but what a technician puts on the card: a `medtls/` folder (FAT partition
+stand-in) with `enrollment.conf` and a medtls.yaml without identity, imported by the image's real
+`medtls-firstboot` into a temporary root (its `medtls check` is this checkout's, systemctl a
+recording stand-in); the box then runs with the installed /etc/medtls/medtls.yaml, `medtls enroll`
+as on the box (`/usr/bin/python3 -m medtls enroll`, its own process).
 
 The tests run in order on one module-wide setup: enroll, serve, Mallory, renew under load,
 CA unreachable, expired. Captures on the device's cable and the LAN leg decide what crossed.
@@ -9,9 +12,13 @@ CA unreachable, expired. Captures on the device's cable and the LAN leg decide w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import ssl
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,34 +32,74 @@ from medlab.dicomfile import make_dicom, stored_objects
 from medlab.net import LAB_DIR, LabError, tshark
 from medlab.pki import issue
 
+FIRSTBOOT = sv.REPO / "image" / "files" / "medtls-firstboot"
+
 LIFETIME = 25  # seconds of the hand-made certificate that expires during the last test
 ENROLL_TIMEOUT = 150  # the client's own order timeout is 120 s
 DEBIAN_PYTHON = "/usr/bin/python3"
 
 
+def write_card(env, peb: pb.Pebble, card: Path, etc: Path, run: Path) -> Path:
+    """The `medtls/` folder a technician puts on the FAT partition (docs/flashing.md): the lab's
+    medtls.yaml without identity.certificate/key (paths naming the files' final place under the
+    temporary root), the PEM files it names, the ACME server's CA and enrollment.conf."""
+    card.mkdir(parents=True)
+    lab_ca = (env.pki / "ca.crt").read_text()
+    cfg = yaml.safe_load(env.config.read_text())
+    cfg["identity"] = {"ca": str(etc / "pebble-roots.pem")}  # the enrolled chain's CA
+    cfg["trust"] = {"ca": str(etc / "ca.pem")}
+    cfg["control"] = {"socket": str(run / "control.sock")}
+    (card / "medtls.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (card / "ca.pem").write_text(lab_ca)
+    (card / "pebble-roots.pem").write_text(peb.roots.read_text())
+    (card / "acme-ca.pem").write_text(lab_ca)  # pebble's HTTPS certificate is the lab CA's
+    pin = hashlib.sha256(ssl.PEM_cert_to_DER_cert(lab_ca)).hexdigest()
+    (card / "enrollment.conf").write_text(
+        "# from the hospital PKI team\r\n"
+        f"ACME_DIRECTORY={peb.directory}\r\nEAB_KEY_ID={pb.EAB_KID}\r\n"
+        f"EAB_HMAC_KEY={peb.eab_hmac}\r\nACME_CA_SHA256={pin}\r\n"
+        f"ACME_VALIDATION_SOURCES={pb.CA_IP}/32\r\n"
+    )
+    return card
+
+
+def first_boot(root: Path, card: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The image's medtls-firstboot against the temporary root: `medtls check` of this checkout,
+    systemctl a stand-in recording what it was asked."""
+    bin_, calls = root / "stand-ins", root / "systemctl.calls"
+    bin_.mkdir()
+    (bin_ / "medtls").write_text(
+        f'#!/bin/sh\nexec env PYTHONPATH={sv.REPO / "proxy"} {sys.executable} -m medtls "$@"\n'
+    )
+    (bin_ / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *is-enabled*) exit 1 ;; esac\n'
+    )
+    for stub in bin_.iterdir():
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}",
+           "MEDTLS_FIRSTBOOT_SRC": str(card), "MEDTLS_CONFIG_DIR": str(root / "etc/medtls"),
+           "MEDTLS_ENROLLMENT_STATE_DIR": str(root / "var/lib/medtls/enrollment"),
+           "MEDTLS_GROUP": "root"}  # fmt: skip
+    r = subprocess.run(["sh", str(FIRSTBOOT)], capture_output=True, text=True, env=env,
+                       timeout=60, check=False)  # fmt: skip
+    return r, calls.read_text().splitlines() if calls.exists() else []
+
+
 class Box:
-    """The enrollment configuration of the lab box and the commands run against it."""
+    """The lab box configured by first boot from the card, and the commands run against it."""
 
     def __init__(self, env, peb: pb.Pebble, workdir: Path):
         self.env, self.lab, self.peb, self.workdir = env, env.lab, peb, workdir
-        self.state_dir = workdir / "enrollment"
-        self.config = workdir / "medtls-enroll.yaml"
-        cfg = yaml.safe_load(env.config.read_text())
-        cfg["identity"] = {"ca": str(peb.roots)}  # no certificate, no key: enrollment's
-        cfg["enrollment"] = {
-            "acme": {
-                "directory": peb.directory,
-                "ca": str(env.pki / "ca.crt"),
-                "eab_key_id": pb.EAB_KID,
-                "eab_hmac_key_file": str(peb.eab_file(workdir / "eab.key")),
-            },
-            "identifiers": {"ip": ["device"]},
-            "challenges": ["tls-alpn-01", "http-01"],
-            "validation_sources": [f"{pb.CA_IP}/32"],
-            "state_dir": str(self.state_dir),
-        }
-        cfg["control"] = {"socket": str(workdir / "control.sock")}
-        self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        root = workdir / "root"
+        self.etc, self.state_dir = root / "etc/medtls", root / "var/lib/medtls/enrollment"
+        (root / "run").mkdir(parents=True)
+        self.card = write_card(env, peb, workdir / "boot/medtls", self.etc, root / "run")
+        self.firstboot, self.systemctl = first_boot(root, self.card)
+        self.config = self.etc / "medtls.yaml"
+
+    @property
+    def identity_ca(self) -> Path:
+        return self.etc / "pebble-roots.pem"
 
     @property
     def fullchain(self) -> Path:
@@ -82,7 +129,7 @@ class Box:
         """Serial of the certificate medtls presents on the device's address to a LAN peer."""
         cert, key, _ = self.env.tls("pacs")
         r = self.lab.run("pacs", ["openssl", "s_client", "-connect", f"{sv.DEVICE_IP}:{port}",
-                                  "-cert", cert, "-key", key, "-CAfile", str(self.peb.roots),
+                                  "-cert", cert, "-key", key, "-CAfile", str(self.identity_ca),
                                   "-verify_ip", sv.DEVICE_IP, "-verify_return_error"],
                          input="", timeout=20, check=False)  # fmt: skip
         pem = r.stdout[r.stdout.find("-----BEGIN CERTIFICATE") :]
@@ -93,7 +140,7 @@ class Box:
     def pacs_tls(self) -> tuple[str, str, str]:
         """The PACS as an inbound TLS client trusting the box's (pebble-issued) certificate."""
         cert, key, _ = self.env.tls("pacs")
-        return cert, key, str(self.peb.roots)
+        return cert, key, str(self.identity_ca)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +152,7 @@ def box(env, tmp_path_factory):
     try:
         peb = pb.setup(lab, env.pki, workdir / "pebble")
         b = Box(env, peb, workdir)
+        assert b.firstboot.returncode == 0, b.firstboot.stdout + b.firstboot.stderr
         env.stop_medtls()
         sv.apply_rules(lab, b.config)
         env.config = b.config
@@ -131,6 +179,23 @@ def _start_medtls(env) -> None:
 
 def _ekus(cert: x509.Certificate) -> set:
     return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def test_first_boot_installs_the_cards_enrollment_settings(box):
+    assert "medtls-enroll.timer enabled and started" in box.firstboot.stdout
+    assert box.systemctl == ["enable --now medtls-enroll.timer"]
+    assert not box.card.exists(), "the EAB key stayed on the FAT partition"
+    key = box.etc / "acme-eab.key"
+    assert key.read_text() == box.peb.eab_hmac + "\n"
+    st = key.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 0, 0)
+    cfg = yaml.safe_load(box.config.read_text())
+    assert "certificate" not in cfg["identity"] and "key" not in cfg["identity"]
+    assert cfg["enrollment"] == {
+        "acme": {"directory": box.peb.directory, "ca": str(box.etc / "acme-ca.pem"),
+                 "eab_key_id": pb.EAB_KID, "eab_hmac_key_file": str(key)},
+        "validation_sources": [f"{pb.CA_IP}/32"], "state_dir": str(box.state_dir),
+    }  # fmt: skip
 
 
 def test_box_without_certificate_enrolls_for_the_device_address(env, box):
@@ -283,7 +348,7 @@ def test_expired_and_not_renewed_fails_closed_and_says_why(env, box, dicom):
     tmp.symlink_to(gen.name)
     tmp.replace(live)
     # identity.ca (pebble's chain) gains the lab CA, which issued the hand-made certificate.
-    box.peb.roots.write_bytes(box.peb.roots.read_bytes() + (env.pki / "ca.crt").read_bytes())
+    box.identity_ca.write_bytes(box.identity_ca.read_bytes() + (env.pki / "ca.crt").read_bytes())
     r = box.medtls("reload")
     assert r.returncode == 0, r.stdout + r.stderr
     tls = box.pacs_tls()
