@@ -102,6 +102,8 @@ def test_roles_install_only_their_declared_packages():
         role = path.parents[1].name
         module = next(iter(INSTALL_MODULES & task.keys()))
         args = task[module] if isinstance(task[module], dict) else {}
+        if "deb" in args and not args.get("name", args.get("pkg")):
+            continue  # the medtls .deb built by `make deb`: a file, not an archive package
         name = str(args.get("name", args.get("pkg", "")))
         assert re.search(rf"\{{\{{.*\bmedtls_{role}_\w*packages\b", name), (
             f"{path.relative_to(REPO)}: task '{task.get('name')}' installs {name!r}; "
