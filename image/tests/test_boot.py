@@ -118,13 +118,15 @@ def test_serial_console_shows_the_status_screen(appliance):
     lab, _, _ = appliance
     # serial-getty on the kernel console runs `medtls console` (roles/proxy getty drop-in) and
     # redraws every 5 s; the fixture sets clock.require_sync: false (no NTP in the lab).
-    screen = console_screen(lab, r"medtls: \w+  \(pid \d+")
+    screen = console_screen(lab, r"medtls: \w+  \(version \S+, pid \d+")
     assert re.search(r"^medtls box medtls  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", screen, re.M), screen
     assert "state:     CLOCK NOT SYNCHRONISED" in screen, screen
     assert "traffic:   passing, TLS enforced" in screen, screen
-    assert "medtls: WARNING  (pid" in screen, screen
+    assert "medtls: WARNING  (version " in screen, screen
     assert "WARNING: clock not synchronised, validating anyway" in screen, screen
-    assert re.search(r"^  identity +expires in", screen, re.M), screen
+    assert re.search(r"^identity: +CN=ct-modality", screen, re.M), (
+        screen
+    )  # the console keeps the top
     assert screen.rstrip().endswith(PROMPT), screen
 
 
@@ -158,7 +160,8 @@ def test_only_systemd_networkd_configures_the_bridge_and_ports(appliance):
     links = {i["Name"]: i for i in json.loads(report["networkctl"])["Interfaces"]}
     for name, network_file in BRIDGE_LINKS.items():
         assert name in links, f"{name} missing: {sorted(links)}"
-        assert links[name].get("SetupState") == "configured", links[name]
+        assert links[name].get("AdministrativeState") == "configured", links[name]
+        assert links[name].get("AddressState") == "off", links[name]
         assert links[name].get("NetworkFile") == network_file, links[name]
     foreign = report_values(report["foreign-network"])
     for unit, state in foreign.items():

@@ -27,11 +27,15 @@ def classify(
     `error` when the daemon does not answer; `certificate_present` is False when the configured
     identity certificate file does not exist (not enrolled yet), None when unknown."""
     if status is None:
-        if certificate_present is False:
-            return NO_CERTIFICATE, f"no identity certificate yet (enrolling?); {error}"
-        return FAIL_CLOSED, f"medtls not running: {error}"
+        # A box waiting for enrollment runs its daemon (enrolling); one that does not answer is
+        # down, whatever else is missing.
+        missing = " (and no identity certificate)" if certificate_present is False else ""
+        return FAIL_CLOSED, f"medtls not running{missing}: {error}"
     if status.get("draining"):
         return FAIL_CLOSED, "medtls is stopping"
+    enrolling = (status.get("snapshot") or {}).get("enrolling")
+    if enrolling:
+        return NO_CERTIFICATE, enrolling
     if not status.get("ready"):
         return FAIL_CLOSED, "medtls is not ready"
     if not status.get("listeners"):

@@ -87,9 +87,10 @@ def test_daemon_down_is_fail_closed_with_the_reason():
     assert text.rstrip().endswith(console.PROMPT)
 
 
-def test_no_certificate_file_reads_as_enrolling():
+def test_a_daemon_that_does_not_answer_is_fail_closed_even_without_certificate():
+    # An enrolling box runs its daemon (status says enrolling); a silent one is down.
     text = console.screen(None, "connection refused", NOW, certificate_present=False)
-    assert "state:     NO CERTIFICATE: no identity certificate yet (enrolling?)" in text
+    assert "state:     FAIL CLOSED: medtls not running (and no identity certificate)" in text
 
 
 def test_unsynchronised_clock_blocks_tls():

@@ -41,7 +41,13 @@ def test_every_state_has_its_own_pattern():
     [
         (status(), "", True, boxstate.HEALTHY),
         (None, "connection refused", True, boxstate.FAIL_CLOSED),
-        (None, "connection refused", False, boxstate.NO_CERTIFICATE),
+        (None, "connection refused", False, boxstate.FAIL_CLOSED),
+        (
+            status(snapshot={"enrolling": "enrolling: no identity certificate yet"}),
+            "",
+            False,
+            boxstate.NO_CERTIFICATE,
+        ),
         (status(ready=False), "", True, boxstate.FAIL_CLOSED),
         (status(listeners=[]), "", True, boxstate.FAIL_CLOSED),
         (
