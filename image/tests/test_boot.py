@@ -124,10 +124,10 @@ def test_serial_console_shows_the_status_screen(appliance):
     assert "traffic:   passing, TLS enforced" in screen, screen
     assert "medtls: WARNING  (version " in screen, screen
     assert "WARNING: clock not synchronised, validating anyway" in screen, screen
-    assert re.search(r"^identity: +CN=ct-modality", screen, re.M), (
-        screen
-    )  # the console keeps the top
-    assert screen.rstrip().endswith(PROMPT), screen
+    # The console keeps the top of the status when it does not fit.
+    assert re.search(r"^identity: +CN=ct-modality", screen, re.M), screen
+    # Kernel messages (the ruleset's rate-limited drop log) may follow the prompt on the console.
+    assert PROMPT in screen, screen
 
 
 def test_board_led_shows_the_state(appliance):
