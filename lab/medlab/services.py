@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -140,6 +141,15 @@ def hl7_send(lab: Lab, ns: str, host: str, port: int, tls=None, check=True):
     if tls:
         argv += ["--tls", *tls]
     return lab.run(ns, ["env", f"PYTHONPATH={LAB_DIR}", *argv], input=HL7_MESSAGE, check=check)
+
+
+def pynetdicom_echo(lab: Lab, ns: str, host: str, port: int, aec: str, aet: str = "PYSCU") -> dict:
+    """pynetdicom as the SCU (medlab.dicomscu): the association's outcome as a dict."""
+    argv = [sys.executable, "-m", "medlab.dicomscu", host, str(port), aec, "--aet", aet]
+    r = lab.run(ns, ["env", f"PYTHONPATH={LAB_DIR}", *argv], timeout=40, check=False)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise LabError(f"{ns}: medlab.dicomscu exited {r.returncode}:\n{r.stdout}{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def tls_files(pki: Path, name: str) -> tuple[str, str, str]:
