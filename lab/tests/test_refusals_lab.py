@@ -173,24 +173,12 @@ def alerting_his(env):
         env.lab.stop(proc)
 
 
-@pytest.mark.parametrize(
-    "his",
-    [
-        "alerting",
-        pytest.param(
-            "silent",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a HIS that closes after a TLS 1.3 handshake without an alert or a reply "
-                "(python asyncio's TLS server refusing the box's certificate): medtls logs "
-                "result=truncated and resets the sender instead of answering an ACK",
-            ),
-        ),
-    ],
-)
-def test_his_that_distrusts_the_box_answers_ack_ar(env, reconfigure, request, his):
+def test_his_that_distrusts_the_box_answers_ack_ar(env, reconfigure, alerting_his):
+    # A HIS that refuses with an alert (openssl s_server). One that closes after the TLS 1.3
+    # handshake without an alert or a reply (python asyncio's TLS server) still gets the sender a
+    # reset, not an ACK: see the closing note of issue 19.
     identity = _rogue_identity(env)
-    his_route = {"tls_port": request.getfixturevalue("alerting_his")} if his == "alerting" else {}
+    his_route = {"tls_port": alerting_his}
 
     def change(cfg):
         _routes(his=his_route)(cfg)
