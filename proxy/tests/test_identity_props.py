@@ -208,3 +208,15 @@ def test_hostile_san_strings_are_refused():
     for new in (b"\xffq", "ü".encode()):
         der = build(x509.Name([]), [x509.DNSName(f"a{hostile.MARK}.test")], False)
         assert not check(hostile.mark_overwritten(der, new))
+
+
+def test_explicit_default_booleans_are_refused():
+    """DER omits a DEFAULT FALSE; a certificate that spells it out is refused like cryptography
+    refuses it (critical FALSE on an extension, cA FALSE in basicConstraints)."""
+    der = build(x509.Name([]), [], True)
+    bc_oid = b"\x06\x03\x55\x1d\x13"
+    assert check(der)
+    critical = der.index(bc_oid + b"\x01\x01\xff") + len(bc_oid) + 2
+    assert not check(der[:critical] + b"\x00" + der[critical + 1 :])
+    ca = der.index(b"\x30\x03\x01\x01\xff") + 4
+    assert not check(der[:ca] + b"\x00" + der[ca + 1 :])

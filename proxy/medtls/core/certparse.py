@@ -327,6 +327,8 @@ def _extension(buf: bytes, oid: str, s: int, e: int, facts: dict) -> None:
         kids = list(_children(buf, bs, be))
         if [k[0] for k in kids] not in ([], [_BOOL], [_INT], [_BOOL, _INT]):
             raise CertParseError("bad basicConstraints")
+        if kids and kids[0][0] == _BOOL and buf[kids[0][1]] == 0:
+            raise CertParseError("basicConstraints cA FALSE encoded (DER omits the default)")
         facts["ca"] = bool(kids and kids[0][0] == _BOOL and buf[kids[0][1]] == 0xFF)
     elif oid in (_CRL_DP, _FRESHEST_CRL):
         ls, le = _only(buf, s, e, _SEQ, "CRL distribution points")
@@ -456,6 +458,8 @@ def _parse(der: bytes) -> CertFacts:
             kinds = [p[0] for p in parts]
             if tag != _SEQ or kinds not in ([_OID, _OCTETS], [_OID, _BOOL, _OCTETS]):
                 raise CertParseError("bad Extension")
+            if kinds[1] == _BOOL and der[parts[1][1]] == 0:
+                raise CertParseError("Extension critical FALSE encoded (DER omits the default)")
             oid = _oid(der[parts[0][1] : parts[0][2]])
             if oid in seen:
                 raise CertParseError(f"duplicate extension {oid}")
