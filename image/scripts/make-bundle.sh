@@ -7,8 +7,12 @@
 #   MEDTLS_RAUC_CERT, MEDTLS_RAUC_KEY   signing certificate and key: PEM files or PKCS#11 URIs
 #       ("pkcs11:token=...;object=..."; RAUC_PKCS11_MODULE / RAUC_PKCS11_PIN as rauc documents).
 #       Both or neither; neither: the throwaway test PKI (rauc-test-pki.sh, made once).
-#   MEDTLS_RAUC_KEYRING   the CA(s) the boxes trust; the new bundle is checked against it before it
-#       is written (required with a production key; default with the test key: the test CA).
+#   MEDTLS_RAUC_KEYRING   with a production key: the CA(s) the boxes trust; the new bundle is
+#       checked against it before it is written. With the test key the check is against the test CA
+#       (the bundle is a build artifact to install on test boxes or to re-sign offline).
+#   The root filesystem's own /etc/rauc/keyring.pem is what the box trusts AFTER the update: with a
+#   production key it must trust the signing certificate, or the updated box would refuse every
+#   later bundle from that signer.
 #   MEDTLS_RAUC_PKI_DIR   where the test PKI lives (default: <repo>/build/rauc-pki)
 #   MEDTLS_BUNDLE_ARCH    default: the architecture of dpkg inside ROOTFS_EXT4
 #   MEDTLS_BUNDLE_VERSION default: <medtls package version inside ROOTFS_EXT4>+<MEDTLS_BUILD_ID>,
@@ -59,7 +63,7 @@ else
   "$here/rauc-test-pki.sh" "$pki"
   cert=$pki/signing.pem
   key=$pki/signing.key
-  keyring=${keyring:-$pki/ca.pem}
+  keyring=$pki/ca.pem
   echo "make-bundle.sh: signing with the THROWAWAY TEST key $key (only boxes with the test keyring accept it)"
 fi
 check_material "signing certificate (MEDTLS_RAUC_CERT)" "$cert"
@@ -115,6 +119,19 @@ if ! rauc --conf="$work/verify.conf" bundle --cert="$cert" --key="$key" --signin
   "$work/content" "$work/bundle.raucb" > "$work/rauc.log" 2>&1; then
   sed 's/^/  rauc: /' "$work/rauc.log" >&2
   fail "signing $out failed (certificate $cert, key $key, checked against keyring $keyring)"
+fi
+
+# What the updated box will trust: the payload's keyring against this bundle's signer.
+ext4_cat /etc/rauc/keyring.pem > "$work/payload-keyring.pem" || true
+if [ ! -s "$work/payload-keyring.pem" ]; then
+  echo "make-bundle.sh: note: $rootfs has no /etc/rauc/keyring.pem (a box updated with it takes no further bundle)"
+  [ -z "${MEDTLS_RAUC_CERT:-}" ] || fail "$rootfs has no /etc/rauc/keyring.pem: refusing to sign it with a production key"
+elif [[ "$cert" != pkcs11:* ]] &&
+  ! openssl verify -no_check_time -CAfile "$work/payload-keyring.pem" "$cert" >/dev/null 2>&1; then
+  if [ -n "${MEDTLS_RAUC_CERT:-}" ]; then
+    fail "$rootfs's /etc/rauc/keyring.pem does not trust the signing certificate $cert: a box updated with it would refuse every later bundle from this signer (build the image with MEDTLS_RAUC_KEYRING naming its CA)"
+  fi
+  echo "make-bundle.sh: note: the payload's /etc/rauc/keyring.pem does not trust the test signer: re-sign this bundle (rauc resign) under the CA it trusts"
 fi
 mv -f "$work/bundle.raucb" "$out"
 echo "make-bundle.sh: $out compatible=medtls-$arch version=$version" \

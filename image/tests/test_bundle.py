@@ -74,10 +74,9 @@ def pki(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def rootfs_ext4(tmp_path_factory) -> Path:
-    """A tiny root filesystem image whose dpkg status names its architecture and medtls version."""
-    work = tmp_path_factory.mktemp("rootfs")
+def tiny_rootfs(work: Path, keyring: bytes | None) -> Path:
+    """A tiny root filesystem image whose dpkg status names its architecture and medtls version,
+    trusting KEYRING after an update (/etc/rauc/keyring.pem)."""
     tree = work / "tree"
     (tree / "var/lib/dpkg").mkdir(parents=True)
     (tree / "var/lib/dpkg/status").write_text(
@@ -87,12 +86,22 @@ def rootfs_ext4(tmp_path_factory) -> Path:
     # Incompressible content: RAUC refuses a verity bundle whose squashfs is a single block.
     (tree / "etc").mkdir()
     (tree / "etc/noise").write_bytes(os.urandom(65536))
+    if keyring is not None:
+        (tree / "etc/rauc").mkdir()
+        (tree / "etc/rauc/keyring.pem").write_bytes(keyring)
     image = work / "rootfs.ext4"
     with image.open("wb") as f:
         f.truncate(8 << 20)
     result = run("mkfs.ext4", "-q", "-F", "-L", "RASPIROOT", "-d", tree, image)
     assert result.returncode == 0, result.stderr
     return image
+
+
+@pytest.fixture(scope="module")
+def rootfs_ext4(pki, tmp_path_factory) -> Path:
+    """Its keyring trusts both test CAs, so either signer may sign it."""
+    keyring = (pki / "ca.pem").read_bytes() + (pki / "foreign-ca.pem").read_bytes()
+    return tiny_rootfs(tmp_path_factory.mktemp("rootfs"), keyring)
 
 
 def make_bundle(rootfs: Path, out: Path, pki: Path, **env: str) -> subprocess.CompletedProcess:
@@ -415,3 +424,84 @@ def test_image_keyring_with_a_private_key_or_no_certificate_is_refused(pki, tmp_
             f"keyring {keyring} (MEDTLS_RAUC_KEYRING)" in result.stderr and message in result.stderr
         )
         assert not (tmp_path / "root/etc/rauc/keyring.pem").exists()
+
+
+# --- docs/updates.md's worked example: offline signing, resign, rollover ------------------------
+
+
+def test_offline_signing_example_resigns_and_rolls_over(bundle, pki, tmp_path):
+    work = tmp_path / "signing-machine"
+    result = run(REPO / "examples/rauc-offline-signing.sh", bundle, pki / "ca.pem", work)
+    assert result.returncode == 0, result.stderr
+    bundles = {
+        "dev": bundle,
+        "release": work / "release.raucb",
+        "next": work / "release-next.raucb",
+    }
+    keyrings = {
+        "test CA": pki / "ca.pem",
+        "prod CA": work / "prod/ca.pem",
+        "next CA": work / "next/ca.pem",
+        "prod+next": work / "rollover-keyring.pem",
+    }
+    accepted = {
+        (name, ring): rauc_info(path, keyrings[ring]).returncode == 0
+        for name, path in bundles.items()
+        for ring in keyrings
+    }
+    assert accepted == {
+        # The build's (test-signed) bundle installs only where the test CA is trusted.
+        ("dev", "test CA"): True,
+        ("dev", "prod CA"): False,
+        ("dev", "next CA"): False,
+        ("dev", "prod+next"): False,
+        # Re-signed on the signing machine: production boxes take it, test boxes do not.
+        ("release", "test CA"): False,
+        ("release", "prod CA"): True,
+        ("release", "next CA"): False,
+        ("release", "prod+next"): True,
+        # Signed under the next CA: only boxes whose keyring already holds it.
+        ("next", "test CA"): False,
+        ("next", "prod CA"): False,
+        ("next", "next CA"): True,
+        ("next", "prod+next"): True,
+    }
+    # Re-signing keeps the payload: the same root filesystem image (checksum) in all three.
+    checksums = {
+        json.loads(
+            rauc_info(
+                path, keyrings["prod+next" if name != "dev" else "test CA"], "--output-format=json"
+            ).stdout
+        )["images"][0]["rootfs"]["checksum"]
+        for name, path in bundles.items()
+    }
+    assert len(checksums) == 1
+
+
+def test_production_signer_must_stay_trusted_by_the_payload(pki, tmp_path):
+    """A payload whose keyring lacks the signer's CA would leave the updated box unable to take the
+    next bundle from that signer: make-bundle.sh refuses to sign it with a production key."""
+    only_test_ca = tiny_rootfs(tmp_path / "test-ca-only", (pki / "ca.pem").read_bytes())
+    out = tmp_path / "b.raucb"
+    result = sign_with(pki, only_test_ca, out, "foreign-")
+    assert result.returncode == 2
+    assert "/etc/rauc/keyring.pem does not trust the signing certificate" in result.stderr
+    assert not out.exists()
+
+    no_keyring = tiny_rootfs(tmp_path / "no-keyring", None)
+    result = sign_with(pki, no_keyring, out, "foreign-")
+    assert result.returncode == 2
+    assert "has no /etc/rauc/keyring.pem" in result.stderr
+
+
+def test_test_signed_build_of_a_production_image_is_checked_against_the_test_ca(pki, tmp_path):
+    """The offline flow: the image trusts production (here: the foreign CA), the build signs with
+    the test key, and the bundle is re-signed later on the signing machine."""
+    production_image = tiny_rootfs(tmp_path / "prod", (pki / "foreign-ca.pem").read_bytes())
+    out = tmp_path / "b.raucb"
+    result = make_bundle(
+        production_image, out, pki, MEDTLS_RAUC_KEYRING=str(pki / "foreign-ca.pem")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "re-sign this bundle" in result.stdout
+    assert rauc_info(out, pki / "ca.pem").returncode == 0
