@@ -1,6 +1,7 @@
 # Images: the offline Debian image (arm64, Raspberry Pi 3/4), the pi-gen build, and QEMU boot tests.
 # See docs/image.md. Build products go to build/image/ and deploy/ (both gitignored).
-.PHONY: image image-debian test-image test-image-arm64 test-image-deploy test-image-static lint-image
+.PHONY: image image-debian bundle setup-image-apt test-image test-image-arm64 test-image-deploy \
+	test-image-static lint-image
 TEST_STAGES += test-image-static test-image-arm64
 LINT_TARGETS += lint-image
 
@@ -25,10 +26,18 @@ IMAGE_TEST_ENV = MEDTLS_TEST_GUEST=1 FIRST_USER_SSH_KEY=$(IMAGE_BUILD)/test-key.
 	MEDTLS_PLAYBOOK_ARGS="$(IMAGE_TEST_PLAYBOOK_ARGS)"
 IMAGE_PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 # No build, no network: pi-gen stage and parity, package lists, the SBOM generator and validator.
+# test_bundle.py: signed RAUC bundles from a tiny ext4, the keys and refusals (seconds, host rauc).
 IMAGE_STATIC_TESTS := image/tests/test_pigen_stage.py image/tests/test_package_lists.py \
-	image/tests/test_sbom.py
+	image/tests/test_sbom.py image/tests/test_bundle.py
+# Update bundles (docs/updates.md, "Bundles and keys"). Signing: MEDTLS_RAUC_CERT/MEDTLS_RAUC_KEY
+# (files or PKCS#11 URIs), trusted by the image: MEDTLS_RAUC_KEYRING; unset, the throwaway test PKI
+# that the scripts make once in build/rauc-pki.
+BUNDLE_DIR := $(ROOT)/build/bundle
 
-test-image-static: setup-venv ## the image tests that need no build (seconds; also first in test-image-arm64)
+setup-image-apt:
+	scripts/setup-apt.sh setup/apt/image.list
+
+test-image-static: setup-venv setup-image-apt ## the image tests that need no build (seconds; also first in test-image-arm64)
 	$(IMAGE_PYTEST) $(IMAGE_STATIC_TESTS)
 
 lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
@@ -41,6 +50,10 @@ image-debian: setup deb ## offline arm64 SD-card image from Debian's archive -> 
 	MEDTLS_PLAYBOOK_ARGS='$(IMAGE_PLAYBOOK_ARGS)' MEDTLS_IMAGE_NAME='$(IMAGE_NAME)' \
 		image/scripts/build-image.sh arm64 $(IMAGE_BUILD)/arm64
 	image/scripts/publish.sh $(IMAGE_BUILD)/arm64/disk.img $(DEPLOY_DIR) $(IMAGE_NAME)
+
+# The bundle's payload is the image's own root filesystem (build-image.sh keeps it as rootfs.ext4).
+bundle: image-debian setup-image-apt ## signed RAUC update bundle (verity) of that image's root filesystem -> build/bundle/
+	image/scripts/make-bundle.sh $(IMAGE_BUILD)/arm64/rootfs.ext4 $(BUNDLE_DIR)/
 
 $(IMAGE_BUILD)/test-key.pub:
 	mkdir -p $(IMAGE_BUILD)

@@ -2,7 +2,9 @@
 # Assemble a Raspberry Pi SD-card image from a root filesystem directory without loop devices:
 # MBR with a FAT32 firmware partition (label RASPIFIRM, /boot/firmware's content, filled with
 # mtools) and an ext4 root partition (label RASPIROOT, made with mkfs.ext4 -d), copied in with dd.
-# Usage: make-disk.sh ROOTFS_DIR OUT.img
+# Usage: make-disk.sh ROOTFS_DIR OUT.img [ROOT_EXT4]
+#   ROOT_EXT4: the root partition's image as make-ext4.sh made it from ROOTFS_DIR (build-image.sh
+#   keeps it for update bundles); without it, one is made here.
 set -euo pipefail
 
 rootfs=$(realpath "${1:?usage: make-disk.sh ROOTFS_DIR OUT.img}")
@@ -22,8 +24,9 @@ truncate -s "${fat_mib}M" "$work/fat.img"
 mkfs.vfat -F 32 -n RASPIFIRM "$work/fat.img" >/dev/null
 if [ -n "$(ls -A "$fw")" ]; then mcopy -s -p -i "$work/fat.img" "$fw"/* ::/; fi
 
-"$here/make-ext4.sh" "$rootfs" "$work/root.img"
-root_mib=$(( $(stat -c %s "$work/root.img") / 1048576 ))
+root_img=${3:-$work/root.img}
+if [ -z "${3:-}" ]; then "$here/make-ext4.sh" "$rootfs" "$root_img"; fi
+root_mib=$(( $(stat -c %s "$root_img") / 1048576 ))
 
 rm -f "$out"
 truncate -s "$(( start_mib + fat_mib + root_mib ))M" "$out"
@@ -33,5 +36,5 @@ start=${start_mib}MiB, size=${fat_mib}MiB, type=c
 start=$(( start_mib + fat_mib ))MiB, size=${root_mib}MiB, type=83
 SFDISK
 dd if="$work/fat.img" of="$out" bs=1M seek="$start_mib" conv=notrunc,sparse status=none
-dd if="$work/root.img" of="$out" bs=1M seek="$(( start_mib + fat_mib ))" conv=notrunc,sparse status=none
+dd if="$root_img" of="$out" bs=1M seek="$(( start_mib + fat_mib ))" conv=notrunc,sparse status=none
 echo "make-disk.sh: $out $(( start_mib + fat_mib + root_mib )) MiB"
