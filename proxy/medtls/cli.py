@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "console": "medtls.ops.cli",
     "led": "medtls.ops.cli",
     "probe": "medtls.probe",
+    "update": "medtls.update.cli",
 }
 RUN_OPTIONS = {"--config": "config", "-c": "config", "--log-level": "log_level"}
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -688,6 +688,25 @@ _LOG_SYSLOG = Section(
     Key("retry_interval", POS_SECONDS, "seconds between reconnect attempts", 5),
 )
 
+
+def _gate_timeout(v: object, r=None) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 30 <= v <= 3600:
+        raise Invalid(f"must be 30 to 3600 seconds, got {show(v)}")
+    return float(v)
+
+
+_UPDATE = Section(
+    Key(
+        "gate_timeout",
+        Scalar(
+            "30-3600 seconds", _gate_timeout, {"type": "number", "minimum": 30, "maximum": 3600}
+        ),
+        "seconds after boot a freshly installed slot has to become healthy, else it falls back",
+        300,
+    ),
+    Key("gate_probe", STR, "outbound peer name (or ADDRESS:PORT) the gate probes; absent: none"),
+)
+
 SCHEMA = Section(
     Key(
         "device",
@@ -813,6 +832,7 @@ SCHEMA = Section(
     Key("enrollment", _ENROLLMENT, "ACME enrollment and renewal of the identity; absent: by hand"),
     Key("crl_fetch", _CRL_FETCH, "the box fetches trust.crl itself (absent: maintained by hand)"),
     Key("led", _LED, "board LED showing the box's state"),
+    Key("update", _UPDATE, "A/B updates: the health gate after booting a new slot"),
 )
 
 

@@ -90,6 +90,9 @@ def evaluate(status: dict, now: float | None = None) -> tuple[int, list[tuple[in
         elif left < warn:
             add(WARNING, f"{label} expires in {_span(left)}")
 
+    update = status.get("update") or {}
+    if update.get("warning") or update.get("state_error"):
+        add(WARNING, update["line"])
     enrollment = status.get("enrollment") or {}
     phase = enrollment.get("phase")
     if phase == "enrolling":
@@ -205,6 +208,9 @@ def render(status: dict, now: float | None = None) -> str:
     enrollment = status.get("enrollment")
     if enrollment:
         out.append(f"enrollment: {enrollment_line(enrollment)}")
+    update = status.get("update")
+    if update and update.get("line"):
+        out.append(update["line"])
     conns = status.get("connections") or {}
     out.append(f"conns:     {conns.get('active', 0)} active, {conns.get('total', 0)} since start")
     if status.get("workers"):

@@ -119,6 +119,16 @@ class Instruments:
         self.enrollment_attempts = r.gauge(
             "medtls_enrollment_attempts", "Failed enrollment attempts since the last success"
         )
+        # A/B updates (read from the update process's state.json at each scrape)
+        self.update_fallbacks = r.counter(
+            "medtls_update_fallbacks_total",
+            "Updates that fell back to the previous slot, over the box's life",
+        )
+        self.update_info = r.gauge(
+            "medtls_update_info",
+            "1 for the last installed update: its slot, bundle version and outcome",
+            ("slot", "version", "outcome"),
+        )
         self.up.set(1)
         self.build_info.set(1, version=__version__)
         for result in ("ok", "failed"):

@@ -142,6 +142,10 @@ class OpsRuntime(Observer):
         alive=None,
     ):
         self.config = config
+        # The update process's state file (fixed on the box; tests point it elsewhere).
+        self.update_state_path = (os.environ if env is None else env).get(
+            "MEDTLS_UPDATE_STATE", "/var/lib/medtls/update/state.json"
+        )
         self._alive = alive  # called from every loop tick (a worker's liveness for its parent)
         self._worker = worker
         self.ops = config.ops
@@ -223,6 +227,7 @@ class OpsRuntime(Observer):
         enrolling = getattr(self.engine, "enrolling", None)  # started, waiting for a certificate
         self.m.ready.set(1 if self.ready_flag and not self.draining and not enrolling else 0)
         self._collect_enrollment()
+        self._collect_update()
         audit = self.auditor.counters()
         self.m.audit_sent.set(audit["sent"])
         self.m.audit_dropped.set(audit["dropped"])
@@ -578,6 +583,29 @@ class OpsRuntime(Observer):
         out["phase"] = current_phase(state, time.time())
         return out
 
+    def update_status(self) -> dict | None:
+        """The update process's state.json (None before the first install): read on demand."""
+        from medtls.core.update import StateFileError, read_state, status_dict, status_line
+
+        try:
+            state = read_state(self.update_state_path)
+        except StateFileError as e:
+            return {"outcome": "unknown", "state_error": str(e), "line": f"update: {e}"}
+        if state is None:
+            return None
+        warning, line = status_line(state)
+        return {**status_dict(state), "line": line, "warning": warning}
+
+    def _collect_update(self) -> None:
+        m = self.m
+        m.update_info.clear()
+        state = self.update_status()
+        m.update_fallbacks.set((state or {}).get("fallbacks") or 0)
+        if state and state.get("slot"):
+            m.update_info.set(
+                1, slot=state["slot"], version=state["version"], outcome=state["outcome"]
+            )
+
     def _collect_enrollment(self) -> None:
         m = self.m
         for metric in (m.enrollment_phase, m.next_renewal, m.enrollment_failure):
@@ -712,6 +740,7 @@ class OpsRuntime(Observer):
                 ],
                 "certificate_problems": list(self.cert_problems),
                 "enrollment": self.enrollment_status(),
+                "update": self.update_status(),
                 "clock": {
                     "synchronized": self.clock_state.synchronized,
                     "source": self.clock_state.source,
