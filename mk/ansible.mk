@@ -17,8 +17,8 @@ lint-ansible: setup-venv ## ansible-lint (production profile) and yamllint on ro
 collection: setup-venv ## the Ansible collection medtls.appliance -> build/collection/medtls-appliance-<version>.tar.gz
 	scripts/build-collection.sh $(ROOT)/build/collection
 
-test-collection: setup-venv ## build the collection, install it into a temporary path, run its playbook from there
-	$(PY) -m pytest -q -p no:cacheprovider ansible/tests/test_collection.py
+test-collection: setup-venv ## build the collection, install it into a temporary path, run its playbook from there; update.yml input checks
+	$(PY) -m pytest -q -p no:cacheprovider ansible/tests/test_collection.py ansible/tests/test_update_inputs.py
 
 docker-ensure: ## start dockerd (198.19.0.0/16 only) unless it is running
 	scripts/docker-ensure.sh
