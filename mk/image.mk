@@ -32,7 +32,8 @@ test-image-static: setup-venv ## the image tests that need no build (seconds; al
 	$(IMAGE_PYTEST) $(IMAGE_STATIC_TESTS)
 
 lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
-	shellcheck -s sh image/files/medtls-firstboot image/files/medtls-growroot image/tests/guest/medtls-boot-report
+	shellcheck -s sh image/files/medtls-firstboot image/files/medtls-growroot image/files/medtls-data-seed \
+		image/files/medtls-machine-id.initramfs image/tests/guest/medtls-boot-report
 	shellcheck -x image/pi-gen/build.sh image/pi-gen/stage-medtls/prerun.sh image/pi-gen/stage-medtls/*/*.sh
 	shellcheck -s bash image/pi-gen/config image/pi-gen/stage-medtls/EXPORT_IMAGE
 
