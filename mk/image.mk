@@ -26,6 +26,7 @@ IMAGE_TEST_ENV = MEDTLS_TEST_GUEST=1 FIRST_USER_SSH_KEY=$(IMAGE_BUILD)/test-key.
 IMAGE_PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 # No build, no network: pi-gen stage and parity, package lists, the SBOM generator and validator.
 IMAGE_STATIC_TESTS := image/tests/test_pigen_stage.py image/tests/test_package_lists.py \
+	image/tests/test_data_seed.py \
 	image/tests/test_sbom.py
 
 test-image-static: setup-venv ## the image tests that need no build (seconds; also first in test-image-arm64)

@@ -7,9 +7,10 @@
 #   p3 root B           same size as A, empty until the first update writes it
 #   p4 data, ext4       label MEDTLS-DATA, MEDTLS_DATA_MIB (default 128), empty: the box seeds it
 #                       on first boot (medtls-data-seed) and grows it to the card (medtls-growroot)
-# Both root slots are MEDTLS_ROOT_SLOT_MIB (default 3072: about 2.5 times the arm64 root of 2026,
-# room for years of growth; the image then needs an 8 GB card). Filesystems are made as files and
-# dd'd in with conv=sparse, so the image stays sparse and compresses to its content.
+# Both root slots are MEDTLS_ROOT_SLOT_MIB (default 2048: about twice the root partition the
+# single-root image had, 4-5 times its content; room for years of growth, docs/updates.md).
+# Filesystems are made as files and dd'd in with conv=sparse, so the image stays sparse and
+# compresses to its content.
 # Usage: make-disk.sh ROOTFS_DIR OUT.img
 set -euo pipefail
 
@@ -17,7 +18,7 @@ rootfs=$(realpath "${1:?usage: make-disk.sh ROOTFS_DIR OUT.img}")
 out=${2:?usage: make-disk.sh ROOTFS_DIR OUT.img}
 here=$(cd "$(dirname "$0")" && pwd)
 fat_mib=${MEDTLS_FAT_MIB:-512}
-slot_mib=${MEDTLS_ROOT_SLOT_MIB:-3072}
+slot_mib=${MEDTLS_ROOT_SLOT_MIB:-2048}
 data_mib=${MEDTLS_DATA_MIB:-128}
 disk_id=0x6d656474
 fw="$rootfs/boot/firmware"
@@ -46,7 +47,8 @@ resize2fs -f "$work/root.img" "${slot_mib}M" >/dev/null 2>&1 ||
   { echo "make-disk.sh: could not grow the root filesystem to ${slot_mib} MiB" >&2; exit 1; }
 
 truncate -s "${data_mib}M" "$work/data.img"
-mkfs.ext4 -q -F -L MEDTLS-DATA -E root_owner=0:0 "$work/data.img"
+# 4 KiB blocks: the small image size would get 1 KiB ones, poor for the card-sized partition.
+mkfs.ext4 -q -F -b 4096 -L MEDTLS-DATA -E root_owner=0:0 "$work/data.img"
 
 p2=$(( start_mib + fat_mib ))
 p3=$(( p2 + slot_mib ))

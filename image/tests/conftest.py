@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 BOOT_TIMEOUT = {"amd64": 900, "arm64": 1500}
 # A file the `rejected` VM's data partition holds before its first boot.
 SITE_MARKER = "site-marker.txt"
+# The `rejected` VM's data partition has this machine-id, its root slot none (a fresh slot).
+MACHINE_ID = "6d656474c0ffee00000000000000002a"
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +91,10 @@ def rejected(tmp_path_factory, image_dir, arch, pki):
     tmp = tmp_path_factory.mktemp("vm-invalid")
     bad = tmp / "medtls.yaml"
     bad.write_text((REPO / "examples/ct-modality.yaml").read_text() + "\nno_such_key: 1\n")
-    data = {f"/etc/medtls/{SITE_MARKER}": "kept across updates\n"}
+    data = {
+        f"/etc/medtls/{SITE_MARKER}": "kept across updates\n",
+        "/etc/machine-id": MACHINE_ID + "\n",
+    }
     lab, disk, report = boot(tmp, image_dir, arch, technician_files(pki, bad), data)
     try:
         yield lab, disk, report

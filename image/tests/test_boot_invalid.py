@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import peers
-from conftest import SITE_MARKER
+from conftest import MACHINE_ID, SITE_MARKER
 from vmlab import PACS_IP, fat_list, fat_read, partitions, report_values, run
 
 
@@ -49,3 +49,12 @@ def test_first_boot_never_overwrites_what_the_data_partition_holds(rejected, ima
     names = {row.split("/")[5] for row in rows if row.count("/") >= 6} - {".", ".."}
     present = set(re.findall(r"\S+$", listing, re.M))
     assert not names & present, (names, listing)
+
+
+def test_a_root_slot_without_machine_id_boots_with_the_one_on_the_data_partition(rejected):
+    """Issue 21: the image's root has an empty /etc/machine-id, as a newly installed slot has; the
+    initramfs puts /data's id into it before systemd reads it, so the box keeps its identity."""
+    _, _, report = rejected
+    values = report_values(report["layout"])
+    assert values["machine_id"] == MACHINE_ID, values
+    assert values["data_machine_id"] == MACHINE_ID, values
