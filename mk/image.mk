@@ -28,6 +28,7 @@ IMAGE_PYTEST = $(PY) -m pytest -q -p no:cacheprovider
 # No build, no network: pi-gen stage and parity, package lists, the SBOM generator and validator.
 # test_bundle.py: signed RAUC bundles from a tiny ext4, the keys and refusals (seconds, host rauc).
 IMAGE_STATIC_TESTS := image/tests/test_pigen_stage.py image/tests/test_package_lists.py \
+	image/tests/test_data_seed.py \
 	image/tests/test_sbom.py image/tests/test_bundle.py
 # Update bundles (docs/updates.md, "Bundles and keys"). Signing: MEDTLS_RAUC_CERT/MEDTLS_RAUC_KEY
 # (files or PKCS#11 URIs), trusted by the image: MEDTLS_RAUC_KEYRING; unset, the throwaway test PKI
@@ -41,7 +42,8 @@ test-image-static: setup-venv setup-image-apt ## the image tests that need no bu
 	$(IMAGE_PYTEST) $(IMAGE_STATIC_TESTS)
 
 lint-image: ## shellcheck the scripts without a .sh suffix that end up in images
-	shellcheck -s sh image/files/medtls-firstboot image/files/medtls-growroot image/tests/guest/medtls-boot-report
+	shellcheck -s sh image/files/medtls-firstboot image/files/medtls-growroot image/files/medtls-data-seed \
+		image/files/medtls-machine-id.initramfs image/tests/guest/medtls-boot-report
 	shellcheck -x image/pi-gen/build.sh image/pi-gen/stage-medtls/prerun.sh image/pi-gen/stage-medtls/*/*.sh
 	shellcheck -s bash image/pi-gen/config image/pi-gen/stage-medtls/EXPORT_IMAGE
 

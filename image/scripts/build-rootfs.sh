@@ -84,6 +84,8 @@ include=$(IFS=,; echo "${packages[*]}")
 # - SSH host keys: an image ships none (configure-rootfs.sh, made per box at first boot); empty
 #   placeholders keep openssh-server's postinst from generating RSA/ECDSA/Ed25519 keys.
 # - fsync: dpkg's force-unsafe-io during the build only (the image keeps dpkg's safe default).
+# The initramfs gets medtls-machine-id (the box's machine-id from the data partition, see
+# image/files/medtls-machine-id.initramfs) before its one build.
 mmdebstrap --variant=minbase --arch="$arch" \
   --components=main,non-free-firmware \
   --include="$include" \
@@ -101,6 +103,7 @@ mmdebstrap --variant=minbase --arch="$arch" \
   --essential-hook='printf "#!/bin/sh\nexit 0\n" > "$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \
   --customize-hook='rm "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
   "${native_before_initramfs[@]}" \
+  --customize-hook="install -D -m 0755 '$here/../files/medtls-machine-id.initramfs' \"\$1/etc/initramfs-tools/scripts/local-bottom/medtls-machine-id\"" \
   --customize-hook="if [ -x \"\$1/usr/sbin/update-initramfs\" ]; then chroot \"\$1\" $initramfs_env update-initramfs -c -k all; fi" \
   "${native_teardown[@]}" \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*_key' \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Image-only settings on a root filesystem directory (everything else comes from the playbook):
 # hostname, fstab, first user with an SSH key and no password, SSH key-only, per-box SSH host keys,
-# the first-boot import of the configuration from the FAT partition, and growing the root
-# partition to the card.
+# the first-boot import of the configuration from the FAT partition, and the data partition
+# (seeded at first boot, grown to the card, persistent paths bind-mounted from it).
 # Usage: configure-rootfs.sh ROOTFS_DIR
 # Environment: FIRST_USER_NAME (default: medtls), FIRST_USER_SSH_KEY (public key line or file),
 #              MEDTLS_HOSTNAME (default: medtls), MEDTLS_KEEP_FSTAB=1 (pi-gen).
@@ -26,13 +26,25 @@ fi
 
 echo "$hostname" > "$rootfs/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$hostname" > "$rootfs/etc/hosts"
-# pi-gen writes its own fstab (PARTUUIDs at export): MEDTLS_KEEP_FSTAB=1 leaves it alone.
+# pi-gen writes its own fstab (PARTUUIDs at export) and keeps its single-root layout
+# (docs/updates.md): MEDTLS_KEEP_FSTAB=1 leaves fstab alone and installs no data partition units.
+# Our A/B layout (make-disk.sh, docs/updates.md "Layout"): the root is whichever slot the kernel
+# was given (/dev/root); /data is partition 4 (PARTUUID 6d656474-04, label MEDTLS-DATA) and the
+# persistent paths below are bind-mounted from it before local-fs.target, so medtls, sshd and
+# every normal service find them there. medtls-data-seed.service fills /data on the first boot.
+persistent_dirs=(/etc/medtls /var/lib/medtls "/home/$user/.ssh")
 if [ "${MEDTLS_KEEP_FSTAB:-0}" != 1 ]; then
-  cat > "$rootfs/etc/fstab" <<'FSTAB'
-# <file system>  <mount point>   <type> <options>                          <dump> <pass>
-LABEL=RASPIROOT  /               ext4   defaults,noatime                   0      1
-LABEL=RASPIFIRM  /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=180s,umask=0077 0 2
+  {
+    cat <<'FSTAB'
+# <file system>       <mount point>   <type> <options>                          <dump> <pass>
+/dev/root             /               ext4   defaults,noatime                   0      0
+LABEL=RASPIFIRM       /boot/firmware  vfat   defaults,nofail,x-systemd.device-timeout=180s,umask=0077 0 2
+PARTUUID=6d656474-04  /data           ext4   defaults,noatime,x-systemd.device-timeout=180s 0 2
 FSTAB
+    for dir in "${persistent_dirs[@]}"; do
+      printf '/data%s  %s  none  bind,x-systemd.requires=medtls-data-seed.service  0 0\n' "$dir" "$dir"
+    done
+  } > "$rootfs/etc/fstab"
 fi
 mkdir -p "$rootfs/boot/firmware"
 
@@ -60,8 +72,8 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
 SSHD
-# Every box makes its own host keys at first boot (Debian's sshd-keygen.service) instead of
-# sharing the build's.
+# Every box makes its own host keys at first boot (the hardening role's host key unit) instead
+# of sharing the build's.
 rm -f "$rootfs"/etc/ssh/ssh_host_*
 
 install -m 0755 "$files/medtls-firstboot" "$rootfs/usr/local/sbin/medtls-firstboot"
@@ -75,12 +87,30 @@ chroot "$rootfs" systemctl enable medtls-firstboot.service ssh.service
 install -d "$rootfs/boot/firmware/medtls-example"
 install -m 0644 "$files/../../examples/ct-modality.yaml" "$rootfs/boot/firmware/medtls-example/medtls.yaml"
 install -m 0644 "$files/medtls-example-README.txt" "$rootfs/boot/firmware/medtls-example/README.txt"
-# Our own layout (root partition last, sized to its content) grows to the card at boot;
+# Our own layout grows the data partition to the card at boot and keeps the box's state on it;
 # Raspberry Pi OS (pi-gen, MEDTLS_KEEP_FSTAB=1) grows its root partition itself.
 if [ "${MEDTLS_KEEP_FSTAB:-0}" != 1 ]; then
+  install -d -m 0755 "$rootfs/data"
   install -m 0755 "$files/medtls-growroot" "$rootfs/usr/local/sbin/medtls-growroot"
   install -m 0644 "$files/medtls-growroot.service" "$rootfs/etc/systemd/system/"
-  chroot "$rootfs" systemctl enable medtls-growroot.service
+  install -m 0755 "$files/medtls-data-seed" "$rootfs/usr/local/sbin/medtls-data-seed"
+  install -m 0644 "$files/medtls-data-seed.service" "$rootfs/etc/systemd/system/"
+  # What the seed copies to /data when /data lacks it; the machine-id is copied, not mounted
+  # (systemd reads it before any mount): the initramfs puts /data's into the slot
+  # (medtls-machine-id.initramfs, installed by build-rootfs.sh).
+  cat > "$rootfs/etc/default/medtls-data" <<DATA
+# medtls-data-seed.service (written by configure-rootfs.sh; bind mounts: /etc/fstab)
+MEDTLS_DATA_PATHS="${persistent_dirs[*]} /etc/machine-id"
+MEDTLS_DATA_DIRS="/etc/ssh"
+DATA
+  # SSH host keys live on /data: the names sshd and the host key unit use point there, so the
+  # keys a box makes at its first boot are the keys of every later slot.
+  for type in ed25519 rsa ecdsa; do
+    for suffix in "" .pub; do
+      ln -sfn "/data/etc/ssh/ssh_host_${type}_key$suffix" "$rootfs/etc/ssh/ssh_host_${type}_key$suffix"
+    done
+  done
+  chroot "$rootfs" systemctl enable medtls-growroot.service medtls-data-seed.service
 fi
 
 # Each box gets its own machine-id at first boot.

@@ -15,6 +15,10 @@ from pki import make_pki
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT_TIMEOUT = {"amd64": 900, "arm64": 1500}
+# A file the `rejected` VM's data partition holds before its first boot.
+SITE_MARKER = "site-marker.txt"
+# The `rejected` VM's data partition has this machine-id, its root slot none (a fresh slot).
+MACHINE_ID = "6d656474c0ffee00000000000000002a"
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +49,13 @@ def technician_files(pki: Path, config: Path) -> dict[str, Path]:
     }
 
 
-def boot(tmp: Path, image_dir: Path, arch: str, files: dict[str, Path]):
+def boot(tmp: Path, image_dir: Path, arch: str, files: dict[str, Path], data=None):
+    """Boot a copy of the image with `files` in medtls/ on its FAT partition and, if given,
+    `data` (path -> text) already on its data partition."""
     disk = vmlab.copy_disk(image_dir / "disk.img", tmp / "disk.img", vmlab.GROW_MIB)
     vmlab.fat_put(disk, files)
+    if data:
+        vmlab.data_put(disk, data)
     lab = vmlab.Lab(workdir=tmp, arch=arch)
     try:
         lab.start(disk, image_dir / "vmlinuz", image_dir / "initrd.img")
@@ -78,11 +86,16 @@ def appliance(tmp_path_factory, image_dir, arch, pki):
 
 @pytest.fixture(scope="module")
 def rejected(tmp_path_factory, image_dir, arch, pki):
-    """The image booted with an invalid configuration on its FAT partition."""
+    """The image booted with an invalid configuration on its FAT partition, on a card whose
+    data partition already holds /etc/medtls (a box that was configured before)."""
     tmp = tmp_path_factory.mktemp("vm-invalid")
     bad = tmp / "medtls.yaml"
     bad.write_text((REPO / "examples/ct-modality.yaml").read_text() + "\nno_such_key: 1\n")
-    lab, disk, report = boot(tmp, image_dir, arch, technician_files(pki, bad))
+    data = {
+        f"/etc/medtls/{SITE_MARKER}": "kept across updates\n",
+        "/etc/machine-id": MACHINE_ID + "\n",
+    }
+    lab, disk, report = boot(tmp, image_dir, arch, technician_files(pki, bad), data)
     try:
         yield lab, disk, report
     finally:

@@ -26,6 +26,7 @@ esac
 parts=$(sfdisk --json "$out/disk.img")
 part_start() { python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][int(sys.argv[1])]["start"] * 512)' "$1" <<< "$parts"; }
 fat="$out/disk.img@@$(part_start 0)"
+# Partition 2: root slot A (make-disk.sh), the slot a fresh image boots.
 root="$out/disk.img?offset=$(part_start 1)"
 
 newest() { mdir -b -i "$fat" ::/ | sed -n "s|^::/\\($1-.*\\)|\\1|p" | sort -V | tail -n 1; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -33,22 +34,64 @@ def test_interception_ruleset_is_loaded(appliance):
     assert "tproxy" in ruleset, ruleset
 
 
-def test_root_partition_grew_to_the_end_of_the_disk(appliance, image_dir):
+def test_data_partition_grew_to_the_end_of_the_disk(appliance, image_dir):
     _, disk, report = appliance
-    values = report_values(report["rootfs"])
-    built_root = partitions(image_dir / "disk.img")[-1]
+    values = report_values(report["layout"])
+    built = partitions(image_dir / "disk.img")
     mib = 1024 * 1024
-    # The partition reaches the end of the larger disk; the filesystem grew with it (ext4
-    # metadata keeps statvfs below the partition size, so half the growth is the bar).
-    assert int(values["disk_bytes"]) == disk.stat().st_size, values
-    assert int(values["part_bytes"]) >= disk.stat().st_size - built_root["start"] * 512 - mib, (
+    # p4 reaches the end of the larger disk; its filesystem grew with it (ext4 metadata keeps
+    # statvfs below the partition size, so half the growth is the bar).
+    assert disk.stat().st_size == int(report_values(report["rootfs"])["disk_bytes"])
+    assert int(values["data_part_bytes"]) >= disk.stat().st_size - built[3]["start"] * 512 - mib, (
         values,
         report["growroot-journal"],
     )
-    assert int(values["fs_bytes"]) >= built_root["size"] * 512 + GROW_MIB * mib // 2, (
+    assert int(values["data_fs_bytes"]) >= built[3]["size"] * 512 + GROW_MIB * mib // 2, (
         values,
         report["growroot-journal"],
     )
+
+
+def test_the_box_sees_the_ab_layout(appliance, image_dir):
+    """Issue 21: boot, root A, root B (same fixed size), data; fixed PARTUUIDs on every box."""
+    _, disk, report = appliance
+    values = report_values(report["layout"])
+    table = json.loads(report["sfdisk"])["partitiontable"]
+    parts = table["partitions"]
+    assert table["label"] == "dos" and table["id"] == "0x6d656474", table
+    assert len(parts) == 4, parts
+    assert parts[1]["size"] == parts[2]["size"], parts
+    assert parts[0]["start"] + parts[0]["size"] <= parts[1]["start"]
+    assert parts[1]["start"] + parts[1]["size"] <= parts[2]["start"]
+    assert parts[2]["start"] + parts[2]["size"] <= parts[3]["start"]
+    # The root slots are not grown (the image's sizes), the data partition took the new space.
+    built = partitions(image_dir / "disk.img")
+    assert [p["size"] for p in parts[:3]] == [p["size"] for p in built[:3]]
+    assert (parts[3]["start"] + parts[3]["size"]) * 512 >= disk.stat().st_size - 1024 * 1024
+    rows = [line.split() for line in report["partuuids"].splitlines()]
+    uuids = {row[0]: row[1:] for row in rows if len(row) >= 2}
+    found = sorted(cols[0] for cols in uuids.values() if cols[0].startswith("6d656474-"))
+    assert found == ["6d656474-01", "6d656474-02", "6d656474-03", "6d656474-04"], uuids
+    assert next(c for c in uuids.values() if c[0] == "6d656474-04")[1:] == ["MEDTLS-DATA", "ext4"]
+    # The booted root is slot A, /data is p4.
+    assert "root=PARTUUID=6d656474-02" in values["cmdline"], values
+    assert report_values(report["rootfs"])["source"] == parts[1]["node"], report["rootfs"]
+    assert values["data_source"] == parts[3]["node"] and values["data_fstype"] == "ext4", values
+
+
+def test_persistent_paths_are_on_the_data_partition(appliance):
+    _, _, report = appliance
+    values = report_values(report["layout"])
+    paths = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("ondata:")}
+    assert len(paths) == 5, paths
+    for path, state in paths.items():
+        seed = report["data-seed-journal"]
+        assert state.startswith("yes "), f"{path} is not on /data: {state}\n{seed}"
+    # The machine-id is copied (systemd reads it before any mount): /data holds the same id.
+    assert re.fullmatch(r"[0-9a-f]{32}", values["machine_id"]), values
+    assert values["data_machine_id"] == values["machine_id"], values
+    assert values["medtls_yaml_readable_by_medtls"] == "yes", report["etc-medtls"]
+    assert "seeded /data/etc/medtls from /etc/medtls" in report["data-seed-journal"]
 
 
 def test_first_boot_config_moved_off_the_fat_partition(appliance):

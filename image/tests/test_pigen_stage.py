@@ -254,3 +254,37 @@ def test_package_scan_reads_pigen_package_files(tmp_path):
     (sub / "00-packages").write_text("network-manager net-tools\ndhcpcd\n")
     (sub / "01-run.sh").write_text("apt-get install evil\n")
     assert _pigen_packages(tmp_path) == {"network-manager", "net-tools", "dhcpcd"}
+
+
+def _unconditional_lines(script: str) -> list[str]:
+    """The commands of configure-rootfs.sh outside its `MEDTLS_KEEP_FSTAB != 1` blocks (top-level
+    `if ... fi` at column 0); comments left out."""
+    out, inside = [], False
+    for line in script.splitlines():
+        if line.startswith('if [ "${MEDTLS_KEEP_FSTAB:-0}" != 1 ]; then'):
+            inside = True
+        elif inside and line == "fi":
+            inside = False
+        elif not inside and not line.lstrip().startswith("#"):
+            out.append(line)
+    return out
+
+
+def test_pigen_image_keeps_the_single_root_layout_as_docs_say():
+    """Issue 21: `make image` (pi-gen) keeps pi-gen's two partitions; docs/updates.md says why,
+    and with MEDTLS_KEEP_FSTAB=1 (the pi-gen stage) configure-rootfs.sh installs nothing of the
+    A/B layout (fstab, /data, the seed and growroot units, host keys on /data)."""
+    docs = (HERE.parents[1] / "docs/updates.md").read_text()
+    section = docs.split("### `make image` (pi-gen) keeps the single-root layout", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert "export-image/prerun.sh" in section and "MEDTLS_KEEP_FSTAB=1" in section
+    script = (HERE.parent / "scripts/configure-rootfs.sh").read_text()
+    outside = "\n".join(_unconditional_lines(script))
+    for layout_only in ("/etc/fstab", "/data", "medtls-data-seed", "medtls-growroot", "6d656474"):
+        assert layout_only in script, layout_only
+        assert layout_only not in outside, f"{layout_only} also without MEDTLS_KEEP_FSTAB != 1"
+    # The stage runs configure-rootfs.sh with MEDTLS_KEEP_FSTAB=1 and never make-disk.sh or
+    # build-rootfs.sh (the initramfs hook): test_stage_runs_the_shared_scripts_on_rootfs_dir.
+    stage = (STAGE / "00-medtls/00-run.sh").read_text()
+    assert "MEDTLS_KEEP_FSTAB=1" in stage
+    assert "make-disk.sh" not in stage and "build-rootfs.sh" not in stage

@@ -21,8 +21,12 @@ MODALITY_IP = "198.18.0.10"
 MODALITY_MAC = "02:00:5e:10:00:10"  # examples/ct-modality.yaml device.mac
 PACS_IP = "198.18.0.20"
 PREFIX_LEN = 24
-FAT_OFFSET = "4M"  # make-disk.sh: the FAT partition starts at 4 MiB
-# The VM's disk is this much larger than the image, like a larger card: the root must grow into it.
+FAT_OFFSET = "4M"  # make-disk.sh: the FAT partition (p1) starts at 4 MiB
+# make-disk.sh's MBR disk identifier: the partitions are PARTUUID=6d656474-01..04 on every box.
+DISK_ID = "6d656474"
+# Direct kernel boot (no boot loader) starts root slot A, as U-Boot's boot script does first.
+ROOT_A = f"root=PARTUUID={DISK_ID}-02 rauc.slot=A"
+# The VM's disk is this much larger than the image, like a larger card: /data must grow into it.
 GROW_MIB = 1024
 
 QEMU = {
@@ -122,7 +126,7 @@ class Lab:
             "-display", "none", "-monitor", "none", "-no-reboot",
             "-serial", f"file:{self.console_log}",
             "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"{console} root=LABEL=RASPIROOT rw net.ifnames=0 panic=-1",
+            "-append", f"{console} {ROOT_A} rw net.ifnames=0 panic=-1",
             "-drive", f"file={disk},if=none,id=d0,format=raw,cache=unsafe",
             "-device", "virtio-blk-pci,drive=d0",
             "-device", "virtio-serial-pci",
@@ -196,6 +200,37 @@ def copy_disk(src: Path, dst: Path, grow_mib: int = 0) -> Path:
     return dst
 
 
+def partition_table(disk: Path) -> dict:
+    """The disk image's partition table (sfdisk --json): id, and partitions with start and size
+    in 512-byte sectors."""
+    return json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]
+
+
 def partitions(disk: Path) -> list[dict]:
-    """The disk image's partition table (sfdisk --json): start and size in 512-byte sectors."""
-    return json.loads(run(["sfdisk", "--json", str(disk)]).stdout)["partitiontable"]["partitions"]
+    return partition_table(disk)["partitions"]
+
+
+def data_put(disk: Path, files: dict[str, str]) -> None:
+    """Write files (path on /data -> text) into the disk's data partition (p4) with debugfs, no
+    mount: the state a box's /data already holds before the boot."""
+    p4 = partitions(disk)[3]
+    fs = f"{disk}?offset={p4['start'] * 512}"
+    cmds: list[str] = []
+    made: set[str] = set()
+    for path, text in files.items():
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = "/" + "/".join(parts[:i])
+            if d not in made:
+                made.add(d)
+                cmds.append(f"mkdir {d}")
+        src = disk.parent / ("data-put-" + parts[-1])
+        src.write_text(text)
+        cmds += [f"write {src} {path}", f"set_inode_field {path} mode 0100640"]
+    script = disk.parent / "data-put.debugfs"
+    script.write_text("\n".join(cmds) + "\n")
+    run(["debugfs", "-w", "-f", str(script), fs])
+    for path in files:
+        out = run(["debugfs", "-R", f"stat {path}", fs]).stdout
+        if "Inode:" not in out:
+            raise RuntimeError(f"debugfs did not write {path} into {fs}")
