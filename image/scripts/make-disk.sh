@@ -29,6 +29,7 @@ rm -f "$out"
 truncate -s "$(( start_mib + fat_mib + root_mib ))M" "$out"
 sfdisk --quiet "$out" <<SFDISK
 label: dos
+label-id: 0x6d656474
 start=${start_mib}MiB, size=${fat_mib}MiB, type=c
 start=$(( start_mib + fat_mib ))MiB, size=${root_mib}MiB, type=83
 SFDISK

@@ -26,15 +26,16 @@ FAT_OFFSET = "4M"  # make-disk.sh: the FAT partition starts at 4 MiB
 GROW_MIB = 1024
 
 QEMU = {
-    "amd64": (
-        ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
-        "console=ttyS0,115200",
-    ),
-    "arm64": (
-        ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72"],
-        "console=ttyAMA0,115200",
-    ),
+    "amd64": ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
+    "arm64": ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72"],
 }
+# arm64 boots as the Pi does: U-Boot (Debian's qemu_arm64 build as firmware) runs boot.scr from the
+# FAT partition, which picks the root slot (docs/updates.md "Boot selection"). The amd64 developer
+# loop boots slot A's kernel directly, with the command line boot.scr would give slot A.
+UBOOT_BIOS = Path(os.environ.get("MEDTLS_UBOOT_BIOS", "/usr/lib/u-boot/qemu_arm64/u-boot.bin"))
+DIRECT_BOOT_APPEND = (
+    "console=ttyS0,115200 root=PARTUUID=6d656474-02 rauc.slot=A rw net.ifnames=0 panic=-1"
+)
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -115,14 +116,18 @@ class Lab:
             run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
             # An UP tap shows NO-CARRIER until a process attaches: that is how attach is seen.
             run(["ip", "link", "set", tap, "up"])
-        machine, console = QEMU[self.arch]
+        if self.arch == "arm64":
+            # A reboot (or boot.scr's reset) goes back through U-Boot, as on the Pi.
+            firmware = ["-bios", str(UBOOT_BIOS)]
+        else:
+            firmware = ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
+                        "-append", DIRECT_BOOT_APPEND]  # fmt: skip
         cmd = [
-            *machine,
+            *QEMU[self.arch],
             "-m", str(memory_mib), "-smp", "2",
-            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.console_log}",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"{console} root=LABEL=RASPIROOT rw net.ifnames=0 panic=-1",
+            *firmware,
             "-drive", f"file={disk},if=none,id=d0,format=raw,cache=unsafe",
             "-device", "virtio-blk-pci,drive=d0",
             "-device", "virtio-serial-pci",
