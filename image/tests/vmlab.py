@@ -13,7 +13,9 @@ import os
 import secrets
 import signal
 import subprocess
+import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,41 @@ def fat_list(disk: Path, path: str = "::/") -> str:
 
 def fat_read(disk: Path, path: str) -> str:
     return run(["mtype", "-i", f"{disk}@@{FAT_OFFSET}", path], check=False).stdout
+
+
+# boot.cmd / configure-boot.sh: the slot counters, a CRC'd U-Boot environment on the FAT partition.
+BOOT_ENV_FILE = "::/bootslot.env"
+BOOT_ENV_SIZE = 0x4000
+
+
+def boot_env_decode(blob: bytes) -> dict[str, str]:
+    """A U-Boot environment (CRC32, NUL-separated name=value, NUL NUL) as fw_printenv reads it."""
+    if len(blob) != BOOT_ENV_SIZE:
+        raise ValueError(f"boot environment is {len(blob)} bytes, not {BOOT_ENV_SIZE}")
+    crc, data = int.from_bytes(blob[:4], "little"), blob[4:]
+    if zlib.crc32(data) != crc:
+        raise ValueError("boot environment CRC mismatch")
+    entries = data.split(b"\0\0", 1)[0].split(b"\0")
+    return dict(e.decode().split("=", 1) for e in entries if e)
+
+
+def boot_env_encode(values: dict[str, str]) -> bytes:
+    data = b"".join(f"{k}={v}".encode() + b"\0" for k, v in sorted(values.items())) + b"\0"
+    data = data.ljust(BOOT_ENV_SIZE - 4, b"\0")
+    return zlib.crc32(data).to_bytes(4, "little") + data
+
+
+def boot_env_read(disk: Path) -> dict[str, str]:
+    blob = run(["mtype", "-i", f"{disk}@@{FAT_OFFSET}", BOOT_ENV_FILE], text=False).stdout
+    return boot_env_decode(blob)
+
+
+def boot_env_write(disk: Path, values: dict[str, str]) -> None:
+    """What `fw_setenv` does on the box, done on the disk of a stopped VM."""
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(boot_env_encode(values))
+        f.flush()
+        run(["mcopy", "-o", "-i", f"{disk}@@{FAT_OFFSET}", f.name, BOOT_ENV_FILE])
 
 
 @dataclass
