@@ -26,8 +26,10 @@ if test "${board}" = "rpi"; then
 else
   setenv ab_console "console=ttyAMA0,115200"
 fi
-# The firmware's device tree on the Pi (fdt_addr), QEMU's otherwise.
-if test -n "${fdt_addr}"; then setenv ab_fdt ${fdt_addr}; else setenv ab_fdt ${fdtcontroladdr}; fi
+# The device tree U-Boot runs on is the one the Pi firmware (config.txt overlays applied) or QEMU
+# handed over, relocated to the top of RAM: the firmware's own copy (fdt_addr) may lie where the
+# kernel or initramfs is loaded.
+setenv ab_fdt ${fdtcontroladdr}
 
 setenv ab_save 'env export -c -s ${ab_size} ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT && save ${ab_fat} ${kernel_addr_r} ${ab_file} ${ab_size}'
 
@@ -83,7 +85,7 @@ if test -z "${ab_slot}"; then
 fi
 
 setenv bootargs "${ab_console} root=PARTUUID=6d656474-0${ab_root} rootwait rw rauc.slot=${ab_slot} net.ifnames=0 panic=10"
-echo "medtls-boot: booting slot ${ab_slot}: ${bootargs}"
+echo "medtls-boot: booting slot ${ab_slot} (device tree at ${ab_fdt}): ${bootargs}"
 booti ${kernel_addr_r} ${ramdisk_addr_r}:${ab_initrd_size} ${ab_fdt}
 echo "medtls-boot: booti of slot ${ab_slot} returned: restarting"
 reset
