@@ -1,9 +1,10 @@
 """The Raspberry Pi half of the boot chain, structurally (docs/updates.md "Boot selection").
 
 No Pi firmware runs here: the FAT partition's config.txt is checked for what the firmware reads,
-and the image's own Debian U-Boot for the Pi (rpi_arm64) runs on QEMU's raspi3b machine with the
-built disk as its SD card: it must find boot.scr on mmc 0:1, count an attempt in bootslot.env and
-start slot A's kernel with the slot's command line (the kernel's first lines end the test).
+and the image's Debian U-Boot for the Pi (rpi_arm64, from the FAT partition) runs on QEMU's
+raspi3b machine with the built disk as its SD card: it must find boot.scr on mmc 0:1, count an
+attempt in bootslot.env and start slot A's kernel with the slot's command line (the kernel's
+first lines end the test).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def test_config_txt_makes_the_pi_firmware_start_u_boot(arm64_image):
 
 
 def test_pi_u_boot_runs_boot_scr_from_the_sd_card_and_starts_slot_a(arm64_image, tmp_path):
-    rootfs = arm64_image / "rootfs"
-    uboot = rootfs / "usr/lib/u-boot/rpi_arm64/u-boot.bin"
-    dtbs = sorted(rootfs.glob("usr/lib/linux-image-*/broadcom/bcm2837-rpi-3-b.dtb"))
-    assert uboot.exists() and dtbs, f"{rootfs}: no rpi_arm64 U-Boot or Pi 3 device tree"
     disk = copy_disk(arm64_image / "disk.img", tmp_path / "sd.img")
+    # What the Pi firmware would load from the FAT partition: U-Boot and the Pi 3's device tree.
+    uboot, dtb = tmp_path / "u-boot.bin", tmp_path / "bcm2837-rpi-3-b.dtb"
+    for path in (uboot, dtb):
+        subprocess.run(
+            ["mcopy", "-i", f"{disk}@@{FAT_OFFSET}", f"::/{path.name}", str(path)], check=True
+        )
     size = disk.stat().st_size
     # QEMU's SD card model takes power-of-two sizes only.
     os.truncate(disk, 1 << (size - 1).bit_length())
@@ -53,7 +56,7 @@ def test_pi_u_boot_runs_boot_scr_from_the_sd_card_and_starts_slot_a(arm64_image,
     # U-Boot and Linux use the mini UART (serial1) on a Pi 3, as with enable_uart=1.
     cmd = [
         "qemu-system-aarch64", "-M", "raspi3b", "-m", "1G",
-        "-kernel", str(uboot), "-dtb", str(dtbs[-1]),
+        "-kernel", str(uboot), "-dtb", str(dtb),
         "-drive", f"file={disk},if=sd,format=raw",
         "-serial", "null", "-serial", f"file:{console}",
         "-display", "none", "-monitor", "none",
