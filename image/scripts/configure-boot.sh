@@ -21,7 +21,7 @@ env_size=0x4000
 for tool in mkimage mkenvimage; do
   command -v "$tool" >/dev/null || { echo "configure-boot.sh: $tool missing (apt install u-boot-tools)" >&2; exit 2; }
 done
-arch=$(dpkg --admindir="$rootfs/var/lib/dpkg" --print-architecture)
+arch=$(chroot "$rootfs" dpkg --print-architecture)
 kernel=$(find "$rootfs/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -n1)
 initrd=$(find "$rootfs/boot" -maxdepth 1 -name 'initrd.img-*' -printf '%f\n' | sort -V | tail -n1)
 if [ -z "$kernel" ] || [ -z "$initrd" ]; then
@@ -55,7 +55,12 @@ if [ "$arch" = arm64 ]; then
   install -m 0644 "$rootfs/usr/lib/u-boot/rpi_arm64/u-boot.bin" "$fw/u-boot.bin"
   cp "$rootfs/usr/lib/linux-image-${kernel#vmlinuz-}/broadcom/"bcm*.dtb "$fw/"
   rm -f "$fw"/vmlinuz-* "$fw"/initrd.img-*
+  # The hook needs /proc to see it runs in a chroot (ischroot) rather than on a box.
+  mount -t proc proc "$rootfs/proc"
+  trap 'umount -l "$rootfs/proc"' EXIT
   chroot "$rootfs" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "${kernel#vmlinuz-}"
+  umount "$rootfs/proc"
+  trap - EXIT
   grep -qx 'kernel=u-boot.bin' "$fw/config.txt" ||
     { echo "configure-boot.sh: $fw/config.txt does not start U-Boot" >&2; exit 1; }
   if grep -q '^initramfs' "$fw/config.txt"; then
