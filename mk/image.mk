@@ -69,7 +69,7 @@ define image_build_and_boot
 	rm -rf $(IMAGE_BUILD)/pytest-$(1)
 	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/test-$(1) MEDTLS_IMAGE_ARCH=$(1) \
 		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-$(1) \
-		image/tests/test_boot.py image/tests/test_boot_invalid.py
+		image/tests/test_boot.py image/tests/test_boot_invalid.py image/tests/test_pi_boot.py
 endef
 
 # In `make test`: the image users flash (arm64, raspi-firmware), built under qemu-user and booted in
@@ -91,7 +91,7 @@ test-image-deploy: setup-venv ## boot the published arm64 image (IMAGE=deploy/..
 	rm -rf $(IMAGE_BUILD)/pytest-deploy
 	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/deploy-boot MEDTLS_IMAGE_ARCH=arm64 \
 		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-deploy \
-		image/tests/test_boot.py image/tests/test_boot_invalid.py
+		image/tests/test_boot.py image/tests/test_boot_invalid.py image/tests/test_pi_boot.py
 
 image: setup deb ## Raspberry Pi OS Lite 64-bit image with pi-gen + the medtls stage -> deploy/
 	PIGEN_REPO='$(PIGEN_REPO)' PIGEN_BRANCH='$(PIGEN_BRANCH)' PIGEN_COMMIT='$(PIGEN_COMMIT)' \

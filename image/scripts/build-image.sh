@@ -53,6 +53,7 @@ else
   step mmdebstrap "$here/build-rootfs.sh" "$arch" "$rootfs" "$cache"
 fi
 step configure "$here/configure-rootfs.sh" "$rootfs"
+step boot "$here/configure-boot.sh" "$rootfs"
 step playbook "$here/apply-playbook.sh" "$rootfs"
 if [ "${MEDTLS_TEST_GUEST:-0}" = 1 ]; then step test-guest add_test_guest; fi
 step rauc-keyring "$here/install-rauc-keyring.sh" "$rootfs"

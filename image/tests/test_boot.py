@@ -9,8 +9,20 @@ from pathlib import Path
 
 import peers
 import pytest
+from conftest import BOOT_TIMEOUT
 from pydicom.data import get_testdata_file
-from vmlab import GROW_MIB, MODALITY_IP, PACS_IP, fat_list, fat_read, partitions, report_values
+from vmlab import (
+    GROW_MIB,
+    MODALITY_IP,
+    PACS_IP,
+    Lab,
+    boot_env_read,
+    boot_env_write,
+    fat_list,
+    fat_read,
+    partitions,
+    report_values,
+)
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -252,3 +264,62 @@ def test_image_sbom_is_valid_and_lists_what_the_booted_image_holds(appliance, im
     if medtls["purl"].startswith("pkg:deb/"):
         upstream = re.sub(r"-[^-]*$", "", upstream)
     assert report_values(report["packages"])["medtls-version"] == f"medtls {upstream}"
+
+
+# Issue 21, boot selection (docs/updates.md "Boot selection"): U-Boot's boot.scr picks the root slot
+# from the counters in bootslot.env on the FAT partition; Linux reads the same file (fw_printenv)
+# and RAUC sees the slot boot.scr booted. amd64 boots slot A's kernel directly (no U-Boot).
+
+
+def boot_lines(lab: Lab) -> str:
+    """boot.cmd's own lines on the console (the whole tail when there are none)."""
+    console = lab.console_log.read_text(errors="replace")
+    lines = [line for line in console.splitlines() if "medtls-boot:" in line or "U-Boot 20" in line]
+    return "\n".join(lines) or console[-3000:]
+
+
+def boot_slot_facts(report: dict[str, str]) -> tuple[str, dict[str, str], dict[str, str]]:
+    values = report_values(report["boot-slot"])
+    rauc = {k: v.strip("'\"") for k, v in report_values(report["rauc-status"]).items()}
+    return values.get("cmdline", ""), values, rauc
+
+
+def test_boots_slot_a_and_linux_reads_the_boot_counters(appliance, arch):
+    lab, _, report = appliance
+    cmdline, env, rauc = boot_slot_facts(report)
+    assert "root=PARTUUID=6d656474-02" in cmdline and "rauc.slot=A" in cmdline, cmdline
+    assert rauc.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "A", report["rauc-status"]
+    assert rauc.get("RAUC_SYSTEM_COMPATIBLE") == f"medtls-{arch}", report["rauc-status"]
+    # fw_printenv reads the file U-Boot (or the image build) wrote: CRC valid, all three counters.
+    assert "CRC" not in report["boot-slot"], report["boot-slot"]
+    assert env.get("BOOT_ORDER") == "A B", report["boot-slot"]
+    assert env.get("BOOT_A_LEFT", "").isdigit(), report["boot-slot"]
+    assert env.get("BOOT_B_LEFT") == "3", report["boot-slot"]
+    if arch == "arm64":
+        console = boot_lines(lab)
+        assert "medtls-boot: trying slot A, 2 attempts left after this one" in console, console
+        assert "medtls-boot: booting slot A (" in console, console
+
+
+def test_an_unbootable_slot_b_falls_back_to_a_by_itself(appliance, arch, tmp_path):
+    """Last test of the module: it stops the shared VM and boots its disk once more."""
+    if arch != "arm64":
+        pytest.skip("amd64 boots slot A's kernel directly; the slot choice is U-Boot's (arm64)")
+    lab, disk, _ = appliance
+    lab.close()
+    # What `fw_setenv BOOT_ORDER "B A"` (RAUC marking B primary) leaves; slot B holds no system.
+    boot_env_write(disk, {"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"})
+    again = Lab(workdir=tmp_path, arch=arch)
+    try:
+        again.start(disk, Path("/nonexistent"), Path("/nonexistent"))
+        report = again.wait_report(BOOT_TIMEOUT[arch])
+    finally:
+        again.close()
+    cmdline, env, rauc = boot_slot_facts(report)
+    console = boot_lines(again)
+    assert "medtls-boot: slot B has no /boot/vmlinuz or /boot/initrd.img" in console, console
+    assert "rauc.slot=A" in cmdline and "root=PARTUUID=6d656474-02" in cmdline, cmdline
+    assert rauc.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "A", report["rauc-status"]
+    assert env.get("BOOT_B_LEFT") == "0", report["boot-slot"]
+    assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
+    assert boot_env_read(disk)["BOOT_B_LEFT"] == "0"

@@ -13,7 +13,9 @@ import os
 import secrets
 import signal
 import subprocess
+import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,15 +32,14 @@ ROOT_A = f"root=PARTUUID={DISK_ID}-02 rauc.slot=A"
 GROW_MIB = 1024
 
 QEMU = {
-    "amd64": (
-        ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
-        "console=ttyS0,115200",
-    ),
-    "arm64": (
-        ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72"],
-        "console=ttyAMA0,115200",
-    ),
+    "amd64": ["qemu-system-x86_64", "-M", "q35", "-cpu", "max"],
+    "arm64": ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72"],
 }
+# arm64 boots as the Pi does: U-Boot (Debian's qemu_arm64 build as firmware) runs boot.scr from the
+# FAT partition, which picks the root slot (docs/updates.md "Boot selection"). The amd64 developer
+# loop boots slot A's kernel directly, with the command line boot.scr would give slot A.
+UBOOT_BIOS = Path(os.environ.get("MEDTLS_UBOOT_BIOS", "/usr/lib/u-boot/qemu_arm64/u-boot.bin"))
+DIRECT_BOOT_APPEND = f"console=ttyS0,115200 {ROOT_A} rw net.ifnames=0 panic=-1"
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -85,6 +86,41 @@ def fat_read(disk: Path, path: str) -> str:
     return run(["mtype", "-i", f"{disk}@@{FAT_OFFSET}", path], check=False).stdout
 
 
+# boot.cmd / configure-boot.sh: the slot counters, a CRC'd U-Boot environment on the FAT partition.
+BOOT_ENV_FILE = "::/bootslot.env"
+BOOT_ENV_SIZE = 0x4000
+
+
+def boot_env_decode(blob: bytes) -> dict[str, str]:
+    """A U-Boot environment (CRC32, NUL-separated name=value, NUL NUL) as fw_printenv reads it."""
+    if len(blob) != BOOT_ENV_SIZE:
+        raise ValueError(f"boot environment is {len(blob)} bytes, not {BOOT_ENV_SIZE}")
+    crc, data = int.from_bytes(blob[:4], "little"), blob[4:]
+    if zlib.crc32(data) != crc:
+        raise ValueError("boot environment CRC mismatch")
+    entries = data.split(b"\0\0", 1)[0].split(b"\0")
+    return dict(e.decode().split("=", 1) for e in entries if e)
+
+
+def boot_env_encode(values: dict[str, str]) -> bytes:
+    data = b"".join(f"{k}={v}".encode() + b"\0" for k, v in sorted(values.items())) + b"\0"
+    data = data.ljust(BOOT_ENV_SIZE - 4, b"\0")
+    return zlib.crc32(data).to_bytes(4, "little") + data
+
+
+def boot_env_read(disk: Path) -> dict[str, str]:
+    blob = run(["mtype", "-i", f"{disk}@@{FAT_OFFSET}", BOOT_ENV_FILE], text=False).stdout
+    return boot_env_decode(blob)
+
+
+def boot_env_write(disk: Path, values: dict[str, str]) -> None:
+    """What `fw_setenv` does on the box, done on the disk of a stopped VM."""
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(boot_env_encode(values))
+        f.flush()
+        run(["mcopy", "-o", "-i", f"{disk}@@{FAT_OFFSET}", f.name, BOOT_ENV_FILE])
+
+
 @dataclass
 class Lab:
     workdir: Path
@@ -119,14 +155,18 @@ class Lab:
             run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
             # An UP tap shows NO-CARRIER until a process attaches: that is how attach is seen.
             run(["ip", "link", "set", tap, "up"])
-        machine, console = QEMU[self.arch]
+        if self.arch == "arm64":
+            # A reboot (or boot.scr's reset) goes back through U-Boot, as on the Pi.
+            firmware = ["-bios", str(UBOOT_BIOS)]
+        else:
+            firmware = ["-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
+                        "-append", DIRECT_BOOT_APPEND]  # fmt: skip
         cmd = [
-            *machine,
+            *QEMU[self.arch],
             "-m", str(memory_mib), "-smp", "2",
-            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.console_log}",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"{console} {ROOT_A} rw net.ifnames=0 panic=-1",
+            *firmware,
             "-drive", f"file={disk},if=none,id=d0,format=raw,cache=unsafe",
             "-device", "virtio-blk-pci,drive=d0",
             "-device", "virtio-serial-pci",
