@@ -49,6 +49,13 @@ for file in etc/medtls/medtls.yaml etc/medtls/failclosed.nft etc/systemd/network
   etc/systemd/system/medtls-enroll.timer etc/systemd/system/medtls-crl-fetch.timer; do
   [ -e "$root/$file" ] || fail "/$file missing"
 done
+# The daemon's and the LED's units are the package's; the role only layers its drop-in on them.
+for unit in medtls medtls-led; do
+  [ -e "$root/lib/systemd/system/$unit.service" ] || [ -e "$root/usr/lib/systemd/system/$unit.service" ] ||
+    fail "$unit.service is not the package's"
+  [ ! -e "$wants/$unit.service" ] || fail "/etc/systemd/system/$unit.service hides the package's unit"
+  [ -e "$wants/$unit.service.d/medtls-role.conf" ] || fail "$unit.service has no medtls-role.conf drop-in"
+done
 # The enrollment units are there for a first-boot import; the image inventory's mode leaves them off.
 [ ! -e "$wants/timers.target.wants/medtls-enroll.timer" ] || fail "medtls-enroll.timer enabled in generate mode"
 # Shared images carry no secrets: no device key, no SSH host key.
