@@ -90,10 +90,18 @@ def test_unit_waits_for_time_and_reloads(host):
         assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify"
 
 
+def packaged(host, unit: str) -> str:
+    """The unit's file, asserted to be the medtls package's (dpkg names /lib or /usr/lib; a
+    merged-/usr system reports the latter)."""
+    fragment = host.check_output(f"systemctl show -P FragmentPath {unit}")
+    assert fragment in (f"/lib/systemd/system/{unit}", f"/usr/lib/systemd/system/{unit}")
+    owner = host.check_output(f"dpkg -S {fragment} || dpkg -S {fragment.removeprefix('/usr')}")
+    assert owner.startswith("medtls: "), owner
+    return fragment
+
+
 def test_unit_is_the_package_s_with_the_role_s_drop_in(host):
-    fragment = host.check_output(f"systemctl show -P FragmentPath {UNIT}")
-    assert fragment in (f"/lib/systemd/system/{UNIT}", f"/usr/lib/systemd/system/{UNIT}")
-    assert host.check_output(f"dpkg -S {fragment}") == f"medtls: {fragment}"
+    fragment = packaged(host, UNIT)
     dropin = f"/etc/systemd/system/{UNIT}.d/medtls-role.conf"
     assert dropin in host.check_output(f"systemctl show -P DropInPaths {UNIT}").split()
     assert not host.file(f"/etc/systemd/system/{UNIT}").exists
@@ -123,8 +131,7 @@ def test_unit_fails_without_configuration_and_outlasts_the_drain(host):
 
 def test_led_unit_is_the_package_s(host):
     led = "medtls-led.service"
-    fragment = host.check_output(f"systemctl show -P FragmentPath {led}")
-    assert host.check_output(f"dpkg -S {fragment}") == f"medtls: {fragment}"
+    packaged(host, led)
     assert host.service(led).is_enabled
     assert "/etc/systemd/system/medtls-led.service.d/medtls-role.conf" in host.check_output(
         f"systemctl show -P DropInPaths {led}"
