@@ -119,3 +119,23 @@ def echoscu(port: int, *extra: str, timeout=30, ns: LoopbackNetns | None = None)
     argv = [DCMTK["echoscu"], *extra, "-aec", "PACS", "127.0.0.1", str(port)]
     return subprocess.run(ns.argv(*argv) if ns else argv, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def associate_seeing_rj(ae, port: int, called: str, **kw):
+    """pynetdicom's associate(), plus the A-ASSOCIATE-RJ as it came off the wire: (assoc,
+    (result, source, reason) or None). pynetdicom's own verdict can be "aborted" for a rejection
+    that arrives at once: its reader thread closes the transport on the RJ (PS3.8 AE-4) and the
+    requesting thread, if it has not yet checked that the socket is connected, then aborts
+    (seen under load, with and without the box)."""
+    from pynetdicom import evt
+    from pynetdicom.pdu import A_ASSOCIATE_RJ
+
+    rjs = []
+
+    def on_pdu(event):
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            rjs.append((event.pdu.result, event.pdu.source, event.pdu.reason_diagnostic))
+
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, **kw,
+                         evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)])  # fmt: skip
+    return assoc, (rjs[0] if rjs else None)

@@ -80,16 +80,26 @@ EXPECTED_ASSOCIATION = {
     (cx.RELAY, cx.TRUNCATED): (cx.CLOSED, ev.RESULT_TRUNCATED),
     (cx.RELAY, cx.RESET): (cx.CLOSED, ev.RESULT_RESET),
 }
+# DICOM only (PS3.8 Sta13): after the A-ASSOCIATE-RJ the requester closes; ARTIM bounds the wait.
+# The result was logged with the RJ; these log nothing more.
+EXPECTED_AWAIT_CLOSE = {
+    (cx.REFUSING, cx.ANSWERED): (cx.AWAIT_CLOSE, FROM),
+    (cx.AWAIT_CLOSE, cx.EOF): (cx.CLOSED, ""),
+    (cx.AWAIT_CLOSE, cx.TIMEOUT): (cx.CLOSED, ""),
+    (cx.AWAIT_CLOSE, cx.RESET): (cx.CLOSED, ""),
+    (cx.AWAIT_CLOSE, cx.DRAIN_DEADLINE): (cx.CLOSED, ""),
+    (cx.AWAIT_CLOSE, cx.INTERNAL_ERROR): (cx.CLOSED, ""),
+}
 # Inbound `protocol: dicom | hl7` ports: a device that cannot be reached is answered inside TLS.
 EXPECTED_INBOUND = {
     (cx.CONNECTING, cx.CONNECT_FAILED): (cx.REFUSING, ev.CONNECT_FAILED),
     (cx.CONNECTING, cx.TIMEOUT): (cx.REFUSING, ev.CONNECT_FAILED),
 }
-CLOSES = (cx.CLOSE_CLEAN, cx.CLOSE_IF_QUIET, cx.RESET_BOTH, cx.ABORT_DEVICE)
+CLOSES = (cx.CLOSE_CLEAN, cx.CLOSE_IF_QUIET, cx.RESET_BOTH, cx.ABORT_DEVICE, cx.CLOSE_GRACEFUL)
 # Actions that may feed a further event: they come last, so no action runs after a nested close.
 REENTRANT = (
     cx.CONNECT, cx.START_TLS_CLIENT, cx.START_TLS_SERVER, cx.CONTINUE_HANDSHAKE,
-    cx.CHECK_IDENTITY, cx.START_RELAY, cx.READ_FIRST,
+    cx.CHECK_IDENTITY, cx.START_RELAY, cx.READ_FIRST, cx.START_ARTIM,
 )  # fmt: skip
 
 
@@ -262,10 +272,12 @@ def test_late_rejection_only_before_first_data():
 
 def test_the_protocol_tables_are_the_specification():
     assert set(cx.PROTOCOL_TABLES["hl7"]) == set(EXPECTED_ANSWERING)
-    assert set(cx.PROTOCOL_TABLES["dicom"]) == set(EXPECTED_ANSWERING) | set(EXPECTED_ASSOCIATION)
+    assert set(cx.PROTOCOL_TABLES["dicom"]) == (
+        set(EXPECTED_ANSWERING) | set(EXPECTED_ASSOCIATION) | set(EXPECTED_AWAIT_CLOSE)
+    )
     for protocol, table in cx.PROTOCOL_TABLES.items():
         for (state, event), (nxt, result) in {**EXPECTED_ANSWERING, **EXPECTED_ASSOCIATION}.items():
-            if (state, event) not in table:
+            if (state, event) not in table or (state, event) in EXPECTED_AWAIT_CLOSE:
                 continue
             t = cx.step(state, event, protocol)
             assert (t.next, t.result) == (nxt, result)
@@ -286,20 +298,35 @@ def test_tcp_routes_keep_todays_transitions():
     assert cx.step(cx.RELAY, cx.RESET, "hl7").actions == (cx.RESET_BOTH, cx.LOG_RESULT)
 
 
-def test_dicom_peer_down_is_answered_then_closed_cleanly():
-    state, actions = cx.ACCEPTED, []
-    for event in (cx.ROUTE_OUTBOUND, cx.CONNECT_FAILED, cx.ANSWERED):
-        t = cx.step(state, event, "dicom")
-        state, actions = t.next, actions + list(t.actions)
-    assert state == cx.CLOSED
-    assert actions == [
-        cx.CONNECT, cx.FAIL, cx.READ_FIRST, cx.CLOSE_CLEAN, cx.LOG_RESULT,
-    ]  # fmt: skip
+def test_dicom_peer_down_is_answered_then_the_requester_closes():
+    """PS3.8 Sta13: the RJ is logged when it is out; the box then waits for the device to close
+    (or ARTIM to end), and closes without logging twice. HL7 closes right after the ACK."""
+    for close in (cx.EOF, cx.TIMEOUT):
+        state, actions = cx.ACCEPTED, []
+        for event in (cx.ROUTE_OUTBOUND, cx.CONNECT_FAILED, cx.ANSWERED, close):
+            t = cx.step(state, event, "dicom")
+            state, actions = t.next, actions + list(t.actions)
+        assert state == cx.CLOSED
+        assert actions == [
+            cx.CONNECT, cx.FAIL, cx.READ_FIRST, cx.LOG_RESULT, cx.START_ARTIM, cx.CLOSE_GRACEFUL,
+        ]  # fmt: skip
+    for inbound in (False, True):
+        for (state, event), (nxt, result) in EXPECTED_AWAIT_CLOSE.items():
+            t = cx.step(state, event, "dicom", inbound=inbound)
+            assert (t.next, cx.result_of(t, "r") if result is FROM else t.result) == (
+                nxt,
+                "r" if result is FROM else result,
+            )
+            assert cx.LOG_RESULT not in t.actions or state == cx.REFUSING
+    hl7 = cx.step(cx.REFUSING, cx.ANSWERED, "hl7")
+    assert (hl7.next, hl7.actions) == (cx.CLOSED, (cx.CLOSE_CLEAN, cx.LOG_RESULT))
+    assert {"dicom"} == cx.AWAITS_CLOSE
 
 
 def test_inbound_protocol_tables_are_the_specification():
     for protocol, table in cx.INBOUND_TABLES.items():
-        assert set(table) == set(EXPECTED_INBOUND)
+        awaits = set(EXPECTED_AWAIT_CLOSE) if protocol == "dicom" else set()
+        assert set(table) == set(EXPECTED_INBOUND) | awaits
         for (state, event), (nxt, result) in EXPECTED_INBOUND.items():
             t = cx.step(state, event, protocol, inbound=True)
             assert (t.next, t.result, t.actions) == (nxt, result, (cx.FAIL, cx.READ_FIRST))

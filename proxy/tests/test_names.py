@@ -12,6 +12,8 @@ import ssl
 import hl7 as python_hl7
 import pytest
 from conftest import box_config, free_port
+from dicom_util import associate_seeing_rj
+from medtls.core.dicom import associate_rq
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from test_refusals import dicom_route, hl7_message, server_ctx
@@ -54,7 +56,7 @@ def echo(port: int, calling: str, called: str, tls=None):
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = 15
-    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
+    assoc, assoc.rj_on_wire = associate_seeing_rj(ae, port, called, tls_args=tls)
     status = None
     if assoc.is_established:
         status = assoc.send_c_echo().Status
@@ -111,10 +113,8 @@ def test_calling_ae_bound_to_the_certificate(pki, run_medtls):
         assoc, status = echo(port, "PACS", "CT01", (client_ctx(pki), None))
         assert status == 0
         assoc, status = echo(port, "MALLORY", "CT01", (client_ctx(pki), None))
-        assert assoc.is_rejected
-        rj = assoc.acceptor.primitive
         # rejected-permanent, service-user, calling-AE-title-not-recognized
-        assert (rj.result, rj.result_source, rj.diagnostic) == (1, 1, 3)
+        assert assoc.rj_on_wire == (1, 1, 3)
     line = box.wait_conn("calling_ae_refused", "route=modality")
     assert "calling AE title MALLORY not allowed for" in line
     assert "peer answered A-ASSOCIATE-RJ" in line
@@ -144,12 +144,28 @@ def test_inbound_dicom_device_down_rejects_transient(pki, run_medtls):
     with closed_port() as device_port:
         box, port = inbound_box(pki, run_medtls, device_port, "dicom")
         assoc, _ = echo(port, "PACS", "CT01", (client_ctx(pki), None))
-        assert assoc.is_rejected
-        rj = assoc.acceptor.primitive
         # rejected-transient, service-provider (presentation), temporary-congestion
-        assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 1)
+        assert assoc.rj_on_wire == (2, 3, 1)
     line = box.wait_conn("connect_failed", "peer answered A-ASSOCIATE-RJ", "route=modality")
     assert " calling_ae=PACS called_ae=CT01" in line
+
+
+def test_inbound_dicom_rj_waits_for_the_client_to_close(pki, run_medtls):
+    """PS3.8 Sta13 inside TLS: no close_notify right after the RJ; the client closes first."""
+    with closed_port() as device_port:
+        _box, port = inbound_box(pki, run_medtls, device_port, "dicom")
+        raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+        with client_ctx(pki).wrap_socket(raw) as tls:
+            tls.sendall(associate_rq("PACS", "CT01"))
+            rj = b""
+            while len(rj) < 10:
+                chunk = tls.recv(10 - len(rj))
+                assert chunk, rj
+                rj += chunk
+            assert rj[:1] == b"\x03"
+            tls.settimeout(1.5)
+            with pytest.raises(TimeoutError):
+                tls.recv(100)
 
 
 def test_inbound_hl7_device_down_acks_ae(pki, run_medtls):
@@ -177,6 +193,6 @@ def test_inbound_tcp_device_down_is_a_plain_reset(pki, run_medtls, protocol):
     with closed_port() as device_port:
         box, port = inbound_box(pki, run_medtls, device_port, protocol)
         assoc, _ = echo(port, "PACS", "CT01", (client_ctx(pki), None))
-        assert not assoc.is_rejected and not assoc.is_established
+        assert assoc.rj_on_wire is None and not assoc.is_established
     line = box.wait_conn("connect_failed", "route=modality")
     assert "answered" not in line

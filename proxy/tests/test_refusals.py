@@ -15,8 +15,10 @@ import time
 import hl7 as python_hl7
 import pytest
 from conftest import box_config, free_port
-from dicom_util import echoscu, storescu
+from dicom_util import associate_seeing_rj, echoscu, storescu
 from hl7.client import MLLPClient
+from medtls.core.dicom import associate_rq
+from medtls.core.refusal import ARTIM_SECONDS
 from pynetdicom import AE, evt
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import Verification
@@ -147,10 +149,8 @@ def test_dicom_device_sees_the_rejection_and_its_reason(refusing_box, cause):
     ae = AE(ae_title="CT01")
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = 15
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (2 if transient else 1, source, reason)
+    _, rj = associate_seeing_rj(ae, port, "PACS")
+    assert rj == (2 if transient else 1, source, reason)
     line = box.wait_conn(label, "device answered A-ASSOCIATE-RJ", "to CT01 calling PACS")
     assert "route=pacs" in line
 
@@ -310,3 +310,35 @@ def test_slow_device_is_closed_at_the_deadline(refusing_box):
             assert s.recv(100) == b""
         assert time.monotonic() - t0 < 5
     box.wait_conn("connect_failed", "no complete first message from the device")
+
+
+def _read_rj(s: socket.socket) -> bytes:
+    rj = b""
+    while len(rj) < 10:
+        chunk = s.recv(10 - len(rj))
+        assert chunk, rj
+        rj += chunk
+    return rj
+
+
+def test_after_the_rj_the_device_closes_or_artim_does(refusing_box):
+    """PS3.8 (Sta13): after an A-ASSOCIATE-RJ the requester closes the transport. The box keeps
+    the connection open for it (a requester that sees the end before it read the RJ may report
+    an abort: pynetdicom did under load), and closes it itself when ARTIM ends the wait."""
+    box, port = refusing_box("peer_down", "dicom")
+    rq = associate_rq("CT01", "PACS")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(rq)
+        assert _read_rj(s)[:1] == b"\x03"
+        s.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            s.recv(100)  # no FIN before the device closes
+    box.wait_conn("connect_failed", "device answered A-ASSOCIATE-RJ")
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(rq)
+        assert _read_rj(s)[:1] == b"\x03"
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # the device never closes: ARTIM ends it with a FIN
+        assert ARTIM_SECONDS - 1 < time.monotonic() - t0 < ARTIM_SECONDS + 5
+    lines = [x for x in box.conn_lines() if " result=connect_failed " in x]
+    assert len(lines) == 2, lines  # one line per refusal, none for the close that follows

@@ -104,6 +104,12 @@ def refusal_for(result: str) -> Refusal:
 
 # The most the daemon reads of a refused device's first message.
 FIRST_MESSAGE_CAP = {"dicom": dicom.MAX_ASSOCIATE_RQ, "hl7": hl7.MAX_FRAME}
+# DICOM (PS3.8 9.2, state Sta13): after an A-ASSOCIATE-RJ the requester closes the transport; the
+# acceptor waits for that, bounded by its ARTIM timer. A requester that sees the connection end
+# before it has read the RJ may report an abort instead (pynetdicom does, under load).
+ARTIM_SECONDS = 5.0
+# What the daemon reads and drops from a requester while it waits for that close.
+AWAIT_CLOSE_CAP = 64 * 1024
 
 
 class NotAnswerable(ValueError):

@@ -17,7 +17,9 @@ Lifecycle (an outbound TLS connection, an inbound one, a plaintext pass-through)
 
 On an outbound route with `protocol: dicom | hl7` (PROTOCOL_TABLES), a peer leg that cannot be
 established or authenticated leads to REFUSING instead of CLOSED: the device's first message is
-read and answered in its protocol (A-ASSOCIATE-RJ, ACK AE/AR), then REFUSING -answered-> CLOSED.
+read and answered in its protocol (A-ASSOCIATE-RJ, ACK AE/AR), then REFUSING -answered-> CLOSED
+(HL7) or, DICOM, REFUSING -answered-> AWAIT_CLOSE -eof|timeout-> CLOSED (PS3.8's Sta13: the
+requester closes after reading the RJ; ARTIM bounds the wait).
 On DICOM, a peer leg lost while relaying sends the device an A-ABORT.
 
 Every open state also takes `drain_deadline` (cut at stop) and `internal_error` (a bug while
@@ -47,24 +49,27 @@ REFUSING = "refusing"
 # Inbound `protocol: dicom` port whose allow entry binds calling AE titles: the client is
 # authenticated, its A-ASSOCIATE-RQ is read (bounded in size and time) before the device is dialled.
 READING_FIRST = "reading_first"
+# DICOM, after the A-ASSOCIATE-RJ: the result is logged; waiting (ARTIM) for the requester to close,
+# what it still sends is read and dropped (bounded).
+AWAIT_CLOSE = "await_close"
 CLOSED = "closed"
 
 STATES = (
     ACCEPTED, CONNECTING_TLS, CONNECTING, AWAIT_HELLO, HANDSHAKE, VERIFYING, RELAY_OPENING,
-    RELAY, REFUSING, READING_FIRST, CLOSED,
+    RELAY, REFUSING, READING_FIRST, AWAIT_CLOSE, CLOSED,
 )  # fmt: skip
 # Groups the daemon tests membership of (timers, I/O dispatch).
 DIALLING = frozenset({CONNECTING_TLS, CONNECTING})
 HANDSHAKING = frozenset({AWAIT_HELLO, HANDSHAKE})
 RELAYING = frozenset({RELAY_OPENING, RELAY})
 # limits.connect_timeout / limits.handshake_timeout (also the refused device's first message)
-WITH_DEADLINE = DIALLING | HANDSHAKING | {REFUSING, READING_FIRST}
+WITH_DEADLINE = DIALLING | HANDSHAKING | {REFUSING, READING_FIRST, AWAIT_CLOSE}
 # The state names status shows (snapshot()["connections"]["by_state"]): the four it always had.
 STATUS_LABEL = {
     ACCEPTED: "connecting", CONNECTING_TLS: "connecting", CONNECTING: "connecting",
     AWAIT_HELLO: "handshake", HANDSHAKE: "handshake", VERIFYING: "handshake",
     RELAY_OPENING: "relay", RELAY: "relay", REFUSING: "closed", READING_FIRST: "handshake",
-    CLOSED: "closed",
+    AWAIT_CLOSE: "closed", CLOSED: "closed",
 }  # fmt: skip
 
 # ---------------------------------------------------------------- events
@@ -124,6 +129,8 @@ LOG_RESULT = "log_result"  # the connection line and connection_closed(result)
 READ_FIRST = "read_first"  # drop the peer leg; read the device's first message and answer it
 ABORT_DEVICE = "abort_device"  # A-ABORT + FIN to the device, RST to the peer (a closing action)
 READ_PEER_FIRST = "read_peer_first"  # inbound: read the client's first message before dialling
+START_ARTIM = "start_artim"  # DICOM: wait (bounded) for the requester to close after the RJ
+CLOSE_GRACEFUL = "close_graceful"  # close_notify (if TLS and not yet sent) + FIN
 
 # `result` of a transition that takes the reason the event carries.
 FROM_EVENT = "<from the event>"
@@ -244,14 +251,30 @@ ASSOCIATION: dict[tuple[str, str], Transition] = {
     (RELAY, TRUNCATED): Transition(CLOSED, (ABORT_DEVICE, LOG_RESULT), ev.RESULT_TRUNCATED),
     (RELAY, RESET): Transition(CLOSED, (ABORT_DEVICE, LOG_RESULT), ev.RESULT_RESET),
 }
-PROTOCOL_TABLES = {"dicom": {**ANSWERING, **ASSOCIATION}, "hl7": ANSWERING}
+# DICOM's refusal ends when the requester closes (or ARTIM ends the wait): the result is logged
+# when the RJ is out, the close that follows logs nothing.
+AWAITING_CLOSE: dict[tuple[str, str], Transition] = {
+    (REFUSING, ANSWERED): Transition(AWAIT_CLOSE, (LOG_RESULT, START_ARTIM), FROM_EVENT),
+    (AWAIT_CLOSE, EOF): Transition(CLOSED, (CLOSE_GRACEFUL,)),
+    (AWAIT_CLOSE, TIMEOUT): Transition(CLOSED, (CLOSE_GRACEFUL,)),
+    (AWAIT_CLOSE, RESET): Transition(CLOSED, (RESET_BOTH,)),
+    (AWAIT_CLOSE, DRAIN_DEADLINE): Transition(CLOSED, (CLOSE_GRACEFUL,)),
+    (AWAIT_CLOSE, INTERNAL_ERROR): Transition(CLOSED, (RESET_BOTH,)),
+}
+PROTOCOL_TABLES = {"dicom": {**ANSWERING, **ASSOCIATION, **AWAITING_CLOSE}, "hl7": ANSWERING}
 # An inbound `protocol: dicom | hl7` port whose device cannot be reached answers the TLS client's
 # first message inside TLS (A-ASSOCIATE-RJ, ACK AE), then close_notify and FIN.
 INBOUND_ANSWERING: dict[tuple[str, str], Transition] = {
     (CONNECTING, CONNECT_FAILED): Transition(REFUSING, _REFUSE, ev.CONNECT_FAILED),
     (CONNECTING, TIMEOUT): Transition(REFUSING, _REFUSE, ev.CONNECT_FAILED),
 }
-INBOUND_TABLES = {"dicom": INBOUND_ANSWERING, "hl7": INBOUND_ANSWERING}
+INBOUND_TABLES = {"dicom": {**INBOUND_ANSWERING, **AWAITING_CLOSE}, "hl7": INBOUND_ANSWERING}
+# The protocols whose refusal waits for the requester to close (no close_notify with the answer).
+AWAITS_CLOSE = frozenset(
+    p
+    for p, t in PROTOCOL_TABLES.items()
+    if (REFUSING, ANSWERED) in t and t[REFUSING, ANSWERED].next == AWAIT_CLOSE
+)
 
 
 def step(state: str, event: str, protocol: str = "", inbound: bool = False) -> Transition:

@@ -40,7 +40,13 @@ from medtls.core.policy import (
     unmap_v4,
     verify_mismatches,
 )
-from medtls.core.refusal import FIRST_MESSAGE_CAP, NotAnswerable, answer
+from medtls.core.refusal import (
+    ARTIM_SECONDS,
+    AWAIT_CLOSE_CAP,
+    FIRST_MESSAGE_CAP,
+    NotAnswerable,
+    answer,
+)
 from medtls.core.tlshello import offers_psk
 from medtls.core.trail import first_names
 from medtls.engine import connection as cx
@@ -88,6 +94,7 @@ _HANDSHAKING = cx.HANDSHAKING
 _DIALLING = cx.DIALLING
 _REFUSING = cx.REFUSING
 _READING_FIRST = cx.READING_FIRST
+_AWAIT_CLOSE = cx.AWAIT_CLOSE
 
 
 def _malloc_trim():
@@ -111,7 +118,8 @@ class Conn:
     were last swapped for empty ones)."""
 
     __slots__ = (
-        "ae_rule", "answering", "bios_renewed", "cipher", "client", "deadline", "detail", "first",
+        "ae_rule", "answering", "bios_renewed", "cipher", "client", "deadline", "detail", "dropped",
+        "first",
         "info", "judge", "last_activity", "names", "not_delivered", "peer", "pipes", "protocol",
         "refusal", "refused", "resumed", "route", "rt", "server", "size", "state", "steady", "t0",
         "tls_side", "upstream", "version",
@@ -149,6 +157,7 @@ class Conn:
         # 1.3 peer may still refuse our certificate) and read on while refusing; None otherwise.
         self.first: bytearray | None = None
         self.refused = ""  # the failure the device is being answered for
+        self.dropped = 0  # DICOM, after the RJ: what the requester still sent (read, dropped)
         # `protocol:` of the route or port ("tcp" when none). On dicom/hl7, `first` also keeps
         # the first message (either direction's initiator) until its names are read (`names`:
         # medtls.core.trail; None until then, {} when it was no message of the protocol).
@@ -207,6 +216,8 @@ class Daemon(EventLoop, EngineHandle):
             cx.READ_FIRST: self._read_first,
             cx.ABORT_DEVICE: self._abort_device,
             cx.READ_PEER_FIRST: self._read_peer_first,
+            cx.START_ARTIM: self._start_artim,
+            cx.CLOSE_GRACEFUL: self._close_graceful,
         }
 
     @property
@@ -412,6 +423,9 @@ class Daemon(EventLoop, EngineHandle):
             try:
                 state = c.state
                 if state in cx.WITH_DEADLINE and now >= c.deadline:
+                    if state == _AWAIT_CLOSE:  # ARTIM: the requester did not close; we do
+                        self._event(c, cx.TIMEOUT)
+                        continue
                     if state == _REFUSING:
                         who = "peer" if c.client.tls is not None else "device"
                         detail = f"{c.detail}; no complete first message from the {who}"
@@ -812,6 +826,8 @@ class Daemon(EventLoop, EngineHandle):
                 self._connected(c)
             elif state == _REFUSING:
                 self._refusal_read(c)
+            elif state == _AWAIT_CLOSE:
+                self._await_close_read(c)
             elif state == _READING_FIRST:
                 self._peer_first_step(c)
         except RelayError as e:
@@ -1055,7 +1071,8 @@ class Daemon(EventLoop, EngineHandle):
         t = c.client
         try:
             t.tls.write(data)
-            relay.send_close_notify(t.tls)
+            if c.answering not in cx.AWAITS_CLOSE:
+                relay.send_close_notify(t.tls)
             t.flush()
         except (ssl.SSLError, RelayError) as e:
             self._event(c, cx.RESET, c.refused, f"{c.detail}; answer not sent: {e}")
@@ -1063,8 +1080,43 @@ class Daemon(EventLoop, EngineHandle):
         if t.pending_out:
             self._event(c, cx.RESET, c.refused, f"{c.detail}; answer not sent: {what}")
             return
-        t.shut_out = True
+        t.shut_out = c.answering not in cx.AWAITS_CLOSE
         self._event(c, cx.ANSWERED, c.refused, f"{c.detail}; peer answered {what}")
+
+    def _start_artim(self, c: Conn, _result: str = "") -> None:
+        c.deadline = time.monotonic() + ARTIM_SECONDS
+        self._set_mask(c.client, READ)
+        self._await_close_read(c)
+
+    def _await_close_read(self, c: Conn) -> None:
+        """After the A-ASSOCIATE-RJ: read and drop what the requester sends until it closes."""
+        side = c.client
+        try:
+            while True:
+                if side.tls is None:
+                    chunk = side.sock.recv(16384)
+                else:
+                    if not side.tls.pending():
+                        side.recv_tls(self.scratch)
+                    chunk = side.tls.read(16384)
+                if not chunk:
+                    self._event(c, cx.EOF)
+                    return
+                c.dropped += len(chunk)
+                if c.dropped > AWAIT_CLOSE_CAP:
+                    detail = f"{c.detail}; more than {AWAIT_CLOSE_CAP} bytes after the answer"
+                    self._event(c, cx.RESET, detail=detail)
+                    return
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            if side.tls is not None and side.raw_eof:
+                self._event(c, cx.EOF)  # closed without close_notify: closed all the same
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self._event(c, cx.EOF)
+        except (OSError, RelayError) as e:  # ssl.SSLError is an OSError
+            self._event(c, cx.RESET, detail=f"{c.detail}; after the answer: {e}")
+
+    def _close_graceful(self, c: Conn, _result: str = "") -> None:
+        self._close(c, clean=True, notify=True)
 
     def _abort_device(self, c: Conn, _result: str = "") -> None:
         """The peer leg of an association was lost: A-ABORT and FIN to the device (if every byte
