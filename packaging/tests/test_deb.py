@@ -19,7 +19,15 @@ SITE_FILES = {
     "/etc/medtls/medtls.yaml": "# the site configuration\nmode: transparent\n",
     "/etc/systemd/system/medtls.service.d/medtls-role.conf": "[Service]\nLimitNOFILE=4096\n",
 }
-UNITS = ("medtls.service", "medtls-led.service")
+UNITS = (
+    "medtls.service", "medtls-led.service", "medtls-failclosed.service",
+    "medtls-interception.service", "medtls-enroll.service", "medtls-enroll.timer",
+    "medtls-crl-fetch.service", "medtls-crl-fetch.timer", "medtls-keygen.service",
+    "medtls-update-gate.service",
+)  # fmt: skip
+TIMER_STARTED = ("medtls-enroll.service", "medtls-crl-fetch.service")
+# Shipped next to the units (packaging/systemd/): what the fail-closed unit loads.
+DATA = {"failclosed.nft": "./usr/share/medtls/failclosed.nft"}
 # docker run flags for systemd as PID 1, as Molecule runs the image (.config/molecule/config.yml).
 SYSTEMD_FLAGS = [
     "--cap-add", "NET_ADMIN", "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
@@ -162,6 +170,12 @@ def test_contents(debs):
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         assert packaged == (REPO / "packaging/systemd" / unit).read_text()
+    for name, path in DATA.items():
+        packaged = subprocess.run(
+            ["sh", "-c", f"dpkg-deb --fsys-tarfile {debs[0]} | tar -xO {path}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert packaged == (REPO / "packaging/systemd" / name).read_text()
     # Tests, the test PKI and caches stay in the checkout.
     assert "testpki" not in listing and "/tests/" not in listing and ".pyc" not in listing
     script = subprocess.run(
@@ -209,9 +223,15 @@ def test_units_installed_not_enabled_valid_and_drop_in_kept(debs, systemd_box):
         shown = box.run(f"systemctl cat {unit}").stdout
         assert re.search(rf"^# (/usr)?/lib/systemd/system/{unit}$", shown, re.M), shown
         # Installing never enables or starts anything: the box has no configuration yet.
-        assert box.run(f"systemctl is-enabled {unit}", check=False).stdout.strip() == "disabled"
+        # (The enrollment and CRL fetch services have no [Install]: their timers start them.)
+        enabled = "static" if unit in TIMER_STARTED else "disabled"
+        assert box.run(f"systemctl is-enabled {unit}", check=False).stdout.strip() == enabled
         assert box.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "inactive"
-    box.run("useradd --system --user-group --no-create-home --shell /usr/sbin/nologin medtls")
+    # The package alone creates the daemon's user and group (sysusers.d): no role needed.
+    user = box.run("getent passwd medtls").stdout.strip().split(":")
+    assert user[5:] == ["/nonexistent", "/usr/sbin/nologin"], user
+    group = box.run("id -gn medtls").stdout.strip()
+    assert group == "medtls"
     # --man=no: Documentation=man:medtls(1) is in the package, but the box has no man-db.
     verify = box.run(f"systemd-analyze verify --man=no {' '.join(UNITS)}", check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -232,3 +252,23 @@ def test_units_installed_not_enabled_valid_and_drop_in_kept(debs, systemd_box):
     assert box.sha256(dropin) == before
     assert box.run("systemctl show -P LimitNOFILE medtls.service").stdout.strip() == "4096"
     assert box.run("systemctl is-enabled medtls.service", check=False).stdout.strip() == "disabled"
+
+
+def test_packaged_fail_closed_holds_when_the_ruleset_cannot_start(debs, systemd_box):
+    """The packaged units alone: the interception unit pulls in the fail-closed table, reads the
+    site's bridge and ports from /etc/default/medtls-interception, and when the ports never join
+    the bridge it fails with the bridge's name and the bridge stays closed."""
+    box = systemd_box
+    box.apt_install(debs[0])
+    box.run("mkdir -p /etc/medtls && echo 'mode: transparent' > /etc/medtls/medtls.yaml")
+    box.run(
+        "printf 'MEDTLS_BRIDGE=brsite\\nMEDTLS_DEVICE_PORT=dev0\\nMEDTLS_LAN_PORT=lan0\\n"
+        "MEDTLS_BRIDGE_WAIT_SEC=1\\n' > /etc/default/medtls-interception"
+    )
+    start = box.run("systemctl start medtls-interception.service", check=False)
+    assert start.returncode != 0
+    journal = box.run("journalctl -u medtls-interception.service --no-pager -o cat").stdout
+    assert "ports not enslaved to brsite" in journal, journal
+    assert box.run("systemctl is-active medtls-failclosed.service").stdout.strip() == "active"
+    table = box.run("nft list table bridge medtls_failclosed").stdout
+    assert "policy drop" in table and "hook forward" in table, table
