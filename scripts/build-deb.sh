@@ -27,7 +27,8 @@ mkdir -p "$src/examples"
 (cd "$repo/proxy" && git ls-files -co --exclude-standard -- pyproject.toml README.md medtls) |
   tar -C "$repo/proxy" -cf - --verbatim-files-from -T - | tar -C "$src" -xf -
 cp "$repo/examples/ct-modality.yaml" "$src/examples/"
-cp -r "$repo/packaging/debian" "$src/debian"
+# -L: the unit files in debian/ are links to their one source, packaging/systemd/.
+cp -rL "$repo/packaging/debian" "$src/debian"
 
 if [ "$version" != "$source_version" ]; then
   sed -i "s/^__version__ = \".*\"$/__version__ = \"$version\"/" "$src/medtls/__init__.py"

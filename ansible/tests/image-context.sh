@@ -43,12 +43,27 @@ for link in multi-user.target.wants/medtls.service multi-user.target.wants/medtl
   ssh.service.wants/medtls-ssh-hostkeys.service; do
   [ -L "$wants/$link" ] || fail "$link not enabled"
 done
-for file in etc/medtls/medtls.yaml etc/medtls/failclosed.nft etc/systemd/network/20-medtls-bridge.netdev \
+for file in etc/medtls/medtls.yaml usr/share/medtls/failclosed.nft etc/systemd/network/20-medtls-bridge.netdev \
   etc/sysctl.d/60-medtls-hardening.conf etc/ssh/sshd_config.d/10-medtls-hardening.conf \
-  usr/lib/python3/dist-packages/medtls/cli.py usr/bin/medtls etc/systemd/system/medtls-enroll.service \
-  etc/systemd/system/medtls-enroll.timer etc/systemd/system/medtls-crl-fetch.timer; do
+  usr/lib/python3/dist-packages/medtls/cli.py usr/bin/medtls etc/default/medtls-interception \
+  etc/default/medtls-keygen usr/lib/sysusers.d/medtls.conf; do
   [ -e "$root/$file" ] || fail "/$file missing"
 done
+[ ! -e "$root/etc/medtls/failclosed.nft" ] || fail "/etc/medtls/failclosed.nft: the ruleset is the package's"
+# Every medtls unit is the package's; the roles only layer drop-ins (and /etc/default files) on them.
+for unit in medtls.service medtls-led.service medtls-interception.service medtls-failclosed.service \
+  medtls-keygen.service medtls-enroll.service medtls-enroll.timer medtls-crl-fetch.service \
+  medtls-crl-fetch.timer medtls-update-gate.service; do
+  [ -e "$root/lib/systemd/system/$unit" ] || [ -e "$root/usr/lib/systemd/system/$unit" ] ||
+    fail "$unit is not the package's"
+  [ ! -e "$wants/$unit" ] || fail "/etc/systemd/system/$unit hides the package's unit"
+done
+for unit in medtls.service medtls-led.service medtls-interception.service medtls-keygen.service \
+  medtls-enroll.service medtls-enroll.timer medtls-crl-fetch.service medtls-crl-fetch.timer; do
+  [ -e "$wants/$unit.d/medtls-role.conf" ] || fail "$unit has no medtls-role.conf drop-in"
+done
+# The A/B image enables the update gate, not the roles.
+[ ! -e "$wants/multi-user.target.wants/medtls-update-gate.service" ] || fail "medtls-update-gate.service enabled by a role"
 # The enrollment units are there for a first-boot import; the image inventory's mode leaves them off.
 [ ! -e "$wants/timers.target.wants/medtls-enroll.timer" ] || fail "medtls-enroll.timer enabled in generate mode"
 # Shared images carry no secrets: no device key, no SSH host key.

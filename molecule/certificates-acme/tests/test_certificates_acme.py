@@ -82,7 +82,15 @@ def test_timer_enabled_and_scheduled(host, timer):
 
 def test_units_verify(host):
     for unit in UNITS:
-        out = host.run(f"systemd-analyze verify /etc/systemd/system/{unit}")
+        # The package's unit (packaging/systemd/) with the role's drop-in, nothing in /etc whole.
+        assert not host.file(f"/etc/systemd/system/{unit}").exists
+        path = host.check_output(f"systemctl show -P FragmentPath {unit}")
+        assert path.endswith(f"/lib/systemd/system/{unit}"), path
+        # dpkg knows /lib/systemd/system on a merged /usr, systemd names /usr/lib.
+        assert host.run(f"dpkg -S /lib/systemd/system/{unit}").stdout.startswith("medtls:")
+        dropin = f"/etc/systemd/system/{unit}.d/medtls-role.conf"
+        assert dropin in host.check_output(f"systemctl show -P DropInPaths {unit}")
+        out = host.run(f"systemd-analyze verify --man=no {unit}")
         assert out.rc == 0, out.stderr
         assert "medtls-" not in out.stderr, out.stderr  # no warnings about our units
 

@@ -55,6 +55,30 @@ def test_services_up(host):
     assert host.run("nft list table bridge medtls_failclosed").rc != 0
 
 
+def test_packaged_unit_with_the_roles_drop_ins(host):
+    """The daemon runs the package's unit; the roles add only drop-ins (docs/packaging.md)."""
+    fragment = host.check_output("systemctl show -P FragmentPath medtls.service")
+    # dpkg names /lib; a merged-/usr system reports /usr/lib.
+    owner = host.check_output(f"dpkg -S {fragment} || dpkg -S {fragment.removeprefix('/usr')}")
+    assert owner.startswith("medtls: "), owner
+    dropins = host.check_output("systemctl show -P DropInPaths medtls.service").split()
+    assert "/etc/systemd/system/medtls.service.d/medtls-role.conf" in dropins
+    assert "/etc/systemd/system/medtls.service.d/10-interception.conf" in dropins
+    shown = host.check_output("systemctl show -p LimitNOFILE,TimeoutStopUSec,Type medtls.service")
+    version = int(host.check_output("systemctl --version").split()[1])
+    # 2 x (1024 + 256) + 256 and drain_timeout 30 s + 15 s (molecule/shared/vars.yml)
+    assert shown.splitlines() == [
+        f"Type={'notify-reload' if version >= 253 else 'notify'}",
+        "TimeoutStopUSec=45s",
+        "LimitNOFILE=2816",
+    ]
+    assert (
+        "medtls-interception.service"
+        in host.check_output("systemctl show -P Requires medtls.service").split()
+    )
+    host.run_expect([0], "systemd-analyze verify --man=no medtls.service")
+
+
 def test_device_reaches_pacs_over_mutual_tls(host, peers):
     # The device speaks plain TCP to the PACS's plain port; only the TLS server answers, so the
     # reversed line proves medtls carried it over TLS with the box's client certificate.

@@ -136,3 +136,25 @@ def test_ntp_borrows_the_device_identity_in_the_ruleset(host):
         host.check_output("ip -4 rule show"),
     )
     assert "src 192.0.0.8" in host.check_output("ip -4 route show table 28022")
+
+
+@pytest.mark.parametrize("unit", ["medtls-failclosed.service", "medtls-interception.service"])
+def test_units_are_the_packaged_ones(host, unit):
+    """The package's unit (packaging/systemd/), not one the role wrote to /etc/systemd/system."""
+    assert not host.file(f"/etc/systemd/system/{unit}").exists
+    path = host.check_output(f"systemctl show -P FragmentPath {unit}")
+    assert path in (f"/lib/systemd/system/{unit}", f"/usr/lib/systemd/system/{unit}")
+    # dpkg knows /lib/systemd/system on a merged /usr, systemd names /usr/lib.
+    assert host.run(f"dpkg -S /lib/systemd/system/{unit}").stdout.startswith("medtls:")
+    assert host.run(f"systemd-analyze verify --man=no {unit}").rc == 0
+
+
+def test_ruleset_unit_reads_the_site_values(host):
+    environment = host.file("/etc/default/medtls-interception").content_string
+    assert "MEDTLS_BRIDGE=br0\n" in environment
+    assert "MEDTLS_CONFIG=/etc/medtls/medtls.yaml\n" in environment
+    drop_in = "/etc/systemd/system/medtls-interception.service.d/medtls-role.conf"
+    assert drop_in in host.check_output("systemctl show -P DropInPaths medtls-interception.service")
+    # The fail-closed ruleset is the package's file; the role's earlier copy is gone.
+    assert not host.file("/etc/medtls/failclosed.nft").exists
+    assert host.run("dpkg -S /usr/share/medtls/failclosed.nft").rc == 0

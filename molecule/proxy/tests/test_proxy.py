@@ -90,12 +90,53 @@ def test_unit_waits_for_time_and_reloads(host):
         assert host.check_output(f"systemctl show -P Type {UNIT}") == "notify"
 
 
+def packaged(host, unit: str) -> str:
+    """The unit's file, asserted to be the medtls package's (dpkg names /lib or /usr/lib; a
+    merged-/usr system reports the latter)."""
+    fragment = host.check_output(f"systemctl show -P FragmentPath {unit}")
+    assert fragment in (f"/lib/systemd/system/{unit}", f"/usr/lib/systemd/system/{unit}")
+    owner = host.check_output(f"dpkg -S {fragment} || dpkg -S {fragment.removeprefix('/usr')}")
+    assert owner.startswith("medtls: "), owner
+    return fragment
+
+
+def test_unit_is_the_package_s_with_the_role_s_drop_in(host):
+    fragment = packaged(host, UNIT)
+    dropin = f"/etc/systemd/system/{UNIT}.d/medtls-role.conf"
+    assert dropin in host.check_output(f"systemctl show -P DropInPaths {UNIT}").split()
+    assert not host.file(f"/etc/systemd/system/{UNIT}").exists
+    # The packaged unit with its drop-ins (the role's, the interception role's) is valid.
+    host.run_expect([0], f"systemd-analyze verify --man=no {UNIT}")
+    cat = host.check_output(f"systemctl cat {UNIT}")
+    assert f"# {fragment}" in cat and f"# {dropin}" in cat
+
+
+def effective(unit_text: str, key: str) -> list[str]:
+    """The values of a list setting after the unit and its drop-ins (an empty one resets)."""
+    values: list[str] = []
+    for line in unit_text.splitlines():
+        if line.startswith(key + "="):
+            value = line.split("=", 1)[1]
+            values = [*values, value] if value else []
+    return values
+
+
 def test_unit_fails_without_configuration_and_outlasts_the_drain(host):
-    unit = host.file(f"/etc/systemd/system/{UNIT}").content_string
-    assert "AssertPathExists=/etc/medtls/medtls.yaml" in unit
-    assert "ConditionPathExists" not in unit
+    unit = host.check_output(f"systemctl cat {UNIT}")
+    assert effective(unit, "AssertPathExists") == ["/etc/medtls/medtls.yaml"]
+    assert effective(unit, "ConditionPathExists") == []
     # limits.drain_timeout (30 s unless the scenario sets it) + 15 s margin.
-    assert int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1)) == 45
+    assert host.check_output(f"systemctl show -P TimeoutStopUSec {UNIT}") == "45s"
+
+
+def test_led_unit_is_the_package_s(host):
+    led = "medtls-led.service"
+    packaged(host, led)
+    assert host.service(led).is_enabled
+    assert "/etc/systemd/system/medtls-led.service.d/medtls-role.conf" in host.check_output(
+        f"systemctl show -P DropInPaths {led}"
+    )
+    host.run_expect([0], f"systemd-analyze verify --man=no {led}")
 
 
 def test_exposure_score(host):
