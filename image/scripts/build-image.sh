@@ -55,6 +55,9 @@ fi
 step configure "$here/configure-rootfs.sh" "$rootfs"
 step boot "$here/configure-boot.sh" "$rootfs"
 step playbook "$here/apply-playbook.sh" "$rootfs"
+# The A/B image commits or falls back after an update (docs/updates.md "Health gate"); the package
+# ships the unit disabled and roles never enable it (ansible/tests/image-context.sh).
+step update-gate chroot "$rootfs" systemctl enable medtls-update-gate.service
 if [ "${MEDTLS_TEST_GUEST:-0}" = 1 ]; then step test-guest add_test_guest; fi
 step rauc-keyring "$here/install-rauc-keyring.sh" "$rootfs"
 step finalize "$here/finalize-rootfs.sh" "$rootfs"

@@ -4,14 +4,12 @@
 # the names boot.scr loads, fw_env.config and RAUC's system.conf. Not for pi-gen's image (its own
 # firmware boot, one root). Idempotent: a reused root filesystem gets the same result.
 # Usage: configure-boot.sh ROOTFS_DIR
-# Environment: MEDTLS_RAUC_KEYRING (CA certificate(s) bundles must chain to; default
-#   build/rauc-pki/ca.pem when it exists), MEDTLS_BOOT_ATTEMPTS (default 3).
+# Environment: MEDTLS_BOOT_ATTEMPTS (default 3). The keyring: install-rauc-keyring.sh.
 set -euo pipefail
 
 rootfs=${1:?usage: configure-boot.sh ROOTFS_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 files=$here/../files
-repo=$(cd "$here/../.." && pwd)
 attempts=${MEDTLS_BOOT_ATTEMPTS:-3}
 fw=$rootfs/boot/firmware
 # The size fw_env.config and boot.cmd (ab_size) agree on.
@@ -68,14 +66,8 @@ if [ "$arch" = arm64 ]; then
   fi
 fi
 
-keyring=${MEDTLS_RAUC_KEYRING:-}
-if [ -z "$keyring" ] && [ -f "$repo/build/rauc-pki/ca.pem" ]; then keyring=$repo/build/rauc-pki/ca.pem; fi
+# The keyring (/etc/rauc/keyring.pem) is installed by install-rauc-keyring.sh, a later build step.
 install -d "$rootfs/etc/rauc"
-if [ -n "$keyring" ]; then
-  install -m 0644 "$keyring" "$rootfs/etc/rauc/keyring.pem"
-else
-  echo "configure-boot.sh: warning: no MEDTLS_RAUC_KEYRING and no build/rauc-pki/ca.pem: this image accepts no bundle" >&2
-fi
 cat > "$rootfs/etc/rauc/system.conf" <<EOF
 # medtls A/B root slots (docs/updates.md). The slot counters live in bootslot.env on the FAT
 # partition (/etc/fw_env.config), written by boot.scr and by RAUC through fw_setenv.
@@ -87,14 +79,19 @@ data-directory=/data/rauc
 
 [keyring]
 path=/etc/rauc/keyring.pem
+# The signing certificate is a code-signing one (rauc-test-pki.sh, docs/updates.md "Purpose").
+check-purpose=codesign
 
 [slot.rootfs.0]
 device=/dev/disk/by-partuuid/6d656474-02
 type=ext4
 bootname=A
+# A bundle's ext4 is smaller than the slot: grow it to the slot after writing.
+resize=true
 
 [slot.rootfs.1]
 device=/dev/disk/by-partuuid/6d656474-03
 type=ext4
 bootname=B
+resize=true
 EOF
