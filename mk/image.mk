@@ -61,7 +61,8 @@ $(IMAGE_BUILD)/test-key.pub:
 	mkdir -p $(IMAGE_BUILD)
 	ssh-keygen -q -t ed25519 -N '' -C medtls-boot-test -f $(IMAGE_BUILD)/test-key
 
-# Build an image for ARCH with the test guest unit and boot it in QEMU with the boot tests.
+# Build an image for ARCH with the test guest unit and boot it in QEMU with the boot tests;
+# test_update.py (arm64 only) takes one disk through the A/B update cases (docs/updates.md).
 # $(1): arch, $(2): extra environment for build-image.sh
 define image_build_and_boot
 	$(IMAGE_PYTEST) $(IMAGE_STATIC_TESTS)
@@ -69,7 +70,8 @@ define image_build_and_boot
 	rm -rf $(IMAGE_BUILD)/pytest-$(1)
 	MEDTLS_IMAGE_DIR=$(IMAGE_BUILD)/test-$(1) MEDTLS_IMAGE_ARCH=$(1) \
 		$(IMAGE_PYTEST) --basetemp=$(IMAGE_BUILD)/pytest-$(1) \
-		image/tests/test_boot.py image/tests/test_boot_invalid.py image/tests/test_pi_boot.py
+		image/tests/test_boot.py image/tests/test_boot_invalid.py image/tests/test_pi_boot.py \
+		image/tests/test_update.py
 endef
 
 # In `make test`: the image users flash (arm64, raspi-firmware), built under qemu-user and booted in

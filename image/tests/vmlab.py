@@ -144,7 +144,15 @@ class Lab:
     def report_log(self) -> Path:
         return self.workdir / "report.log"
 
-    def start(self, disk: Path, kernel: Path, initrd: Path, memory_mib: int = 1024) -> None:
+    def start(
+        self,
+        disk: Path,
+        kernel: Path,
+        initrd: Path,
+        memory_mib: int = 1024,
+        extra_disks: tuple[Path, ...] = (),
+    ) -> None:
+        """`extra_disks`: read-only virtio disks after the box's own (test material)."""
         taps = (f"{self.prefix}d", f"{self.prefix}l")
         for name in (self.mod_ns, self.lan_ns):
             run(["ip", "netns", "add", name])
@@ -177,6 +185,9 @@ class Lab:
             "-netdev", f"tap,id=n1,ifname={taps[1]},script=no,downscript=no",
             "-device", "virtio-net-pci,netdev=n1,mac=52:54:00:18:00:02",
         ]  # fmt: skip
+        for i, extra in enumerate(extra_disks, 1):
+            cmd += ["-drive", f"file={extra},if=none,id=d{i},format=raw,readonly=on",
+                    "-device", f"virtio-blk-pci,drive=d{i}"]  # fmt: skip
         self.qemu = subprocess.Popen(
             cmd,
             stdout=(self.workdir / "qemu.out").open("w"),
@@ -216,6 +227,12 @@ class Lab:
             time.sleep(1)
         tail = self.console_log.read_text(errors="replace")[-3000:]
         raise TimeoutError(f"no boot report within {timeout}s; console tail:\n{tail}")
+
+    def power_cut(self) -> None:
+        """Kill QEMU at once: the disk keeps what the guest had written, nothing more."""
+        if self.qemu is not None and self.qemu.poll() is None:
+            os.killpg(self.qemu.pid, signal.SIGKILL)
+            self.qemu.wait()
 
     def close(self) -> None:
         if self.qemu is not None and self.qemu.poll() is None:

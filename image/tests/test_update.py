@@ -1,0 +1,416 @@
+"""Issue 21 end to end in the arm64 VM: signed bundles, the health gate, fallback and a power cut.
+
+One VM disk, booted five times in this order (the tests depend on it and run in file order):
+
+1. slot A (the image): a foreign-key bundle is refused, the good bundle goes into B, reboot;
+2. slot B: the gate commits B; the broken bundle goes into A, reboot;
+3. slot A (broken): medtls cannot start, the gate marks A bad after update.gate_timeout, reboots;
+4. slot B again, by itself; the good bundle is being written into A when the power is cut;
+5. slot B (the last committed slot).
+
+The box has no login: the test guest's report unit (image/tests/guest/medtls-boot-report, test
+builds only) runs the steps the test puts on the FAT partition (medtls-test/steps) after each
+boot's report; the bundles are on a second, read-only disk. DICOM C-ECHO from the modality through
+the box to the TLS PACS runs the whole time, which measures how long the device is cut off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import peers
+import pytest
+from conftest import REPO, technician_files
+from vmlab import (
+    FAT_OFFSET,
+    GROW_MIB,
+    PACS_IP,
+    Lab,
+    copy_disk,
+    fat_put,
+    ns,
+    parse_report,
+    partitions,
+    report_values,
+    run,
+)
+
+PKI_DIR = Path(os.environ.get("MEDTLS_RAUC_PKI_DIR", REPO / "build/rauc-pki"))
+GATE_TIMEOUT = 30  # the schema's minimum: a fallback does not wait the default 300 s
+BOOT_TIMEOUT = 1200  # one boot under TCG, from the reboot to the report
+INSTALL_TIMEOUT = 2400
+ZEROS_MIB_SHA256 = hashlib.sha256(bytes(1 << 20)).hexdigest()  # slot B of a fresh image
+STEPS = [
+    "A: install foreign.raucb; install good.raucb; reboot",
+    "B: install broken.raucb; reboot",
+    "B: install good.raucb",
+]
+# The broken bundle: its medtls unit runs the daemon on a configuration that does not exist, so
+# medtls never starts; `medtls update gate` (its own unit) still works and must fall back.
+BROKEN_DROPIN = "/etc/systemd/system/medtls.service.d/zz-update-test-broken.conf"
+BROKEN_UNIT = "[Service]\nExecStart=\nExecStart=/usr/bin/medtls run --config /nonexistent.yaml\n"
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MEDTLS_IMAGE_ARCH", "amd64") != "arm64",
+    reason="A/B updates need U-Boot's slot choice: the amd64 test image boots slot A's kernel "
+    "directly (docs/updates.md 'Boot selection')",
+)
+
+
+# ----------------------------------------------------------------------------- bundles
+
+
+def _bundle(rootfs: Path, out: Path, build_id: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDTLS_RAUC", "MEDTLS_B"))}
+    env.update(MEDTLS_BUILD_ID=build_id, MEDTLS_RAUC_PKI_DIR=str(PKI_DIR))
+    run([str(REPO / "image/scripts/make-bundle.sh"), str(rootfs), str(out)], env=env, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def bundle_disk(image_dir: Path) -> Path:
+    """A read-only ext4 disk with good.raucb, broken.raucb and foreign.raucb, made from the
+    image's own rootfs.ext4 (kept next to the image until that file changes)."""
+    rootfs = image_dir / "rootfs.ext4"
+    assert rootfs.exists(), f"{rootfs}: the image build keeps its root filesystem there"
+    work = image_dir / "update-test"
+    disk = work / "bundles.ext4"
+    stamp = f"{rootfs.stat().st_mtime_ns} {rootfs.stat().st_size}\n"
+    if disk.exists() and (work / "stamp").read_text() == stamp:
+        return disk
+    run(["rm", "-rf", str(work)])
+    content = work / "content"
+    content.mkdir(parents=True)
+    _bundle(rootfs, content / "good.raucb", "update-test-good")
+    broken = work / "broken.ext4"
+    run(["cp", "--sparse=always", str(rootfs), str(broken)])
+    dropin = work / "broken.conf"
+    dropin.write_text(BROKEN_UNIT)
+    script = work / "broken.debugfs"
+    script.write_text(
+        f"mkdir {Path(BROKEN_DROPIN).parent}\nwrite {dropin} {BROKEN_DROPIN}\n"
+        f"set_inode_field {BROKEN_DROPIN} mode 0100644\n"
+    )
+    run(["debugfs", "-w", "-f", str(script), str(broken)])
+    written = run(["debugfs", "-R", f"cat {BROKEN_DROPIN}", str(broken)]).stdout
+    assert written == BROKEN_UNIT, written
+    _bundle(broken, content / "broken.raucb", "update-test-broken")
+    broken.unlink()
+    # Foreign: the same payload, signed by an unrelated CA's signer (rauc resign).
+    conf = work / "verify.conf"
+    conf.write_text(
+        "[system]\ncompatible=medtls-arm64\nbootloader=noop\n\n[keyring]\n"
+        f"path={PKI_DIR / 'ca.pem'}\ncheck-purpose=codesign\n"
+    )
+    run(
+        ["rauc", f"--conf={conf}", f"--keyring={PKI_DIR / 'ca.pem'}", "resign",
+         f"--cert={PKI_DIR / 'foreign-signing.pem'}", f"--key={PKI_DIR / 'foreign-signing.key'}",
+         f"--signing-keyring={PKI_DIR / 'foreign-ca.pem'}",
+         str(content / "good.raucb"), str(content / "foreign.raucb")],
+        timeout=600,
+    )  # fmt: skip
+    size = sum(f.stat().st_size for f in content.iterdir()) + (96 << 20)
+    with disk.open("wb") as f:
+        f.truncate(size)
+    run(["mkfs.ext4", "-q", "-F", "-L", "MEDTLS-TEST", "-d", str(content), str(disk)], timeout=600)
+    run(["rm", "-rf", str(content)])
+    (work / "stamp").write_text(stamp)
+    return disk
+
+
+# ----------------------------------------------------------------------------- DICOM echo
+
+
+@dataclass
+class EchoLoop:
+    """C-ECHO from the modality through the box to the PACS, once a second, in a thread."""
+
+    netns: str
+    results: list[tuple[float, bool]] = field(default_factory=list)  # (time done, success)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        cmd = ["echoscu", "-to", "5", "-ta", "5", "-td", "5", "-aec", "PACS", PACS_IP, "104"]
+        while not self._stop.is_set():
+            try:
+                ok = run(ns(self.netns, cmd), check=False, timeout=30).returncode == 0
+            except subprocess.TimeoutExpired:
+                ok = False
+            self.results.append((time.monotonic(), ok))
+            self._stop.wait(1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=40)
+
+    def ok_after(self, t: float, timeout: float) -> float:
+        """The time of the first successful echo after `t` (waits for it, bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [when for when, ok in list(self.results) if ok and when > t]
+            if done:
+                return done[0]
+            time.sleep(1)
+        tail = list(self.results)[-5:]
+        raise AssertionError(f"no DICOM echo through the box within {timeout}s (last: {tail})")
+
+    def last_ok_before(self, t: float) -> float:
+        done = [when for when, ok in list(self.results) if ok and when <= t]
+        assert done, f"no DICOM echo through the box before {t} ({list(self.results)[-5:]})"
+        return done[-1]
+
+
+# ----------------------------------------------------------------------------- the box
+
+
+@dataclass
+class Box:
+    """The VM whose disk goes through all cases, and what it reported on each boot."""
+
+    tmp: Path
+    image_dir: Path
+    disk: Path
+    bundles: Path
+    pki: Path
+    lab: Lab | None = None
+    echo: EchoLoop | None = None
+    storescp: subprocess.Popen | None = None
+    boots: list[dict[str, str]] = field(default_factory=list)
+    outage: dict[str, float] = field(default_factory=dict)
+    seen: int = 0  # report.log characters already taken into a boot
+    # host time of each guest marker first seen
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def power_on(self) -> None:
+        workdir = self.tmp / f"power-{len(self.boots)}"
+        workdir.mkdir()
+        self.lab = Lab(workdir=workdir, arch="arm64")
+        self.seen = 0
+        self.lab.start(
+            self.disk, Path("/nonexistent"), Path("/nonexistent"), extra_disks=(self.bundles,)
+        )
+        self.storescp = peers.start_storescp_tls(
+            self.lab.lan_ns, self.pki, workdir / "stored", 2762
+        )
+        self.echo = EchoLoop(self.lab.mod_ns)
+        self.echo.start()
+
+    def power_off(self, cut: bool = False) -> None:
+        if self.echo is not None:
+            self.echo.stop()
+        if self.storescp is not None:
+            peers.stop(self.storescp)
+        if self.lab is not None:
+            if cut:
+                self.lab.power_cut()
+            self.lab.close()
+
+    def _text(self) -> str:
+        assert self.lab is not None
+        log = self.lab.report_log
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def wait_for(self, marker: str, timeout: float) -> float:
+        """Wait for a guest line after what earlier boots took; return when it was first seen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self._text()[self.seen :]:
+                return self.marks.setdefault(marker + str(len(self.boots)), time.monotonic())
+            assert self.lab is not None and self.lab.qemu is not None
+            if self.lab.qemu.poll() is not None:
+                break
+            time.sleep(1)
+        tail = self.lab.console_log.read_text(errors="replace")[-3000:] if self.lab else ""
+        raise AssertionError(f"no {marker!r} from the guest within {timeout}s; console:\n{tail}")
+
+    def next_report(self, slot: str, timeout: float = BOOT_TIMEOUT) -> dict[str, str]:
+        """The next complete boot report from slot `slot` (reports of other slots are kept)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self._text()
+            start = text.find("== begin\n", self.seen)
+            end = text.find("== end\n", start) if start >= 0 else -1
+            if end >= 0:
+                report = parse_report(text[start : end + len("== end\n")])
+                self.boots.append(report)
+                self.seen = end
+                if f"rauc.slot={slot}" in report_values(report["boot-slot"]).get("cmdline", ""):
+                    return report
+                continue
+            assert self.lab is not None and self.lab.qemu is not None
+            if self.lab.qemu.poll() is not None:
+                break
+            time.sleep(2)
+        tail = self.lab.console_log.read_text(errors="replace")[-3000:] if self.lab else ""
+        raise AssertionError(f"no boot report from slot {slot} within {timeout}s:\n{tail}")
+
+    def step(self, name: str, timeout: float = INSTALL_TIMEOUT) -> dict[str, str]:
+        """The output of a step of this boot (`install good.raucb` ...) once it is complete."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self._text()[self.seen :]
+            nxt = text.find("== begin\n")
+            mine = text if nxt < 0 else text[:nxt]
+            at = mine.find(f"== install {name}\n")
+            if at >= 0 and "== step-done" in mine[at:]:
+                return parse_report(mine[at : mine.index("== step-done", at)])
+            time.sleep(2)
+        raise AssertionError(
+            f"step {name} gave no result within {timeout}s:\n{self._text()[-3000:]}"
+        )
+
+    def console_slots(self) -> list[str]:
+        """The slots boot.scr started, in order, over this power-on."""
+        assert self.lab is not None
+        text = self.lab.console_log.read_text(errors="replace")
+        return re.findall(r"medtls-boot: booting slot ([AB]) ", text)
+
+
+def rauc_facts(section: str) -> dict[str, str]:
+    return {k: v.strip("'\"") for k, v in report_values(section).items()}
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory, image_dir, pki, bundle_disk):
+    tmp = tmp_path_factory.mktemp("update")
+    disk = copy_disk(image_dir / "disk.img", tmp / "disk.img", GROW_MIB)
+    config = tmp / "medtls.yaml"
+    config.write_text(
+        (REPO / "examples/ct-modality.yaml").read_text()
+        + "\nclock:\n  require_sync: false\n"
+        + f"update:\n  gate_timeout: {GATE_TIMEOUT}\n"
+        # An audit repository that does not answer: the gate keeps its event in its spool on /data.
+        + f"audit:\n  transport: tls\n  host: {PACS_IP}\n  ca: /etc/medtls/ca.pem\n"
+    )
+    fat_put(disk, technician_files(pki, config))
+    steps = tmp / "steps"
+    steps.write_text("\n".join(STEPS) + "\n")
+    image = f"{disk}@@{FAT_OFFSET}"
+    run(["mmd", "-i", image, "::/medtls-test"])
+    run(["mcopy", "-i", image, str(steps), "::/medtls-test/steps"])
+    b = Box(tmp=tmp, image_dir=image_dir, disk=disk, bundles=bundle_disk, pki=pki)
+    b.power_on()
+    try:
+        yield b
+    finally:
+        b.power_off()
+        print(f"\nmeasured outage (arm64 VM under TCG): {b.outage}")
+
+
+# ----------------------------------------------------------------------------- the cases
+
+
+def test_a_bundle_signed_by_a_foreign_key_is_refused_without_touching_a_slot(box):
+    first = box.next_report("A")
+    assert report_values(first["begin"])["medtls"] == "active", first["medtls-journal"]
+    result = box.step("foreign.raucb")
+    install, after = result["install foreign.raucb"], result["after-install foreign.raucb"]
+    assert "exit=1" in install, install
+    assert "REFUSED" in install and "nothing was installed" in install, install
+    assert "signature verification failed" in install, install
+    # Neither slot touched: the boot counters are as U-Boot left them, slot B is still empty.
+    before_env = report_values(first["boot-slot"])
+    after_env = report_values(after)
+    for key in ("BOOT_ORDER", "BOOT_A_LEFT", "BOOT_B_LEFT"):
+        assert after_env.get(key) == before_env.get(key), (key, first["boot-slot"], after)
+    assert after_env["slot_b_head"] == ZEROS_MIB_SHA256, after
+
+
+def test_b_good_bundle_goes_into_b_and_the_gate_commits_it(box):
+    first = box.boots[0]
+    result = box.step("good.raucb")
+    assert "exit=0" in result["install good.raucb"], result["install good.raucb"]
+    rebooting = box.wait_for("== rebooting", 120)
+    before = box.echo.last_ok_before(rebooting)
+    report = box.next_report("B")
+    after = box.echo.ok_after(rebooting, 300)
+    box.outage["good update"] = after - before
+    print(f"\noutage during a good update: {after - before:.0f} s")
+    assert box.console_slots()[-2:] == ["A", "B"], box.console_slots()
+    rauc = rauc_facts(report["rauc-status"])
+    assert rauc.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "B", report["rauc-status"]
+    status = report["update-status"]
+    assert re.search(
+        r"^update: slot B committed, version 0\.\S+\+update-test-good", status, re.M
+    ), (
+        status,
+        report["update-gate-journal"],
+    )
+    assert re.search(r"^\* slot B \(rootfs\.1\): .*boot status good", status, re.M), status
+    assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
+    # The box's configuration, keys and identity came along on /data.
+    assert report["etc-medtls-sha256"] == first["etc-medtls-sha256"]
+    assert "device.key" in report["etc-medtls-sha256"], report["etc-medtls-sha256"]
+    layout, first_layout = report_values(report["layout"]), report_values(first["layout"])
+    assert layout["machine_id"] == first_layout["machine_id"], (layout, first_layout)
+
+
+def test_c_broken_bundle_falls_back_to_the_committed_slot_by_itself(box):
+    result = box.step("broken.raucb")
+    assert "exit=0" in result["install broken.raucb"], result["install broken.raucb"]
+    rebooting = box.wait_for("== rebooting", 120)
+    before = box.echo.last_ok_before(rebooting)
+    # The broken slot A boots, the gate gives up after GATE_TIMEOUT and reboots; U-Boot starts B.
+    report = box.next_report("B", timeout=2 * BOOT_TIMEOUT)
+    after = box.echo.ok_after(rebooting, 300)
+    box.outage["fallback"] = after - before
+    print(f"\noutage during a fallback: {after - before:.0f} s")
+    assert box.console_slots()[-3:] == ["B", "A", "B"], box.console_slots()
+    rauc = rauc_facts(report["rauc-status"])
+    assert rauc.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "B", report["rauc-status"]
+    status = report["update-status"]
+    fell = re.search(
+        r"^update: FELL BACK to B at \S+: not healthy (\d+) s after boot: medtls", status, re.M
+    )
+    assert fell, status
+    # Checks every 5 s, each bounded: the gate gives up soon after update.gate_timeout.
+    assert GATE_TIMEOUT <= int(fell.group(1)) <= GATE_TIMEOUT + 30, status
+    assert "exit=1" in status, status
+    assert re.search(r"^\* slot B \(rootfs\.1\): .*boot status good", status, re.M), status
+    assert re.search(r"^  slot A \(rootfs\.0\): .*boot status bad", status, re.M), status
+    assert "update_fell_back: fell back to slot B" in report["update-audit-spool"], report[
+        "update-audit-spool"
+    ]
+    assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
+
+
+def _slot_a_superblock(disk: Path) -> bytes:
+    start = partitions(disk)[1]["start"] * 512
+    with disk.open("rb") as f:
+        f.seek(start + 1024)
+        return f.read(1024)
+
+
+def test_d_power_cut_during_an_install_boots_the_old_slot(box, image_dir):
+    # Boot 4 (B after the fallback) writes the good bundle into A; cut the power once RAUC has
+    # written the start of the slot (the bundle's own ext4 superblock is there), or 60 s in.
+    started = box.wait_for("== install-started good.raucb", 300)
+    with (image_dir / "rootfs.ext4").open("rb") as f:
+        f.seek(1024)
+        written = f.read(1024)
+    deadline = started + 60
+    while time.monotonic() < deadline and _slot_a_superblock(box.disk) != written:
+        time.sleep(0.5)
+    text = box._text()[box.seen :]
+    assert "== install good.raucb" not in text, "the install finished before the power cut"
+    box.power_off(cut=True)
+    box.power_on()
+    report = box.next_report("B")
+    box.echo.ok_after(0, 300)
+    assert box.console_slots() == ["B"], box.console_slots()
+    rauc = rauc_facts(report["rauc-status"])
+    assert rauc.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "B", report["rauc-status"]
+    assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
+    assert re.search(r"^\* slot B \(rootfs\.1\): .*boot status good", report["update-status"], re.M)
