@@ -40,11 +40,12 @@ check_material() {
 # Read one file out of the ext4 image without mounting it.
 ext4_cat() { debugfs -R "cat $1" "$rootfs" 2>/dev/null; }
 
-# dpkg's status record of one package -> one field
+# dpkg's status record of one package -> one field. awk reads to the end: an early exit would
+# kill debugfs with SIGPIPE on a real status file (and pipefail would stop the script).
 dpkg_field() {
   ext4_cat /var/lib/dpkg/status | awk -v pkg="$1" -v field="$2:" '
     /^Package: / { this = ($2 == pkg) }
-    this && $1 == field { print $2; exit }'
+    this && $1 == field && !found { print $2; found = 1 }'
 }
 
 [ -e "$rootfs" ] || fail "$rootfs: no such file (build the image first: make image-debian)"

@@ -82,6 +82,12 @@ def tiny_rootfs(work: Path, keyring: bytes | None) -> Path:
     (tree / "var/lib/dpkg/status").write_text(
         "Package: dpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.22.21\n\n"
         "Package: medtls\nStatus: install ok installed\nArchitecture: all\nVersion: 0.1.0\n"
+        # A real status file is megabytes long: make-bundle.sh must read past its fields.
+        + "".join(
+            f"\nPackage: filler{i}\nStatus: install ok installed\nArchitecture: all\n"
+            f"Version: 1.0\nDescription: {'x' * 200}\n"
+            for i in range(2000)
+        )
     )
     # Incompressible content: RAUC refuses a verity bundle whose squashfs is a single block.
     (tree / "etc").mkdir()
