@@ -133,6 +133,7 @@ class EchoLoop:
     """C-ECHO from the modality through the box to the PACS, once a second, in a thread."""
 
     netns: str
+    log: Path | None = None  # one line per echo, for a look after the run
     results: list[tuple[float, bool]] = field(default_factory=list)  # (time done, success)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -149,6 +150,9 @@ class EchoLoop:
             except subprocess.TimeoutExpired:
                 ok = False
             self.results.append((time.monotonic(), ok))
+            if self.log is not None:
+                with self.log.open("a") as f:
+                    f.write(f"{time.time():.1f} {'ok' if ok else 'failed'}\n")
             self._stop.wait(1)
 
     def stop(self) -> None:
@@ -207,7 +211,7 @@ class Box:
         self.storescp = peers.start_storescp_tls(
             self.lab.lan_ns, self.pki, workdir / "stored", 2762
         )
-        self.echo = EchoLoop(self.lab.mod_ns)
+        self.echo = EchoLoop(self.lab.mod_ns, workdir / "echo.log")
         self.echo.start()
 
     def power_off(self, cut: bool = False) -> None:
