@@ -348,9 +348,9 @@ def test_a_bundle_signed_by_a_foreign_key_is_refused_without_touching_a_slot(box
 
 def test_b_good_bundle_goes_into_b_and_the_gate_commits_it(box):
     first = box.boots[0]
+    since = time.monotonic()  # the box serves from A while it installs; it reboots right after
     result = box.step("good.raucb")
     assert "exit=0" in result["install good.raucb"], result["install good.raucb"]
-    since = time.monotonic()  # the box still serves from A; it reboots after this step
     box.wait_for("== rebooting", 120)
     report = box.next_report("B")
     until = box.echo.ok_after(time.monotonic(), 300)
@@ -376,9 +376,9 @@ def test_b_good_bundle_goes_into_b_and_the_gate_commits_it(box):
 
 
 def test_c_broken_bundle_falls_back_to_the_committed_slot_by_itself(box):
+    since = time.monotonic()  # B serves while it installs into A
     result = box.step("broken.raucb")
     assert "exit=0" in result["install broken.raucb"], result["install broken.raucb"]
-    since = time.monotonic()
     box.wait_for("== rebooting", 120)
     # The broken slot A boots, the gate gives up after GATE_TIMEOUT and reboots; U-Boot starts B.
     report = box.next_report("B", timeout=2 * BOOT_TIMEOUT)
