@@ -259,4 +259,6 @@ def test_trail_names_in_transparent_mode(env, reconfigure):
     reconfigure(_routes())
     rc, out = _echo_from_modality(env)
     assert rc == 0, out
-    assert "calling_ae=LABSCU called_ae=PACS" in env.medtls_log()
+    # the connection line is written when the box has closed both legs, just after echoscu exits
+    names = "calling_ae=LABSCU called_ae=PACS"
+    sv.wait_for(lambda: names in env.medtls_log(), 10, f"{names} in the connection line")
