@@ -23,7 +23,7 @@ include mk/proxy.mk
 -include mk/audit.mk
 include mk/fuzz.mk
 
-.PHONY: help setup setup-apt setup-venv lint test
+.PHONY: help setup setup-apt setup-venv lint test test-stages
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
@@ -44,3 +44,6 @@ lint: setup-venv $(LINT_TARGETS) ## ruff, shellcheck, yamllint, ansible-lint
 
 test: setup ## everything CI runs: lint and every test stage, with a timing summary
 	scripts/run-stages.sh lint $(TEST_STAGES)
+
+test-stages: ## print the stages `make test` runs, in order
+	@echo lint $(TEST_STAGES)

@@ -40,6 +40,9 @@ def write_config(pki: Path, out: Path, **overrides) -> Path:
     # The lab shares the host's clock, which no NTP server here synchronises; a real box waits
     # for time sync before it validates certificates (clock.require_sync, default true).
     cfg["clock"] = {"require_sync": False}
+    # Its own control socket: another medtls on this host (a second lab, a developer's box
+    # config) would otherwise answer on the default path and this one would refuse to start.
+    cfg["control"] = {"socket": str(out.parent / "control.sock")}
     cfg.update(overrides)
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out

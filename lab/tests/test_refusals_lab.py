@@ -250,13 +250,16 @@ def test_inbound_calling_ae_not_allowed_for_the_certificate(env, reconfigure):
     assert "Association Rejected" in out, out
     assert "Result: Rejected Permanent, Source: Service User" in out, out
     assert "Reason: Calling AE Title Not Recognized" in out, out
+    # the allowed association's line is written when the box has closed both legs
+    sv.wait_for(lambda: "calling_ae=PACS called_ae=CT" in env.medtls_log(), 10, "PACS's line")
     log = env.medtls_log()
     assert "result=calling_ae_refused" in log and "calling_ae=LABSCU called_ae=CT" in log, log
-    assert "calling_ae=PACS called_ae=CT" in log
 
 
 def test_trail_names_in_transparent_mode(env, reconfigure):
     reconfigure(_routes())
     rc, out = _echo_from_modality(env)
     assert rc == 0, out
-    assert "calling_ae=LABSCU called_ae=PACS" in env.medtls_log()
+    # the connection line is written when the box has closed both legs, just after echoscu exits
+    names = "calling_ae=LABSCU called_ae=PACS"
+    sv.wait_for(lambda: names in env.medtls_log(), 10, f"{names} in the connection line")

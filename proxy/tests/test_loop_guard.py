@@ -42,7 +42,8 @@ def test_exception_while_relaying_resets_only_that_connection(pki, request, monk
     assert try_echo(pki, port, "box-a") == b""
     assert wait_for(lambda: any(e[-1:] == ("internal_error",) for e in rec.events))
     assert try_echo(pki, port, "box-a") == b"ping"
-    assert d.conns == {} or all(c.state != "closed" for c in d.conns.values())
+    # nothing closed is kept (read from this thread while the daemon may be mid-close: wait)
+    assert wait_for(lambda: all(c.state != "closed" for c in list(d.conns.values())))
 
 
 def test_event_refused_by_the_state_machine_resets_only_that_connection(pki, request, monkeypatch):

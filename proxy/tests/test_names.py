@@ -56,7 +56,8 @@ def echo(port: int, calling: str, called: str, tls=None):
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = 15
-    assoc, assoc.rj_on_wire = associate_seeing_rj(ae, port, called, tls_args=tls)
+    assoc, rj = associate_seeing_rj(ae, port, called, tls_args=tls)
+    assoc.rj_on_wire = rj  # what the tests assert: the RJ as it came off the wire
     status = None
     if assoc.is_established:
         status = assoc.send_c_echo().Status

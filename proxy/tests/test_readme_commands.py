@@ -63,6 +63,44 @@ def test_make_help_lists_every_target_the_readme_names():
     assert all(ns in lab_line for ns in NAMESPACES), lab_line
 
 
+# How `make test` runs each `make` target README.md names: the stage that runs it (or the same
+# recipe), or why no test can. A target README.md names that is missing here fails the test below.
+README_TARGETS = {
+    "test": ("", "is `make test`: .ci/run runs it on a clean clone"),
+    "help": ("", "run by test_make_help_lists_every_target_the_readme_names"),
+    "test-stages": ("", "run by test_make_test_runs_every_make_target_the_readme_names"),
+    "setup": ("", "`make test` depends on it: every CI run installs through it"),
+    "image-debian": ("test-image-arm64", "build-image.sh arm64 (no xz), booted"),
+    "test-image-arm64": ("test-image-arm64", "a stage"),
+    "test-image": ("test-image-arm64", "the same recipe (image_build_and_boot) for amd64"),
+    "test-image-deploy": ("test-image-arm64", "the same boot tests, on a published image"),
+    "image": ("test-image-static", "pi-gen needs the Raspberry Pi archive, unreachable from CI"
+              " machines: its stage and parity are tested structurally (test_pigen_stage.py)"),
+    "collection": ("test-collection", "builds and installs it, runs its playbooks"),
+    "lab": ("test-lab", "lab/tests/test_make_lab.py runs `make lab`"),
+    "lab-up": ("test-lab", "lab/tests/test_make_lab.py runs `make lab-up`"),
+    "lab-down": ("test-lab", "lab/tests/test_make_lab.py runs `make lab-down`"),
+    "test-lab": ("test-lab", "a stage"),
+    "bench": ("bench-smoke", "the same harness end to end with tiny sizes"),
+    "fuzz": ("fuzz-smoke", "every target, a few seconds each"),
+    "fuzz-smoke": ("fuzz-smoke", "a stage"),
+    "audit": ("test-audit", "the TLS scan and the checkers; Lynis runs in audit-lynis only"),
+    "test-molecule": ("test-molecule", "a stage"),
+    "test-proxy": ("test-proxy", "a stage"),
+}  # fmt: skip
+
+
+def test_make_test_runs_every_make_target_the_readme_names():
+    out = subprocess.run(["make", "-s", "--no-print-directory", "test-stages"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    stages = out.split()
+    assert stages[0] == "lint" and "test-proxy" in stages, stages
+    unknown = _make_targets() - set(README_TARGETS)
+    assert not unknown, f"README.md names make targets no test is known to run: {unknown}"
+    for target, (stage, _why) in README_TARGETS.items():
+        assert not stage or stage in stages, f"`make {target}`: stage {stage} is not in make test"
+
+
 def test_the_lab_up_banner_names_every_namespace():
     sys.path.insert(0, str(ROOT / "lab"))
     from medlab.demo import up_banner

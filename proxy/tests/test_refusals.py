@@ -342,3 +342,11 @@ def test_after_the_rj_the_device_closes_or_artim_does(refusing_box):
         assert ARTIM_SECONDS - 1 < time.monotonic() - t0 < ARTIM_SECONDS + 5
     lines = [x for x in box.conn_lines() if " result=connect_failed " in x]
     assert len(lines) == 2, lines  # one line per refusal, none for the close that follows
+    # what the device still sends is read and dropped, up to 64 KiB: then a reset, said in the log
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(rq)
+        assert _read_rj(s)[:1] == b"\x03"
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            s.sendall(bytes(70 * 1024))
+            assert s.recv(100) == b""
+    box.wait_log("reset after the answer: more than 65536 bytes")

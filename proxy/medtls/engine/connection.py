@@ -62,7 +62,8 @@ STATES = (
 DIALLING = frozenset({CONNECTING_TLS, CONNECTING})
 HANDSHAKING = frozenset({AWAIT_HELLO, HANDSHAKE})
 RELAYING = frozenset({RELAY_OPENING, RELAY})
-# limits.connect_timeout / limits.handshake_timeout (also the refused device's first message)
+# limits.connect_timeout / limits.handshake_timeout (also the refused device's first message);
+# ARTIM (core/refusal.py) for AWAIT_CLOSE
 WITH_DEADLINE = DIALLING | HANDSHAKING | {REFUSING, READING_FIRST, AWAIT_CLOSE}
 # The state names status shows (snapshot()["connections"]["by_state"]): the four it always had.
 STATUS_LABEL = {

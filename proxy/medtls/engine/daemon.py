@@ -119,10 +119,9 @@ class Conn:
 
     __slots__ = (
         "ae_rule", "answering", "bios_renewed", "cipher", "client", "deadline", "detail", "dropped",
-        "first",
-        "info", "judge", "last_activity", "names", "not_delivered", "peer", "pipes", "protocol",
-        "refusal", "refused", "resumed", "route", "rt", "server", "size", "state", "steady", "t0",
-        "tls_side", "upstream", "version",
+        "first", "info", "judge", "last_activity", "names", "not_delivered", "peer", "pipes",
+        "protocol", "refusal", "refused", "resumed", "route", "rt", "server", "size", "state",
+        "steady", "t0", "tls_side", "upstream", "version",
     )  # fmt: skip
 
     def __init__(self, info: ev.ConnInfo, rt: Generation, client: socket.socket, size: int):
@@ -1104,8 +1103,7 @@ class Daemon(EventLoop, EngineHandle):
                     return
                 c.dropped += len(chunk)
                 if c.dropped > AWAIT_CLOSE_CAP:
-                    detail = f"{c.detail}; more than {AWAIT_CLOSE_CAP} bytes after the answer"
-                    self._event(c, cx.RESET, detail=detail)
+                    self._reset_after_answer(c, f"more than {AWAIT_CLOSE_CAP} bytes")
                     return
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             if side.tls is not None and side.raw_eof:
@@ -1113,7 +1111,12 @@ class Daemon(EventLoop, EngineHandle):
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             self._event(c, cx.EOF)
         except (OSError, RelayError) as e:  # ssl.SSLError is an OSError
-            self._event(c, cx.RESET, detail=f"{c.detail}; after the answer: {e}")
+            self._reset_after_answer(c, str(e))
+
+    def _reset_after_answer(self, c: Conn, why: str) -> None:
+        # The connection line went out with the answer: this is said on a line of its own.
+        log.warning("connection %d: reset after the answer: %s", c.info.id, why)
+        self._event(c, cx.RESET)
 
     def _close_graceful(self, c: Conn, _result: str = "") -> None:
         self._close(c, clean=True, notify=True)
