@@ -53,7 +53,7 @@ done
 # Every medtls unit is the package's; the roles only layer drop-ins (and /etc/default files) on them.
 for unit in medtls.service medtls-led.service medtls-interception.service medtls-failclosed.service \
   medtls-keygen.service medtls-enroll.service medtls-enroll.timer medtls-crl-fetch.service \
-  medtls-crl-fetch.timer; do
+  medtls-crl-fetch.timer medtls-update-gate.service; do
   [ -e "$root/lib/systemd/system/$unit" ] || [ -e "$root/usr/lib/systemd/system/$unit" ] ||
     fail "$unit is not the package's"
   [ ! -e "$wants/$unit" ] || fail "/etc/systemd/system/$unit hides the package's unit"
@@ -62,6 +62,8 @@ for unit in medtls.service medtls-led.service medtls-interception.service medtls
   medtls-enroll.service medtls-enroll.timer medtls-crl-fetch.service medtls-crl-fetch.timer; do
   [ -e "$wants/$unit.d/medtls-role.conf" ] || fail "$unit has no medtls-role.conf drop-in"
 done
+# The A/B image enables the update gate, not the roles.
+[ ! -e "$wants/multi-user.target.wants/medtls-update-gate.service" ] || fail "medtls-update-gate.service enabled by a role"
 # The enrollment units are there for a first-boot import; the image inventory's mode leaves them off.
 [ ! -e "$wants/timers.target.wants/medtls-enroll.timer" ] || fail "medtls-enroll.timer enabled in generate mode"
 # Shared images carry no secrets: no device key, no SSH host key.

@@ -23,6 +23,7 @@ UNITS = (
     "medtls.service", "medtls-led.service", "medtls-failclosed.service",
     "medtls-interception.service", "medtls-enroll.service", "medtls-enroll.timer",
     "medtls-crl-fetch.service", "medtls-crl-fetch.timer", "medtls-keygen.service",
+    "medtls-update-gate.service",
 )  # fmt: skip
 TIMER_STARTED = ("medtls-enroll.service", "medtls-crl-fetch.service")
 # Shipped next to the units (packaging/systemd/): what the fail-closed unit loads.
