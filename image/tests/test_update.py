@@ -2,15 +2,18 @@
 
 One VM disk, booted five times in this order (the tests depend on it and run in file order):
 
-1. slot A (the image): a foreign-key bundle is refused, the good bundle goes into B, reboot;
-2. slot B: the gate commits B; the broken bundle goes into A, reboot;
+1. slot A (the image): a foreign-key bundle is refused; the fleet playbook (playbooks/update.yml,
+   run from the LAN over SSH to the box's management address) puts the good bundle into B,
+   reboots the box and waits for the gate's verdict;
+2. slot B: the gate commits B (the playbook reports it); the broken bundle goes into A, reboot;
 3. slot A (broken): medtls cannot start, the gate marks A bad after update.gate_timeout, reboots;
 4. slot B again, by itself; the good bundle is being written into A when the power is cut;
 5. slot B (the last committed slot).
 
-The box has no login: the test guest's report unit (image/tests/guest/medtls-boot-report, test
-builds only) runs the steps the test puts on the FAT partition (medtls-test/steps) after each
-boot's report; the bundles are on a second, read-only disk. DICOM C-ECHO from the modality through
+Besides the fleet playbook, the test guest's report unit (image/tests/guest/medtls-boot-report,
+test builds only) runs the steps the test puts on the FAT partition (medtls-test/steps) after each
+boot's report, and puts the management address (medtls-test/address) on the bridge; the bundles
+are on a second, read-only disk. DICOM C-ECHO from the modality through
 the box to the TLS PACS runs the whole time, which measures how long the device is cut off.
 """
 
@@ -21,6 +24,7 @@ import itertools
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,10 +51,11 @@ PKI_DIR = Path(os.environ.get("MEDTLS_RAUC_PKI_DIR", REPO / "build/rauc-pki"))
 GATE_TIMEOUT = 30  # the schema's minimum: a fallback does not wait the default 300 s
 BOOT_TIMEOUT = 1200  # one boot under TCG, from the reboot to the report
 INSTALL_TIMEOUT = 2400
+MGMT_IP = "198.18.0.30"  # the box's management address on the bridge, in the lab's LAN prefix
 ZEROS_MIB_SHA256 = hashlib.sha256(bytes(1 << 20)).hexdigest()  # slot B of a fresh image
 STEPS = [
-    "A: install foreign.raucb; install good.raucb; reboot",
-    "B: install broken.raucb; reboot",
+    "A: install foreign.raucb",
+    "B: await-go; install broken.raucb; reboot",  # once the fleet playbook has seen the commit
     "B: install good.raucb",
 ]
 # The broken bundle: its medtls unit runs the daemon on a configuration that does not exist, so
@@ -88,7 +93,11 @@ def bundle_disk(image_dir: Path) -> Path:
     run(["rm", "-rf", str(work)])
     content = work / "content"
     content.mkdir(parents=True)
-    _bundle(rootfs, content / "good.raucb", "update-test-good")
+    fleet = work / "fleet"
+    fleet.mkdir()
+    _bundle(rootfs, Path(f"{fleet}/"), "update-test-good")  # medtls-arm64-<version>.raucb
+    (good,) = fleet.glob("medtls-arm64-*.raucb")
+    os.link(good, content / "good.raucb")
     broken = work / "broken.ext4"
     run(["cp", "--sparse=always", str(rootfs), str(broken)])
     dropin = work / "broken.conf"
@@ -123,6 +132,12 @@ def bundle_disk(image_dir: Path) -> Path:
     run(["rm", "-rf", str(content)])
     (work / "stamp").write_text(stamp)
     return disk
+
+
+def fleet_bundle(bundle_disk: Path) -> Path:
+    """The good bundle as `make bundle` names it, for the fleet playbook on the controller."""
+    (good,) = (bundle_disk.parent / "fleet").glob("medtls-arm64-*.raucb")
+    return good
 
 
 # ----------------------------------------------------------------------------- DICOM echo
@@ -191,6 +206,7 @@ class Box:
     disk: Path
     bundles: Path
     pki: Path
+    ssh_key: Path
     lab: Lab | None = None
     echo: EchoLoop | None = None
     storescp: subprocess.Popen | None = None
@@ -282,11 +298,59 @@ class Box:
             f"step {name} gave no result within {timeout}s:\n{self._text()[-3000:]}"
         )
 
+    def ssh(self, *command: str) -> subprocess.CompletedProcess:
+        """A command on the box as its first user, over SSH from the LAN."""
+        assert self.lab is not None
+        return run(
+            ns(self.lab.lan_ns, ["ssh", *SSH_OPTIONS, "-i", str(self.ssh_key),
+                                 f"medtls-admin@{MGMT_IP}", *command]),
+            check=False, timeout=120,
+        )  # fmt: skip
+
+    def fleet_update(self, bundle: Path) -> subprocess.CompletedProcess:
+        """playbooks/update.yml from the LAN against this box, as an operator runs it."""
+        assert self.lab is not None
+        inventory = self.tmp / "fleet-hosts.yml"
+        inventory.write_text(
+            "all:\n  children:\n    medtls:\n      hosts:\n        box:\n"
+            f"          ansible_host: {MGMT_IP}\n"
+            "          ansible_user: medtls-admin\n"
+            f"          ansible_ssh_private_key_file: {self.ssh_key}\n"
+            f"          ansible_ssh_common_args: {' '.join(SSH_OPTIONS)}\n"
+            "          ansible_python_interpreter: /usr/bin/python3\n"
+        )
+        bindir = Path(sys.executable).parent
+        env = [
+            f"PATH={bindir}{os.pathsep}{os.environ['PATH']}",
+            f"ANSIBLE_COLLECTIONS_PATH={REPO / 'ansible/collections'}",
+            "ANSIBLE_NOCOLOR=1",
+            f"ANSIBLE_LOCAL_TEMP={self.tmp / 'ansible-local'}",
+        ]
+        play = [
+            str(bindir / "ansible-playbook"), "-i", str(inventory),
+            str(REPO / "playbooks/update.yml"),
+            "-e", f"medtls_update_bundle={bundle}", "-e", "medtls_become=true",
+            # TCG: a boot takes minutes, writing the slot too (a Pi is faster)
+            "-e", f"medtls_update_reboot_timeout={BOOT_TIMEOUT}",
+            "-e", f"medtls_update_install_timeout={INSTALL_TIMEOUT}",
+            "-e", "medtls_update_poll_delay=5",
+        ]  # fmt: skip
+        result = run(
+            ns(self.lab.lan_ns, ["env", *env, *play]), check=False,
+            timeout=INSTALL_TIMEOUT + 2 * BOOT_TIMEOUT,
+        )  # fmt: skip
+        (self.tmp / "fleet-update.log").write_text(result.stdout + result.stderr)
+        return result
+
     def console_slots(self) -> list[str]:
         """The slots boot.scr started, in order, over this power-on."""
         assert self.lab is not None
         text = self.lab.console_log.read_text(errors="replace")
         return re.findall(r"medtls-boot: booting slot ([AB]) ", text)
+
+
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "ConnectTimeout=10", "-o", "BatchMode=yes"]  # fmt: skip
 
 
 def etc_medtls_hashes(report: dict[str, str]) -> dict[str, str]:
@@ -318,7 +382,13 @@ def box(tmp_path_factory, image_dir, pki, bundle_disk):
     image = f"{disk}@@{FAT_OFFSET}"
     run(["mmd", "-i", image, "::/medtls-test"])
     run(["mcopy", "-i", image, str(steps), "::/medtls-test/steps"])
-    b = Box(tmp=tmp, image_dir=image_dir, disk=disk, bundles=bundle_disk, pki=pki)
+    address = tmp / "address"
+    address.write_text(f"{MGMT_IP}/24\n")
+    run(["mcopy", "-i", image, str(address), "::/medtls-test/address"])
+    # the key the test build gave the first user (make: FIRST_USER_SSH_KEY=build/image/test-key.pub)
+    ssh_key = image_dir.parent / "test-key"
+    assert ssh_key.exists(), f"{ssh_key}: the test image's SSH key"
+    b = Box(tmp=tmp, image_dir=image_dir, disk=disk, bundles=bundle_disk, pki=pki, ssh_key=ssh_key)
     b.power_on()
     try:
         yield b
@@ -346,12 +416,13 @@ def test_a_bundle_signed_by_a_foreign_key_is_refused_without_touching_a_slot(box
     assert after_env["slot_b_head"] == ZEROS_MIB_SHA256, after
 
 
-def test_b_good_bundle_goes_into_b_and_the_gate_commits_it(box):
+def test_b_fleet_playbook_puts_the_good_bundle_into_b_and_the_gate_commits_it(box, bundle_disk):
     first = box.boots[0]
     since = time.monotonic()  # the box serves from A while it installs; it reboots right after
-    result = box.step("good.raucb")
-    assert "exit=0" in result["install good.raucb"], result["install good.raucb"]
-    box.wait_for("== rebooting", 120)
+    play = box.fleet_update(fleet_bundle(bundle_disk))
+    out = play.stdout + play.stderr
+    assert play.returncode == 0, out[-6000:]
+    assert re.search(r"box runs 0\.\S+\+update-test-good from slot B, committed", out), out[-6000:]
     report = box.next_report("B")
     until = box.echo.ok_after(time.monotonic(), 300)
     box.outage["good update"] = box.echo.outage(since, until)
@@ -371,12 +442,19 @@ def test_b_good_bundle_goes_into_b_and_the_gate_commits_it(box):
     # The box's configuration, keys and identity came along on /data.
     assert etc_medtls_hashes(report) == etc_medtls_hashes(first)
     assert "/etc/medtls/device.key" in etc_medtls_hashes(first), first["etc-medtls-sha256"]
+    # RAUC grew the bundle's root filesystem (the size of what is installed) to the slot
+    # (system.conf resize=true): an update leaves the box the same free space as the image.
+    root = report_values(report["rootfs"])
+    assert root["source"].endswith("3"), report["rootfs"]  # slot B: partition 3
+    assert int(root["fs_bytes"]) > 0.9 * int(root["part_bytes"]), report["rootfs"]
     layout, first_layout = report_values(report["layout"]), report_values(first["layout"])
     assert layout["machine_id"] == first_layout["machine_id"], (layout, first_layout)
 
 
 def test_c_broken_bundle_falls_back_to_the_committed_slot_by_itself(box):
     since = time.monotonic()  # B serves while it installs into A
+    go = box.ssh("sudo", "touch", "/run/medtls-test-go")
+    assert go.returncode == 0, go.stdout + go.stderr
     result = box.step("broken.raucb")
     assert "exit=0" in result["install broken.raucb"], result["install broken.raucb"]
     box.wait_for("== rebooting", 120)
