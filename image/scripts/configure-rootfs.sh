@@ -4,7 +4,7 @@
 # the first-boot import of the configuration from the FAT partition, and the data partition
 # (seeded at first boot, grown to the card, persistent paths bind-mounted from it).
 # Usage: configure-rootfs.sh ROOTFS_DIR
-# Environment: FIRST_USER_NAME (default: medtls), FIRST_USER_SSH_KEY (public key line or file),
+# Environment: FIRST_USER_NAME (default: medtls-admin), FIRST_USER_SSH_KEY (public key line or file),
 #              MEDTLS_HOSTNAME (default: medtls), MEDTLS_KEEP_FSTAB=1 (pi-gen).
 set -euo pipefail
 

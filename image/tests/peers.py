@@ -11,6 +11,7 @@ from vmlab import ns
 # pynetdicom installs its own storescu/storescp into the venv, which is first on PATH.
 STORESCP = "/usr/bin/storescp"
 STORESCU = "/usr/bin/storescu"
+ECHOSCU = "/usr/bin/echoscu"
 
 PROBE = """
 import socket, sys

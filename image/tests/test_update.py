@@ -158,16 +158,17 @@ class EchoLoop:
         self._thread.start()
 
     def _loop(self) -> None:
-        cmd = ["echoscu", "-to", "5", "-ta", "5", "-td", "5", "-aec", "PACS", PACS_IP, "104"]
+        cmd = [peers.ECHOSCU, "-to", "5", "-ta", "5", "-td", "5", "-aec", "PACS", PACS_IP, "104"]
         while not self._stop.is_set():
             try:
-                ok = run(ns(self.netns, cmd), check=False, timeout=30).returncode == 0
+                done = run(ns(self.netns, cmd), check=False, timeout=30)
+                ok, why = done.returncode == 0, (done.stderr.strip().splitlines() or [""])[-1]
             except subprocess.TimeoutExpired:
-                ok = False
+                ok, why = False, "timed out"
             self.results.append((time.monotonic(), ok))
             if self.log is not None:
                 with self.log.open("a") as f:
-                    f.write(f"{time.time():.1f} {'ok' if ok else 'failed'}\n")
+                    f.write(f"{time.time():.1f} {'ok' if ok else 'failed: ' + why[:200]}\n")
             self._stop.wait(1)
 
     def stop(self) -> None:
@@ -479,6 +480,10 @@ def test_c_broken_bundle_falls_back_to_the_committed_slot_by_itself(box):
     assert "update_fell_back: fell back to slot B" in report["update-audit-spool"], report[
         "update-audit-spool"
     ]
+    # What a technician or the monitoring sees: the daemon (user medtls) reads the gate's state.
+    daemon = report["medtls-status"]
+    assert re.search(r"^medtls: WARNING", daemon, re.M), daemon
+    assert re.search(r"^update: FELL BACK to B at \S+: not healthy", daemon, re.M), daemon
     assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
 
 
