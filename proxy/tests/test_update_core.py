@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -150,6 +152,21 @@ def test_state_round_trip(tmp_path):
     s = u.fell_back(PENDING, 2000, "medtls does not answer")
     u.write_state(p, s)
     assert u.read_state(p) == s
+
+
+def test_state_written_by_an_admin_shell_is_readable_by_the_daemon(tmp_path):
+    """`medtls update install` runs as root from an admin's shell whose umask (027 on a hardened
+    box) would leave the file unreadable to the medtls user, whose `medtls status` reports it:
+    seen in the arm64 VM as "update: ...state.json: cannot read: Permission denied"."""
+    p = tmp_path / "update" / "state.json"
+    old = os.umask(0o077)
+    try:
+        u.write_state(p, PENDING)
+        u.write_state(p, u.fell_back(PENDING, 2000, "medtls does not answer"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    assert [f.name for f in p.parent.iterdir()] == ["state.json"]  # no temporary file left
 
 
 @pytest.mark.parametrize(

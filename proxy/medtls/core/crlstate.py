@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from medtls.core.statefile import read_capped, write_atomic
 
 MAX_STATE_BYTES = 1 << 20
 RESULTS = ("installed", "unchanged", "refused", "failed")
@@ -42,22 +42,8 @@ class StateError(ValueError):
 
 
 def write_state(path: str | os.PathLike, state: CrlFetchState) -> None:
-    """Atomically (temp file + rename in the same directory), mode 0644."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(asdict(state), fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Atomically, mode 0644."""
+    write_atomic(path, json.dumps(asdict(state), indent=1, sort_keys=True) + "\n")
 
 
 def _num(v: object, what: str) -> float | None:
@@ -81,12 +67,11 @@ def read_state(path: str | os.PathLike) -> CrlFetchState | None:
     """The state, None if there is none yet; StateError naming the file and the problem."""
     p = Path(path)
     try:
-        with open(p, "rb") as fh:
-            data = fh.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
-        return None
+        data = read_capped(p, MAX_STATE_BYTES)
     except OSError as e:
         raise StateError(f"{p}: cannot read: {e.strerror or e}") from None
+    if data is None:
+        return None
     if len(data) > MAX_STATE_BYTES:
         raise StateError(f"{p}: larger than {MAX_STATE_BYTES} bytes")
     try:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from medtls.core.statefile import read_capped, write_atomic
 
 PHASES = ("enrolling", "valid", "renewing", "failed", "expired")
 ACTIONS = ("enroll", "renew", "wait")
@@ -258,13 +259,10 @@ def read_state(path) -> EnrollmentState | None:
     """The state in `path`, None when there is none yet; StateFileError when it is unusable."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
-        return None
+        data = read_capped(p, MAX_STATE_BYTES)
     except OSError as e:
         raise StateFileError(f"{p}: cannot read: {e.strerror or e}") from None
-    return parse_state(data, str(p))
+    return None if data is None else parse_state(data, str(p))
 
 
 def state_json(state: EnrollmentState) -> str:
@@ -276,21 +274,4 @@ def state_json(state: EnrollmentState) -> str:
 def write_state(path, state: EnrollmentState) -> None:
     """Write `state` to `path` atomically (temporary file in the same directory, fsync, rename):
     a reader sees the old or the new state, never a half-written one."""
-    p = Path(path)
-    text = state_json(state)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, state_json(state))

@@ -18,11 +18,12 @@ Slots are named by their RAUC bootname (A, B): that is what U-Boot, the kernel c
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from medtls.core.statefile import read_capped, write_atomic
 
 STATE_PATH = "/var/lib/medtls/update/state.json"
 MAX_RAUC_STATUS_BYTES = 262144
@@ -298,13 +299,10 @@ def read_state(path=STATE_PATH) -> UpdateState | None:
     """The state in `path`, None when no update was ever installed; StateFileError otherwise."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
-        return None
+        data = read_capped(p, MAX_STATE_BYTES)
     except OSError as e:
         raise StateFileError(f"{p}: cannot read: {e.strerror or e}") from None
-    return parse_state(data, str(p))
+    return None if data is None else parse_state(data, str(p))
 
 
 def state_json(state: UpdateState) -> str:
@@ -312,25 +310,8 @@ def state_json(state: UpdateState) -> str:
 
 
 def write_state(path, state: UpdateState) -> None:
-    """Write `state` atomically (temporary file, fsync, rename, fsync of the directory)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(state_json(state))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write `state` atomically (the update process is the only writer)."""
+    write_atomic(path, state_json(state))
 
 
 def clip(text: str, limit: int = MAX_REASON) -> str:
