@@ -452,6 +452,16 @@ def test_b_fleet_playbook_puts_the_good_bundle_into_b_and_the_gate_commits_it(bo
     assert layout["machine_id"] == first_layout["machine_id"], (layout, first_layout)
 
 
+def test_b2_the_same_fleet_update_again_changes_nothing(box, bundle_disk):
+    """A rollout run again after a stop skips the boxes that committed (docs/updates.md)."""
+    play = box.fleet_update(fleet_bundle(bundle_disk))
+    out = play.stdout + play.stderr
+    assert play.returncode == 0, out[-6000:]
+    assert "Nothing to do, the box runs 0." in out, out[-6000:]
+    assert re.search(r"box +: ok=\d+ +changed=0 +unreachable=0 +failed=0", out), out[-3000:]
+    assert "Copy the bundle to the box" not in out and "Reboot into" not in out, out[-6000:]
+
+
 def test_c_broken_bundle_falls_back_to_the_committed_slot_by_itself(box):
     since = time.monotonic()  # B serves while it installs into A
     go = box.ssh("sudo", "touch", "/run/medtls-test-go")
