@@ -74,6 +74,8 @@ README_TARGETS = {
     "test-image-arm64": ("test-image-arm64", "a stage"),
     "test-image": ("test-image-arm64", "the same recipe (image_build_and_boot) for amd64"),
     "test-image-deploy": ("test-image-arm64", "the same boot tests, on a published image"),
+    "bundle": ("test-image-arm64", "make-bundle.sh on the image build's rootfs.ext4, installed in"
+               " the VM by the fleet playbook (image/tests/test_update.py)"),
     "image": ("test-image-static", "pi-gen needs the Raspberry Pi archive, unreachable from CI"
               " machines: its stage and parity are tested structurally (test_pigen_stage.py)"),
     "collection": ("test-collection", "builds and installs it, runs its playbooks"),
