@@ -404,6 +404,12 @@ def box(tmp_path_factory, image_dir, pki, bundle_disk):
 def test_a_bundle_signed_by_a_foreign_key_is_refused_without_touching_a_slot(box):
     first = box.next_report("A")
     assert report_values(first["begin"])["medtls"] == "active", first["medtls-journal"]
+    # The gate runs on every boot (the image enables it): with nothing pending it gives the
+    # committed slot back the attempt boot.scr counted, or three reboots would leave slot A.
+    assert "medtls update gate: slot A: no update pending" in first["update-gate-journal"], first[
+        "update-gate-journal"
+    ]
+    assert report_values(first["boot-slot"])["BOOT_A_LEFT"] == "3", first["boot-slot"]
     result = box.step("foreign.raucb")
     install, after = result["install foreign.raucb"], result["after-install foreign.raucb"]
     assert "exit=1" in install, install
