@@ -340,7 +340,8 @@ class Box:
             ns(self.lab.lan_ns, ["env", *env, *play]), check=False,
             timeout=INSTALL_TIMEOUT + 2 * BOOT_TIMEOUT,
         )  # fmt: skip
-        (self.tmp / "fleet-update.log").write_text(result.stdout + result.stderr)
+        runs = len(list(self.tmp.glob("fleet-update-*.log")))
+        (self.tmp / f"fleet-update-{runs + 1}.log").write_text(result.stdout + result.stderr)
         return result
 
     def console_slots(self) -> list[str]:
