@@ -211,6 +211,8 @@ class Box:
     lab: Lab | None = None
     echo: EchoLoop | None = None
     storescp: subprocess.Popen | None = None
+    plain: subprocess.Popen | None = None  # a plaintext listener on the PACS's DICOM port
+    plain_seen: list[str] = field(default_factory=list)  # what it accepted, over every power-on
     boots: list[dict[str, str]] = field(default_factory=list)
     outage: dict[str, float] = field(default_factory=dict)
     seen: int = 0  # report.log characters already taken into a boot
@@ -228,18 +230,27 @@ class Box:
         self.storescp = peers.start_storescp_tls(
             self.lab.lan_ns, self.pki, workdir / "stored", 2762
         )
+        # The modality's echoes go to PACS_IP:104 in clear; the box carries them to 2762 in TLS.
+        # Anything that reaches this listener crossed the bridge in clear (fail open).
+        self.plain = peers.start_listener(self.lab.lan_ns, 104)
         self.echo = EchoLoop(self.lab.mod_ns, workdir / "echo.log")
         self.echo.start()
 
     def power_off(self, cut: bool = False) -> None:
         if self.echo is not None:
             self.echo.stop()
+            self.echo = None
         if self.storescp is not None:
             peers.stop(self.storescp)
+            self.storescp = None
+        if self.plain is not None:
+            self.plain_seen += [x for x in peers.stop(self.plain).splitlines() if "accepted" in x]
+            self.plain = None
         if self.lab is not None:
             if cut:
                 self.lab.power_cut()
             self.lab.close()
+            self.lab = None
 
     def _text(self) -> str:
         assert self.lab is not None
@@ -532,3 +543,13 @@ def test_d_power_cut_during_an_install_boots_the_old_slot(box, image_dir):
     assert rauc.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "B", report["rauc-status"]
     assert report_values(report["begin"])["medtls"] == "active", report["medtls-journal"]
     assert re.search(r"^\* slot B \(rootfs\.1\): .*boot status good", report["update-status"], re.M)
+
+
+def test_e_nothing_crossed_the_bridge_in_clear_through_five_boots(box):
+    """Fail closed throughout: while the box rebooted, ran a slot whose medtls could not start,
+    fell back and lost power, the modality's echo (once a second, in clear to port 104) never
+    reached the LAN in clear."""
+    box.power_off()
+    assert box.plain_seen == [], box.plain_seen
+    # Reports come from the boots that finish (the broken slot reboots before its report).
+    assert len(box.boots) >= 4, [b.get("boot-slot", "")[:80] for b in box.boots]
