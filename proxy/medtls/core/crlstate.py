@@ -66,10 +66,7 @@ def _text(v: object, what: str) -> str:
 def read_state(path: str | os.PathLike) -> CrlFetchState | None:
     """The state, None if there is none yet; StateError naming the file and the problem."""
     p = Path(path)
-    try:
-        data = read_capped(p, MAX_STATE_BYTES)
-    except OSError as e:
-        raise StateError(f"{p}: cannot read: {e.strerror or e}") from None
+    data = read_capped(p, MAX_STATE_BYTES, StateError)
     if data is None:
         return None
     if len(data) > MAX_STATE_BYTES:

@@ -15,7 +15,6 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 from medtls.core.statefile import read_capped, write_atomic
 
@@ -257,12 +256,8 @@ def parse_state(data: bytes, where: str = "state.json") -> EnrollmentState:
 
 def read_state(path) -> EnrollmentState | None:
     """The state in `path`, None when there is none yet; StateFileError when it is unusable."""
-    p = Path(path)
-    try:
-        data = read_capped(p, MAX_STATE_BYTES)
-    except OSError as e:
-        raise StateFileError(f"{p}: cannot read: {e.strerror or e}") from None
-    return None if data is None else parse_state(data, str(p))
+    data = read_capped(path, MAX_STATE_BYTES, StateFileError)
+    return None if data is None else parse_state(data, str(path))
 
 
 def state_json(state: EnrollmentState) -> str:

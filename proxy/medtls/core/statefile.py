@@ -10,14 +10,18 @@ import tempfile
 from pathlib import Path
 
 
-def read_capped(path: str | os.PathLike, max_bytes: int) -> bytes | None:
+def read_capped(
+    path: str | os.PathLike, max_bytes: int, error: type[Exception] = OSError
+) -> bytes | None:
     """At most `max_bytes` + 1 bytes of the file (more than `max_bytes` means too large), None
-    when it does not exist; OSError for any other failure."""
+    when it does not exist; `error` naming the file for any other failure."""
     try:
         with open(path, "rb") as f:
             return f.read(max_bytes + 1)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:

@@ -21,7 +21,6 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 from medtls.core.statefile import read_capped, write_atomic
 
@@ -297,12 +296,8 @@ def parse_state(data: bytes, where: str = "state.json") -> UpdateState:
 
 def read_state(path=STATE_PATH) -> UpdateState | None:
     """The state in `path`, None when no update was ever installed; StateFileError otherwise."""
-    p = Path(path)
-    try:
-        data = read_capped(p, MAX_STATE_BYTES)
-    except OSError as e:
-        raise StateFileError(f"{p}: cannot read: {e.strerror or e}") from None
-    return None if data is None else parse_state(data, str(p))
+    data = read_capped(path, MAX_STATE_BYTES, StateFileError)
+    return None if data is None else parse_state(data, str(path))
 
 
 def state_json(state: UpdateState) -> str:
