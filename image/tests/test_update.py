@@ -52,6 +52,7 @@ GATE_TIMEOUT = 30  # the schema's minimum: a fallback does not wait the default 
 BOOT_TIMEOUT = 1200  # one boot under TCG, from the reboot to the report
 INSTALL_TIMEOUT = 2400
 MGMT_IP = "198.18.0.30"  # the box's management address on the bridge, in the lab's LAN prefix
+FIRST_USER = "medtls-admin"  # the image's first user (FIRST_USER_NAME's default)
 ZEROS_MIB_SHA256 = hashlib.sha256(bytes(1 << 20)).hexdigest()  # slot B of a fresh image
 STEPS = [
     "A: install foreign.raucb",
@@ -315,7 +316,7 @@ class Box:
         assert self.lab is not None
         return run(
             ns(self.lab.lan_ns, ["ssh", *SSH_OPTIONS, "-i", str(self.ssh_key),
-                                 f"medtls-admin@{MGMT_IP}", *command]),
+                                 f"{FIRST_USER}@{MGMT_IP}", *command]),
             check=False, timeout=120,
         )  # fmt: skip
 
@@ -326,7 +327,7 @@ class Box:
         inventory.write_text(
             "all:\n  children:\n    medtls:\n      hosts:\n        box:\n"
             f"          ansible_host: {MGMT_IP}\n"
-            "          ansible_user: medtls-admin\n"
+            f"          ansible_user: {FIRST_USER}\n"
             f"          ansible_ssh_private_key_file: {self.ssh_key}\n"
             f"          ansible_ssh_common_args: {' '.join(SSH_OPTIONS)}\n"
             "          ansible_python_interpreter: /usr/bin/python3\n"
